@@ -1,0 +1,138 @@
+"""A PyTorch Dataset over a split's cached features, and the collate function that pads batches.
+
+``collate`` returns a dict of tensors (B items; L* the longest sentence of the batch, K the most
+objects; D the text width; float32 features, bool masks, long indexes)::
+
+    question          [B, 4, Lq, D]     the question encoded beside answer i
+    question_tags     [B, 4, Lq]        object index per word (0 = whole image, also padding)
+    question_mask     [B, 4, Lq]
+    answers           [B, 4, La, D]     answer i
+    answer_tags, answer_mask
+    rationale_query   [B, 4, 4, Lc, D]  question + answer a, encoded beside rationale r
+    rationale_query_tags, rationale_query_mask
+    rationales        [B, 4, 4, Lr, D]  rationale r, encoded beside question + answer a
+    rationale_tags, rationale_mask
+    objects           [B, K, 2048]      object 0 is the whole image
+    object_classes    [B, K]
+    object_mask       [B, K]
+    boxes             [B, K, 4]         canvas pixels, x1 y1 x2 y2
+    answer_label      [B]               -1 on test
+    rationale_label   [B]               -1 on test
+    index             [B]               the item's position in the split
+"""
+
+from __future__ import annotations
+
+import json
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vcrnet.data.records import NUM_CHOICES
+from vcrnet.errors import InputError
+from vcrnet.features import cache
+from vcrnet.features.extract import PAIRS_PER_ITEM, SplitFeatures
+
+TEXT_FIELDS = ("question", "answers", "rationale_query", "rationales")
+_TAG_NAMES = {"question": "question", "answers": "answer", "rationale_query": "rationale_query",
+              "rationales": "rationale"}
+
+
+class CachedVCRDataset(Dataset):
+    """Items served from the memory-mapped cache; ``dataset[i]`` is a dict of numpy arrays."""
+
+    def __init__(self, features: SplitFeatures):
+        self.text_entry, self.object_entry = features.text, features.objects
+        for entry in (self.text_entry, self.object_entry):
+            if not cache.is_complete(entry):
+                raise InputError(f"{entry}: not a complete feature cache entry")
+        ids = json.loads((self.text_entry / "items.json").read_text())
+        if ids != json.loads((self.object_entry / "items.json").read_text()):
+            raise InputError(f"{self.object_entry}: its items differ from {self.text_entry}")
+        self.annot_ids: list[str] = ids
+        self.labels = np.load(self.text_entry / "labels.npy")
+        self.text_dim = cache.read_manifest(self.text_entry)["dim"]
+        self._arrays: dict[str, np.ndarray] | None = None  # opened lazily, once per process
+
+    def __len__(self) -> int:
+        return len(self.annot_ids)
+
+    def __getstate__(self) -> dict:  # DataLoader workers reopen the memory maps themselves
+        return {**self.__dict__, "_arrays": None}
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            t, o = self.text_entry, self.object_entry
+            self._arrays = {
+                "text": cache.open_array(t, "features"), "tags": cache.open_array(t, "tags"),
+                "index": cache.open_array(t, "index"), "objects": cache.open_array(o, "features"),
+                "boxes": cache.open_array(o, "boxes"), "classes": cache.open_array(o, "classes"),
+                "offsets": cache.open_array(o, "offsets"), "rows": cache.open_array(o, "rows"),
+            }
+        return self._arrays
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        a = self.arrays
+        index = a["index"][i]  # [20, 3]: first row, context words, choice words
+        contexts, choices = [], []
+        for first, n_ctx, n_choice in index.tolist():
+            contexts.append((a["text"][first:first + n_ctx], a["tags"][first:first + n_ctx]))
+            end = first + n_ctx + n_choice
+            choices.append((a["text"][first + n_ctx:end], a["tags"][first + n_ctx:end]))
+        rows = a["rows"][a["offsets"][i]:a["offsets"][i + 1]]
+        return {
+            "question": contexts[:NUM_CHOICES], "answers": choices[:NUM_CHOICES],
+            "rationale_query": contexts[NUM_CHOICES:PAIRS_PER_ITEM],
+            "rationales": choices[NUM_CHOICES:PAIRS_PER_ITEM],
+            "objects": a["objects"][rows], "boxes": a["boxes"][rows],
+            "object_classes": a["classes"][rows], "labels": self.labels[i], "index": i,
+        }
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad a list of ``CachedVCRDataset`` items into the batch documented above."""
+    batch: dict[str, torch.Tensor] = {}
+    for name in TEXT_FIELDS:
+        feats, tags, mask = _pad_sentences([it[name] for it in items])
+        if name.startswith("rationale"):
+            feats = feats.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
+            tags = tags.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
+            mask = mask.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
+        batch[name] = feats
+        batch[f"{_TAG_NAMES[name]}_tags"] = tags
+        batch[f"{_TAG_NAMES[name]}_mask"] = mask
+    k = max(len(it["objects"]) for it in items)
+    objects = torch.zeros(len(items), k, items[0]["objects"].shape[1])
+    boxes = torch.zeros(len(items), k, 4)
+    classes = torch.zeros(len(items), k, dtype=torch.long)
+    object_mask = torch.zeros(len(items), k, dtype=torch.bool)
+    for b, it in enumerate(items):
+        n = len(it["objects"])
+        objects[b, :n] = torch.from_numpy(np.asarray(it["objects"], dtype=np.float32))
+        boxes[b, :n] = torch.from_numpy(np.asarray(it["boxes"], dtype=np.float32))
+        classes[b, :n] = torch.from_numpy(np.asarray(it["object_classes"], dtype=np.int64))
+        object_mask[b, :n] = True
+    labels = torch.from_numpy(np.stack([it["labels"] for it in items]).astype(np.int64))
+    batch.update(objects=objects, boxes=boxes, object_classes=classes, object_mask=object_mask,
+                 answer_label=labels[:, 0], rationale_label=labels[:, 1],
+                 index=torch.tensor([it["index"] for it in items], dtype=torch.long))
+    return batch
+
+
+def _pad_sentences(per_item: list[list[tuple[np.ndarray, np.ndarray]]]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[B][S] (feats [L, D], tags [L])`` -> feats ``[B, S, L, D]``, tags, mask ``[B, S, L]``."""
+    n_items, n_sent = len(per_item), len(per_item[0])
+    length = max(len(f) for sentences in per_item for f, _ in sentences)
+    dim = per_item[0][0][0].shape[1]
+    feats = np.zeros((n_items, n_sent, length, dim), dtype=np.float32)
+    tags = np.zeros((n_items, n_sent, length), dtype=np.int64)
+    mask = np.zeros((n_items, n_sent, length), dtype=bool)
+    for b, sentences in enumerate(per_item):
+        for s, (f, t) in enumerate(sentences):
+            feats[b, s, :len(f)] = f
+            tags[b, s, :len(t)] = t
+            mask[b, s, :len(f)] = True
+    return torch.from_numpy(feats), torch.from_numpy(tags), torch.from_numpy(mask)
+
