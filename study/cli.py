@@ -69,7 +69,8 @@ CacheOption = Annotated[Path | None, typer.Option(
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same files.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Random seed: the same seed writes the same files.")] = 0,
     train: Annotated[int, typer.Option(min=1, help="Training questions.")] = 1500,
     val: Annotated[int, typer.Option(min=1, help="Validation questions.")] = 300,
     test: Annotated[int, typer.Option(min=1, help="Test questions (no labels).")] = 300,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMALL_SETTINGS, read_lines
+
 from vcrnet.data import ground_item, read_split, write_synthetic
 from vcrnet.features import CachedVCRDataset, collate, extract_split
 from vcrnet.features import extract as extract_module
@@ -52,10 +52,12 @@ def test_collate_shapes_and_contents(synthetic_dir, synthetic_features):
             n = len(g.question.words)
             assert batch["question_mask"][b, i].sum() == n
             assert batch["question_tags"][b, i, :n].tolist() == g.question.tags
-            assert batch["answer_tags"][b, i, :len(g.answers[i].words)].tolist() == g.answers[i].tags
+            answer_tags = g.answers[i].tags
+            assert batch["answer_tags"][b, i, :len(answer_tags)].tolist() == answer_tags
             for r in range(4):
                 query_tags = g.question.tags + g.answers[i].tags
-                assert batch["rationale_query_tags"][b, i, r, :len(query_tags)].tolist() == query_tags
+                got = batch["rationale_query_tags"][b, i, r, :len(query_tags)]
+                assert got.tolist() == query_tags
                 assert batch["rationale_mask"][b, i, r].sum() == len(g.rationales[r].words)
         assert batch["answer_label"][b] == items[b].answer_label
         assert batch["rationale_label"][b] == items[b].rationale_label
@@ -82,7 +84,8 @@ def test_word_vectors_average_their_wordpieces():
     for seq, words, vectors in ((0, context, got.context), (1, choice, got.choice)):
         assert vectors.shape == (len(words), 384)
         for w in range(len(words)):
-            pieces = [p for p, (wid, s) in enumerate(zip(word_ids, seq_ids)) if wid == w and s == seq]
+            pieces = [p for p, (wid, s) in enumerate(zip(word_ids, seq_ids))
+                      if wid == w and s == seq]
             np.testing.assert_allclose(vectors[w], hidden[pieces].mean(0).numpy(), atol=1e-4)
     assert len([w for w, s in zip(word_ids, seq_ids) if w == 2 and s == 0]) > 1  # "unhappily"
 
@@ -108,8 +111,8 @@ def test_second_run_encodes_nothing_and_new_settings_make_a_new_entry(synthetic_
 
     with monkeypatch.context() as m:
         _forbid(m, "ObjectFeatureExtractor")
-        third = extract_split(synthetic_dir, "val", tmp_path, replace(SMALL_SETTINGS, text_layer=-1),
-                              progress=False)
+        third = extract_split(synthetic_dir, "val", tmp_path,
+                              replace(SMALL_SETTINGS, text_layer=-1), progress=False)
     assert third.computed == ["text"] and third.text != first.text
     assert third.objects == first.objects
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vcrnet.data.grounding import (CLASS_INDEX, GENDER_NEUTRAL_NAMES, fit_image, ground_item,
-                                   make_mask, relevant_objects, scale_boxes)
+from vcrnet.data.grounding import (
+    CLASS_INDEX,
+    GENDER_NEUTRAL_NAMES,
+    fit_image,
+    ground_item,
+    make_mask,
+    relevant_objects,
+    scale_boxes,
+)
 from vcrnet.data.records import VCRItem
 from vcrnet.errors import VCRDataError
 

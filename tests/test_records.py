@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import read_lines, write_lines
+
 from vcrnet.data import SPLITS, load_metadata, read_split
 from vcrnet.data.check import check_split
 from vcrnet.errors import VCRDataError

@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import SMALL_SIZES, read_lines
+
 from vcrnet.data import read_split, write_synthetic
 from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, QUESTION_TYPES, SHAPES
 from vcrnet.errors import InputError
@@ -126,7 +126,7 @@ def _supporting_phrases(answer: list) -> list:
     for colour, occasion in OCCASIONS.items():
         if occasion in text:
             return [f" {colour} "]
-    for shape, (looks_like, why) in SHAPES.items():
+    for looks_like, why in SHAPES.values():
         if looks_like in text:
             return [why]
     for colour in COLOURS:

@@ -1,4 +1,4 @@
-"""Validate a VCR directory split by split and summarise it (what ``vcr-study data check`` prints)."""
+"""Validate a VCR directory split by split and summarise it (``vcr-study data check``)."""
 
 from __future__ import annotations
 

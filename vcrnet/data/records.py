@@ -2,9 +2,9 @@
 
 A VCR directory holds ``{train,val,test}.jsonl`` and ``vcr1images/`` (a JPEG and a metadata json per
 image). Each jsonl line is one question with 4 answer and 4 rationale choices; words are strings and
-an object tag is a list of ints indexing ``objects`` (``["Is", [0, 2], "happy", "?"]``). Train and val
-lines carry ``answer_label``/``rationale_label``; test lines do not. Extra keys are tolerated: only
-the keys the model needs are required (``REQUIRED_KEYS``).
+an object tag is a list of ints indexing ``objects`` (``["Is", [0, 2], "happy", "?"]``). Train and
+val lines carry ``answer_label``/``rationale_label``; test lines do not. Extra keys are tolerated:
+only the keys the model needs are required (``REQUIRED_KEYS``).
 
 Every problem raises :class:`vcrnet.errors.VCRDataError` naming the file, the line and the field.
 """

@@ -10,7 +10,9 @@ Design, so that a study on it means something:
   (mostly ``person``). Colours are distinct within an image and drawn from 8 that randomly
   initialised ResNet features separate well; shapes come from 4 (circle, square, triangle, star).
   The class of an object is known from the text (its tag shows a name or the class); its **colour
-  and shape are only in the pixels**.
+  and shape are only in the pixels**. Shapes are 60-90 pixels across: on the 384x192 canvas a
+  linear probe on held-out objects' random-ResNet features reads colour at 0.93 and shape at 0.64
+  (chance 0.12 and 0.25; ``tests/test_visual_signal.py``).
 * **(a) Answering needs the image.** Every question asks about a visual property of tagged
   objects, and its 4 answers are the same template filled with 4 different values, the right one at
   a uniformly random position. Nothing in the text tells which value is true, so a text-only model
@@ -41,8 +43,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vcrnet.errors import InputError
 from vcrnet.data.records import IMAGES_DIR, LABELED_SPLITS, NUM_CHOICES, SPLITS, Token
+from vcrnet.errors import InputError
 
 COLOURS = {  # name -> RGB
     "red": (200, 30, 30), "green": (40, 160, 50), "blue": (30, 60, 210),
@@ -157,7 +159,7 @@ def _draw_scene(rng: np.random.Generator, width: int, height: int) -> list[Scene
 def _place(shape: str, rng: np.random.Generator, width: int, height: int,
            placed: list[np.ndarray]) -> np.ndarray:
     for _ in range(50):
-        size = float(rng.uniform(44, 72))
+        size = float(rng.uniform(60, 90))  # large enough for random features to see shape
         cx, cy = rng.uniform(size / 2 + 2, width - size / 2 - 2), rng.uniform(
             size / 2 + 2, height - size / 2 - 2)
         polygon = _polygon(shape, cx, cy, size / 2, float(rng.uniform(0, 2 * np.pi)))

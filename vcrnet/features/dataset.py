@@ -24,6 +24,7 @@ objects; D the text width; float32 features, bool masks, long indexes)::
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset

@@ -35,15 +35,40 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vcrnet.data.grounding import (CLASS_INDEX, DEFAULT_IMAGE_SIZE, MASK_SIZE, GroundedItem,
-                                   fit_image, ground_item, make_mask, scale_boxes)
-from vcrnet.data.records import (IMAGES_DIR, NUM_CHOICES, ImageMetadata, VCRItem, image_path,
-                                 load_metadata, read_split, split_path)
+from vcrnet.data.grounding import (
+    CLASS_INDEX,
+    DEFAULT_IMAGE_SIZE,
+    MASK_SIZE,
+    GroundedItem,
+    fit_image,
+    ground_item,
+    make_mask,
+    scale_boxes,
+)
+from vcrnet.data.records import (
+    IMAGES_DIR,
+    NUM_CHOICES,
+    ImageMetadata,
+    VCRItem,
+    image_path,
+    load_metadata,
+    read_split,
+    split_path,
+)
 from vcrnet.features import cache
-from vcrnet.features.image import (OBJECT_DIM, ObjectFeatureExtractor, find_image_weights,
-                                   load_canvas)
-from vcrnet.features.text import (DEFAULT_TEXT_ENCODER, DEFAULT_TEXT_LAYER, MAX_WORDPIECES,
-                                  TextEncoder, resolve_text_encoder)
+from vcrnet.features.image import (
+    OBJECT_DIM,
+    ObjectFeatureExtractor,
+    find_image_weights,
+    load_canvas,
+)
+from vcrnet.features.text import (
+    DEFAULT_TEXT_ENCODER,
+    DEFAULT_TEXT_LAYER,
+    MAX_WORDPIECES,
+    TextEncoder,
+    resolve_text_encoder,
+)
 
 PAIRS_PER_ITEM = NUM_CHOICES + NUM_CHOICES * NUM_CHOICES  # 4 answer pairs + 16 rationale pairs
 
