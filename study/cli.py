@@ -157,5 +157,127 @@ def data_prepare(
     typer.echo(f"feature cache: {found.text.parent}")
 
 
+def _split_features(data: Path | None, cache: Path | None, splits: tuple[str, ...],
+                    settings=None):
+    """The features of ``splits``: the built-in dataset when ``data`` is None."""
+    from vcrnet.features import FeatureSettings, extract_split
+
+    if data is None:
+        root, features, _ = builtin.prepare(None, cache, settings, splits=splits)
+        return root, features, settings or builtin.builtin_settings()
+    settings = settings or FeatureSettings()
+    cache = cache or builtin.default_cache_dir()
+    return data.absolute(), {s: extract_split(data.absolute(), s, cache, settings)
+                             for s in splits}, settings
+
+
+DataOption = Annotated[Path | None, typer.Option(
+    help="A VCR directory [default: the built-in synthetic dataset].", envvar="VCR_STUDY_DATA")]
+
+
+@app.command("train")
+def train(
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints and metrics.jsonl.")],
+    method: Annotated[str, typer.Option(
+        help="Coupling: softmax, gumbel, reinforce, direct16 or teacher.")] = "softmax",
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="KEY=VALUE of vcrnet.config.TrainConfig (repeatable).")] = None,
+    data: DataOption = None,
+    cache: CacheOption = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
+) -> None:
+    """Train one configuration, one epoch's metrics a line.
+
+    Example: vcr-study train --method gumbel --set tau_start=5 --set anneal_epochs=10 --out runs/g
+    """
+    import dataclasses
+
+    from vcrnet.config import TrainConfig, parse_sets
+    from vcrnet.features import CachedVCRDataset
+    from vcrnet.train import fit
+
+    values = {"method": method, **parse_sets(sets or [])}
+    if epochs is not None:
+        values["epochs"] = epochs
+    config = TrainConfig.from_dict(values, where="--set")
+    root, features, settings = _split_features(data, cache, ("train", "val"))
+    extra = {"data": str(root), "features": dataclasses.asdict(settings)}
+
+    def show(metrics: dict, _: Path) -> None:
+        typer.echo(f"epoch {metrics['epoch']:>2}  loss {metrics['train_loss']:.3f}  "
+                   f"val Q->A {metrics['val_q2a']:.3f}  QA->R {metrics['val_qa2r']:.3f}  "
+                   f"QA->R|pred {metrics['val_qa2r_pred']:.3f}  Q->AR {metrics['val_q2ar']:.3f}"
+                   f"  {metrics['train_items_per_s']:.0f} items/s")
+
+    history = fit(config, CachedVCRDataset(features["train"]), CachedVCRDataset(features["val"]),
+                  out, resume=resume, on_epoch=show, extra=extra)
+    best = max(history, key=lambda m: m["val_q2ar"]) if history else None
+    if best:
+        typer.echo(f"best epoch {best['epoch']}: val Q->AR {best['val_q2ar']:.3f}; "
+                   f"checkpoints and metrics.jsonl in {out.absolute()}")
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint.pt or best.pt.")],
+    out: Annotated[Path, typer.Option(help="The CSV to write.")],
+    data: DataOption = None,
+    cache: CacheOption = None,
+    split: Annotated[str, typer.Option(help="Split to predict.")] = "test",
+) -> None:
+    """Write the 21-column VCR leaderboard CSV (probabilities) for every item of a split.
+
+    Example: vcr-study predict --checkpoint runs/g/best.pt --data ~/vcr1 --out submission.csv
+    """
+    from vcrnet.features import CachedVCRDataset, FeatureSettings
+    from vcrnet.leaderboard import write_csv
+    from vcrnet.train import load_model, predict
+
+    model, _, saved = load_model(checkpoint)
+    stored = dict(saved.get("extra", {}).get("features") or {})
+    if "image_size" in stored:
+        stored["image_size"] = tuple(stored["image_size"])
+    settings = FeatureSettings(**stored) if stored else None
+    _, features, _ = _split_features(data, cache, (_splits([split])[0],), settings)
+    dataset = CachedVCRDataset(features[split])
+    p = predict(model, dataset)
+    path = write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
+    typer.echo(f"wrote {len(dataset)} rows to {path}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    predictions: Annotated[Path, typer.Option(help="A leaderboard CSV.")],
+    data: DataOption = None,
+    split: Annotated[str, typer.Option(help="A labelled split.")] = "val",
+) -> None:
+    """Score a leaderboard CSV against a labelled split, as the leaderboard does.
+
+    Example: vcr-study evaluate --predictions val.csv --data ~/vcr1 --split val
+    """
+    import torch
+
+    from vcrnet.data import read_split
+    from vcrnet.leaderboard import read_csv, score
+
+    root = data.absolute() if data else builtin.default_data_dir()
+    items = read_split(root, _splits([split])[0])
+    if items and items[0].answer_label is None:
+        raise InputError(f"--split {split}: has no labels to score against")
+    ids, answers, rationales = read_csv(predictions)
+    by_id = {annot_id: i for i, annot_id in enumerate(ids)}
+    missing = [it.annot_id for it in items if it.annot_id not in by_id]
+    if missing:
+        raise InputError(f"{predictions}: no row for {missing[0]} "
+                         f"({len(missing)} of {len(items)} items missing)")
+    rows = torch.tensor([by_id[it.annot_id] for it in items])
+    metrics = score(answers[rows], rationales[rows],
+                    torch.tensor([it.answer_label for it in items]),
+                    torch.tensor([it.rationale_label for it in items]))
+    typer.echo(f"{len(items)} items: Q->A {metrics['q2a']:.4f}  QA->R {metrics['qa2r']:.4f}  "
+               f"Q->AR {metrics['q2ar']:.4f}")
+
+
 if __name__ == "__main__":
     main()

@@ -5,7 +5,8 @@ ResNet-50 conv1..layer3 (stride 16) over the whole canvas -> RoIAlign 7x7 per bo
 channels -> layer4 at stride 1 -> 7x7 average pool: one 2048-d vector per object.
 
 Weights: ImageNet weights from ``--image-weights PATH`` or from the torchvision cache when present;
-otherwise a seeded random initialisation, with a warning. Random features still separate the flat
+otherwise a seeded random initialisation, with a warning, its output rescaled to an ImageNet-like
+magnitude (see ``_random_init_scale``). Random features still separate the flat
 colours and shapes the synthetic data hinges on (see ``vcrnet.data.synth``); on real VCR use real
 weights. The mask convolution is seeded-random in both cases (R2C trained it; here it is frozen).
 """
@@ -26,6 +27,7 @@ from vcrnet.data.grounding import ImageFit
 from vcrnet.errors import InputError
 
 OBJECT_DIM = 2048
+IMAGENET_LIKE_MEAN = 0.5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")  # V2, V1
@@ -69,6 +71,19 @@ class ObjectFeatureExtractor(nn.Module):
         self.layer4 = resnet.layer4
         self.eval()
         self.requires_grad_(False)
+        self.register_buffer("output_scale", torch.ones(()))
+        if weights is None:
+            self.output_scale.fill_(self._random_init_scale(seed))
+
+    def _random_init_scale(self, seed: int) -> float:
+        """A random ResNet-50's features are ~30x larger than an ImageNet one's (mean ~14
+        against ~0.5), which would swamp a model's gradients. Rescale them to an ImageNet-like
+        mean of 0.5, calibrated on a fixed seeded noise image (so independent of the data)."""
+        noise = torch.randn(1, 3, 192, 384, generator=torch.Generator().manual_seed(seed))
+        rois = torch.tensor([[0.0, 0.0, 0.0, 384.0, 192.0], [0.0, 96.0, 48.0, 224.0, 144.0]])
+        with torch.inference_mode():
+            mean = self(noise, rois, torch.ones(2, 14, 14)).mean().item()
+        return IMAGENET_LIKE_MEAN / mean
 
     def forward(self, images: torch.Tensor, rois: torch.Tensor,
                 masks: torch.Tensor) -> torch.Tensor:
@@ -77,7 +92,7 @@ class ObjectFeatureExtractor(nn.Module):
                            sampling_ratio=0)  # [R, 1024, 7, 7]
         mask_features = self.mask_conv(masks.unsqueeze(1) - 0.5)  # [R, 32, 7, 7]
         pooled = torch.cat([pooled[:, :32] + mask_features, pooled[:, 32:]], dim=1)
-        return self.layer4(pooled).mean(dim=(2, 3))  # [R, 2048]
+        return self.layer4(pooled).mean(dim=(2, 3)) * self.output_scale  # [R, 2048]
 
 
 def load_canvas(path: Path, fit: ImageFit, expected_size: tuple[int, int],

@@ -1,0 +1,147 @@
+"""Training: exact resume, divergence, the train/predict/evaluate commands, the CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from vcrnet.config import TrainConfig
+from vcrnet.errors import InputError
+from vcrnet.features import CachedVCRDataset
+from vcrnet.leaderboard import COLUMNS, read_csv, score, write_csv
+from vcrnet.train import CHECKPOINT, TrainingDiverged, fit, load_checkpoint
+
+TIMING = ("train_items_per_s", "train_seconds")
+
+
+def tiny(**changes) -> TrainConfig:
+    return TrainConfig(**{"method": "gumbel", "preset": "tiny", "epochs": 3, "batch_size": 8,
+                          "lr": 3e-3, "anneal_epochs": 2, **changes})
+
+
+def _without_timing(history):
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in history]
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["gumbel", "teacher"])
+def test_resume_after_an_epoch_equals_an_uninterrupted_run(synthetic_features, tmp_path, method):
+    data = CachedVCRDataset(synthetic_features)
+    config = tiny(method=method)
+    straight = fit(config, data, data, tmp_path / "straight")
+
+    def crash_after_first_epoch(metrics, out):
+        if metrics["epoch"] == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(config, data, data, tmp_path / "resumed", on_epoch=crash_after_first_epoch)
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["epoch"] == 1
+    resumed = fit(config, data, data, tmp_path / "resumed", resume=True)
+    assert _without_timing(resumed) == _without_timing(straight)
+    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)["model"]
+    b = load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # no gap, no repeat
+
+
+def test_resume_refuses_another_configuration(synthetic_features, tmp_path):
+    data = CachedVCRDataset(synthetic_features)
+    fit(tiny(epochs=1), data, data, tmp_path)
+    with pytest.raises(InputError, match="another configuration"):
+        fit(tiny(epochs=1, lr=1e-2), data, data, tmp_path, resume=True)
+
+
+class NaNFeatures(torch.utils.data.Dataset):
+    def __init__(self, inner):
+        self.inner, self.text_dim = inner, inner.text_dim
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        item = dict(self.inner[i])
+        item["objects"] = item["objects"] * float("nan")
+        return item
+
+
+def test_a_nan_loss_stops_training_with_a_clear_error(synthetic_features, tmp_path):
+    data = CachedVCRDataset(synthetic_features)
+    with pytest.raises(TrainingDiverged, match="epoch 1: the training loss is nan"):
+        fit(tiny(), NaNFeatures(data), data, tmp_path)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"method": "bogus"}, "method: must be one of"),
+    ({"loss_ratio": "0"}, "loss_ratio: must be positive"),
+    ({"learning_rate": "1"}, "unknown key 'learning_rate'"),
+    ({"epochs": "two"}, "epochs: 'two' is not a int"),
+    ({"straight_through": "maybe"}, "straight_through: 'maybe' is not a bool"),
+])
+def test_config_errors_name_the_key(values, message):
+    with pytest.raises(InputError, match=message):
+        TrainConfig.from_dict(values, where="--set")
+
+
+def test_csv_round_trip_scores_like_the_metrics(tmp_path):
+    torch.manual_seed(0)
+    answers = torch.softmax(torch.randn(50, 4), -1)
+    rationales = torch.softmax(torch.randn(50, 4, 4), -1)
+    a_labels, r_labels = torch.randint(0, 4, (50,)), torch.randint(0, 4, (50,))
+    ids = [f"val-{i}" for i in range(50)]
+    path = write_csv(tmp_path / "sub.csv", ids, answers, rationales)
+    with path.open() as f:
+        header = next(csv.reader(f))
+    assert header == COLUMNS and len(header) == 21
+    assert header[5] == "rationale_conditioned_on_a0_0" and header[-1].endswith("a3_3")
+    got_ids, got_a, got_r = read_csv(path)
+    assert got_ids == ids
+    assert score(got_a, got_r, a_labels, r_labels) == pytest.approx(
+        score(answers, rationales, a_labels, r_labels))
+
+
+def test_train_predict_evaluate_commands(synthetic_dir, tmp_path, cli):
+    out = tmp_path / "run"
+    code, stdout, err = cli("train", "--method", "softmax", "--set", "preset=tiny", "--epochs", 2,
+                            "--data", synthetic_dir, "--cache", tmp_path / "cache", "--out", out)
+    assert code == 0, err
+    assert "epoch  2" in stdout and "best epoch" in stdout
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    code, stdout, err = cli("predict", "--checkpoint", out / "checkpoint.pt", "--data",
+                            synthetic_dir, "--cache", tmp_path / "cache", "--out",
+                            tmp_path / "test.csv")
+    assert code == 0, err
+    ids, answers, rationales = read_csv(tmp_path / "test.csv")
+    assert len(ids) == 9 and ids[0] == "test-0"
+    torch.testing.assert_close(rationales.sum(-1), torch.ones(9, 4, dtype=torch.float64),
+                               atol=1e-4, rtol=0)
+    # the val CSV scores exactly as the training loop's last validation
+    cli("predict", "--checkpoint", out / "checkpoint.pt", "--data", synthetic_dir, "--cache",
+        tmp_path / "cache", "--split", "val", "--out", tmp_path / "val.csv")
+    code, stdout, err = cli("evaluate", "--predictions", tmp_path / "val.csv", "--data",
+                            synthetic_dir, "--split", "val")
+    assert code == 0, err
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"Q->A {last['val_q2a']:.4f}" in stdout and f"Q->AR {last['val_q2ar']:.4f}" in stdout
+
+
+def test_bad_checkpoint_and_bad_csv_are_one_line_errors(synthetic_dir, tmp_path, cli):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x80\x02 truncated")
+    code, _, err = cli("predict", "--checkpoint", broken, "--data", synthetic_dir, "--out",
+                       tmp_path / "x.csv")
+    assert code == 2 and "broken.pt: not a readable checkpoint" in err
+    assert not (tmp_path / "x.csv").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("annot_id,answer_0\nval-0,0.5\n")
+    code, _, err = cli("evaluate", "--predictions", bad, "--data", synthetic_dir)
+    assert code == 2 and "bad.csv:1: expected the 21 leaderboard columns" in err
+    code, _, err = cli("train", "--set", "bogus=1", "--out", tmp_path / "r")
+    assert code == 2 and "--set: unknown key 'bogus'" in err

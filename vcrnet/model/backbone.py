@@ -1,0 +1,150 @@
+"""The R2C backbone (Zellers et al., 2019) over cached features, forward path top to bottom.
+
+One backbone scores N (query, response) pairs against an item's objects:
+
+1. objects: ``[2048 RoI feature | class embedding]`` -> dropout -> Linear -> ReLU; an auxiliary
+   Linear(2048 -> 81) predicts each object's class (R2C's regularising loss);
+2. grounding: each word's text vector joined with the object it is tagged with, through a shared
+   BiLSTM (query and response alike);
+3. contextualisation: bilinear attention from each response word to the query words and to the
+   objects;
+4. reasoning: ``[response | attended objects | attended query]`` through a 2-layer BiLSTM;
+5. a masked max-pool of ``[reasoning | response | attended query]`` and an MLP to one logit.
+
+Steps 2-3 and 4-5 are separate methods so that a coupling can mix the contextualised pairs of the 4
+answers before reasoning (``vcrnet.couplings.softmax``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+NUM_CLASSES = 81
+OBJECT_FEATURE_DIM = 2048
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Dimensions and dropouts; ``PRESETS`` names the usual ones (``r2c`` is R2C's)."""
+
+    hidden: int = 256  # per LSTM direction
+    object_dim: int = 512
+    class_embed_dim: int = 128
+    mlp_dim: int = 1024
+    object_dropout: float = 0.1
+    rnn_dropout: float = 0.3  # variational: one mask per sequence, as AllenNLP's R2C
+    mlp_dropout: float = 0.3
+    zero_object_features: bool = False  # the text-only ablation: RoI features set to 0
+
+
+PRESETS = {
+    "r2c": BackboneConfig(),
+    "small": BackboneConfig(hidden=64, object_dim=128, class_embed_dim=32, mlp_dim=128),
+    "tiny": BackboneConfig(hidden=8, object_dim=16, class_embed_dim=8, mlp_dim=16,
+                           object_dropout=0.0, rnn_dropout=0.0, mlp_dropout=0.0),
+}
+
+
+def preset(name: str, **overrides) -> BackboneConfig:
+    return replace(PRESETS[name], **overrides)
+
+
+@dataclass
+class Objects:
+    """An item's objects after projection: ``reps [B, K, object_dim]``, ``mask [B, K]``."""
+
+    reps: torch.Tensor
+    mask: torch.Tensor
+    aux_loss: torch.Tensor  # scalar: the object-class cross entropy
+
+
+@dataclass
+class Contextualized:
+    """N (query, response) pairs after grounding and attention; all ``[N, Lr, *]``."""
+
+    response: torch.Tensor  # [N, Lr, 2h]
+    attended_query: torch.Tensor  # [N, Lr, 2h]
+    attended_objects: torch.Tensor  # [N, Lr, object_dim]
+    mask: torch.Tensor  # [N, Lr] bool
+
+
+class R2CBackbone(nn.Module):
+    def __init__(self, config: BackboneConfig, text_dim: int):
+        super().__init__()
+        self.config = c = config
+        h2 = 2 * c.hidden
+        self.class_embed = nn.Embedding(NUM_CLASSES, c.class_embed_dim)
+        self.object_proj = nn.Sequential(
+            nn.Dropout(c.object_dropout),
+            nn.Linear(OBJECT_FEATURE_DIM + c.class_embed_dim, c.object_dim), nn.ReLU())
+        self.object_classifier = nn.Linear(OBJECT_FEATURE_DIM, NUM_CLASSES)
+        self.grounding = nn.LSTM(text_dim + c.object_dim, c.hidden, batch_first=True,
+                                 bidirectional=True)
+        self.query_attention = nn.Parameter(nn.init.xavier_uniform_(torch.empty(h2, h2)))
+        self.object_attention = nn.Parameter(
+            nn.init.xavier_uniform_(torch.empty(h2, c.object_dim)))
+        self.reasoning = nn.LSTM(h2 + c.object_dim + h2, c.hidden, num_layers=2,
+                                 batch_first=True, bidirectional=True)
+        self.final_mlp = nn.Sequential(
+            nn.Dropout(c.mlp_dropout), nn.Linear(3 * h2, c.mlp_dim), nn.ReLU(),
+            nn.Dropout(c.mlp_dropout), nn.Linear(c.mlp_dim, 1))
+
+    def encode_objects(self, features: torch.Tensor, classes: torch.Tensor,
+                       mask: torch.Tensor) -> Objects:
+        """``features [B, K, 2048]``, ``classes [B, K]``, ``mask [B, K]`` -> projected objects."""
+        if self.config.zero_object_features:
+            features = torch.zeros_like(features)
+        reps = self.object_proj(torch.cat([features, self.class_embed(classes)], dim=-1))
+        aux_loss = F.cross_entropy(self.object_classifier(features[mask]), classes[mask])
+        return Objects(reps, mask, aux_loss)
+
+    def contextualize(self, query: torch.Tensor, query_tags: torch.Tensor,
+                      query_mask: torch.Tensor, response: torch.Tensor,
+                      response_tags: torch.Tensor, response_mask: torch.Tensor,
+                      objects: Objects, item_of_pair: torch.Tensor) -> Contextualized:
+        """Ground and attend N pairs. Text ``[N, L, D]``, tags and masks ``[N, L]``;
+        ``item_of_pair [N]`` is the item (row of ``objects``) each pair belongs to."""
+        obj = objects.reps[item_of_pair]  # [N, K, od]
+        obj_mask = objects.mask[item_of_pair]
+        q = self._ground(query, query_tags, query_mask, obj)  # [N, Lq, 2h]
+        r = self._ground(response, response_tags, response_mask, obj)  # [N, Lr, 2h]
+        attended_query = _attend(r, self.query_attention, q, query_mask)
+        attended_objects = _attend(r, self.object_attention, obj, obj_mask)
+        return Contextualized(r, attended_query, attended_objects, response_mask)
+
+    def reason(self, x: Contextualized) -> torch.Tensor:
+        """Contextualised pairs -> one logit each, ``[N]``."""
+        inputs = torch.cat([x.response, x.attended_objects, x.attended_query], dim=-1)
+        reasoned = self._lstm(self.reasoning, inputs, x.mask)  # [N, Lr, 2h]
+        pooled = torch.cat([reasoned, x.response, x.attended_query], dim=-1)
+        pooled = pooled.masked_fill(~x.mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+        return self.final_mlp(pooled).squeeze(-1)
+
+    def _ground(self, text: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor,
+                obj: torch.Tensor) -> torch.Tensor:
+        tagged = torch.gather(obj, 1, tags.unsqueeze(-1).expand(-1, -1, obj.shape[-1]))
+        return self._lstm(self.grounding, torch.cat([text, tagged], dim=-1), mask)
+
+    def _lstm(self, lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.training and self.config.rnn_dropout > 0:  # one dropout mask per sequence
+            keep = 1 - self.config.rnn_dropout
+            x = x * torch.bernoulli(x.new_full((x.shape[0], 1, x.shape[2]), keep)) / keep
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out
+
+
+def _attend(source: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+            target_mask: torch.Tensor) -> torch.Tensor:
+    """Bilinear attention: for each source row, a softmax over the target rows.
+    ``source [N, Ls, ds]``, ``weight [ds, dt]``, ``target [N, Lt, dt]`` -> ``[N, Ls, dt]``."""
+    scores = torch.einsum("nsd,de,nte->nst", source, weight, target)
+    scores = scores.masked_fill(~target_mask.unsqueeze(1), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ target

@@ -1,0 +1,97 @@
+"""The joint model: an answer module and a rationale module, two R2C backbones.
+
+The answer module scores the 4 (question, answer) pairs. The rationale module scores rationales
+against a query made of the question and an answer; *which* answer (or mixture of answers) is the
+coupling's choice (``vcrnet.couplings``), through a :class:`RationaleScorer`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vcrnet.model.backbone import BackboneConfig, Contextualized, Objects, R2CBackbone
+
+Batch = dict[str, torch.Tensor]  # as made by vcrnet.features.collate
+NUM_CHOICES = 4
+
+
+class JointModel(nn.Module):
+    def __init__(self, config: BackboneConfig, text_dim: int):
+        super().__init__()
+        self.config = config
+        self.answer_module = R2CBackbone(config, text_dim)
+        self.rationale_module = R2CBackbone(config, text_dim)
+
+    def answer_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, 4]`` answer logits and the answer module's object-class loss."""
+        module = self.answer_module
+        objects = _objects(module, batch)
+        b = batch["question"].shape[0]
+        x = module.contextualize(
+            batch["question"].flatten(0, 1), batch["question_tags"].flatten(0, 1),
+            batch["question_mask"].flatten(0, 1), batch["answers"].flatten(0, 1),
+            batch["answer_tags"].flatten(0, 1), batch["answer_mask"].flatten(0, 1), objects,
+            torch.arange(b).repeat_interleave(NUM_CHOICES))
+        return module.reason(x).view(b, NUM_CHOICES), objects.aux_loss
+
+    def rationale_scorer(self, batch: Batch) -> RationaleScorer:
+        return RationaleScorer(self.rationale_module, batch)
+
+
+class RationaleScorer:
+    """Rationale logits for one batch, conditioned on answers in three ways:
+
+    - ``for_answer(a [B]) -> [B, 4]``: the query holds answer ``a[b]`` (4 pairs per item);
+    - ``all_pairs() -> [B, 4, 4]``: every (answer, rationale) pair (16 per item);
+    - ``mixed(w [B, 4]) -> [B, 4]``: the 4 answers' contextualised pairs averaged with weights
+      ``w`` before reasoning (16 groundings, 4 reasoning passes per item).
+    """
+
+    def __init__(self, module: R2CBackbone, batch: Batch):
+        self.module, self.batch = module, batch
+        self.objects: Objects = _objects(module, batch)
+        self.size = batch["question"].shape[0]
+
+    @property
+    def aux_loss(self) -> torch.Tensor:
+        return self.objects.aux_loss
+
+    def for_answer(self, answers: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(self.size)
+        pick = {k: self.batch[k][rows, answers] for k in _PAIR_KEYS}  # [B, 4(r), ...]
+        x = self._contextualize(pick, pairs_per_item=NUM_CHOICES)
+        return self.module.reason(x).view(self.size, NUM_CHOICES)
+
+    def all_pairs(self) -> torch.Tensor:
+        x = self._contextualize(self.batch, pairs_per_item=NUM_CHOICES * NUM_CHOICES)
+        return self.module.reason(x).view(self.size, NUM_CHOICES, NUM_CHOICES)
+
+    def mixed(self, weights: torch.Tensor) -> torch.Tensor:
+        x = self._contextualize(self.batch, pairs_per_item=NUM_CHOICES * NUM_CHOICES)
+
+        def mix(t: torch.Tensor) -> torch.Tensor:  # [B*16, L, d] -> [B*4, L, d]
+            t = t.view(self.size, NUM_CHOICES, NUM_CHOICES, *t.shape[1:])
+            return torch.einsum("ba,bar...->br...", weights, t).flatten(0, 1)
+
+        mask = x.mask.view(self.size, NUM_CHOICES, NUM_CHOICES, -1)[:, 0].flatten(0, 1)
+        mixed = Contextualized(mix(x.response), mix(x.attended_query),
+                               mix(x.attended_objects), mask)
+        return self.module.reason(mixed).view(self.size, NUM_CHOICES)
+
+    def _contextualize(self, source: Batch, pairs_per_item: int) -> Contextualized:
+        flat = {k: source[k].flatten(0, source[k].dim() - (3 if k in _FEATURES else 2))
+                for k in _PAIR_KEYS}
+        return self.module.contextualize(
+            flat["rationale_query"], flat["rationale_query_tags"], flat["rationale_query_mask"],
+            flat["rationales"], flat["rationale_tags"], flat["rationale_mask"], self.objects,
+            torch.arange(self.size).repeat_interleave(pairs_per_item))
+
+
+_PAIR_KEYS = ("rationale_query", "rationale_query_tags", "rationale_query_mask", "rationales",
+              "rationale_tags", "rationale_mask")
+_FEATURES = ("rationale_query", "rationales")
+
+
+def _objects(module: R2CBackbone, batch: Batch) -> Objects:
+    return module.encode_objects(batch["objects"], batch["object_classes"], batch["object_mask"])
