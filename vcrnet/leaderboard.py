@@ -25,7 +25,7 @@ COLUMNS = ["annot_id", *ANSWER_COLUMNS, *RATIONALE_COLUMNS]
 def score(answer_probs: torch.Tensor, rationale_probs: torch.Tensor,
           answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> dict[str, float]:
     """``answer_probs [N, 4]``, ``rationale_probs [N, 4, 4]`` (row i: given answer i)."""
-    rows = torch.arange(len(answer_labels))
+    rows = torch.arange(len(answer_labels), device=answer_labels.device)
     predicted = answer_probs.argmax(-1)
     answer_right = predicted == answer_labels
     given_gold = rationale_probs[rows, answer_labels].argmax(-1) == rationale_labels

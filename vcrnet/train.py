@@ -70,16 +70,21 @@ def training_loss(model: JointModel, coupling: Coupling, batch: dict,
 def predict(model: JointModel, dataset: Dataset, batch_size: int = 64) -> Predictions:
     """Probabilities for every item, the rationale conditioned on each answer in turn."""
     model.eval()
+    device = next(model.parameters()).device
     answers, rationales, a_labels, r_labels = [], [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+        batch = to_device(batch, device)
         answer_logits, _ = model.answer_logits(batch)
         pair_logits = model.rationale_scorer(batch).all_pairs()
         answers.append(torch.softmax(answer_logits, -1))
         rationales.append(torch.softmax(pair_logits, -1))
         a_labels.append(batch["answer_label"])
         r_labels.append(batch["rationale_label"])
-    return Predictions(torch.cat(answers), torch.cat(rationales), torch.cat(a_labels),
-                       torch.cat(r_labels))
+    return Predictions(*(torch.cat(t).cpu() for t in (answers, rationales, a_labels, r_labels)))
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def evaluate(model: JointModel, dataset: Dataset, batch_size: int = 64) -> dict[str, float]:
@@ -93,13 +98,14 @@ def evaluate(model: JointModel, dataset: Dataset, batch_size: int = 64) -> dict[
 
 def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Path,
         resume: bool = False, on_epoch: EpochCallback | None = None,
-        extra: dict | None = None) -> list[dict]:
+        extra: dict | None = None, device: str = "cpu") -> list[dict]:
     """Train; returns the per-epoch metrics. ``extra`` is stored in the checkpoints (e.g. the
-    feature settings ``predict`` needs)."""
+    feature settings ``predict`` needs). Checkpoints always hold CPU tensors."""
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     text_dim = train_set.text_dim
     model, coupling = build(config, text_dim)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -111,9 +117,11 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
         if saved["config"] != config.to_dict():
             raise InputError(f"{out / CHECKPOINT}: was trained with another configuration")
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        optimizer.load_state_dict(saved["optimizer"])  # moves its state to the model's device
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
+        if saved.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = {k: saved[k] for k in state}
     history = state["history"]
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
@@ -128,9 +136,11 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
         state.update(epoch=epoch + 1, best=max(state["best"], metrics["val_q2ar"]),
                      bad_epochs=0 if improved else state["bad_epochs"] + 1)
         history.append(metrics)
-        saved = {"config": config.to_dict(), "text_dim": text_dim, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state(), "extra": extra or {}, **state}
+        saved = {"config": config.to_dict(), "text_dim": text_dim,
+                 "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                 "optimizer": _cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
+                 "rng": torch.get_rng_state(), "extra": extra or {}, **state,
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         _save_atomic(saved, out / CHECKPOINT)
         if improved:
             _save_atomic(saved, out / BEST)
@@ -149,7 +159,9 @@ def _train_epoch(model: JointModel, coupling: Coupling, dataset: Dataset,
                         generator=order)
     totals: dict[str, float] = {}
     items, start = 0, time.perf_counter()
+    device = next(model.parameters()).device
     for batch in loader:
+        batch = to_device(batch, device)
         loss, parts = training_loss(model, coupling, batch, config.loss_ratio)
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(f"epoch {epoch + 1}: the training loss is {loss.item()}")
@@ -188,6 +200,16 @@ def load_model(path: str | Path) -> tuple[JointModel, TrainConfig, dict]:
     model, _ = build(config, saved["text_dim"])
     model.load_state_dict(saved["model"])
     return model.eval(), config, saved
+
+
+def _cpu(state: object) -> object:
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: _cpu(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_cpu(v) for v in state]
+    return state
 
 
 def _save_atomic(obj: dict, path: Path) -> None:

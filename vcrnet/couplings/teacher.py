@@ -17,7 +17,7 @@ class TeacherCoupling(Coupling):
 
     def rationale_loss(self, answer_logits, scorer, batch) -> torch.Tensor:
         gold = batch["answer_label"]
-        wrong = (gold + torch.randint(1, 4, gold.shape)) % 4  # uniform over the 3 wrong ones
-        use_gold = torch.rand(gold.shape) < self.config.correct_answer_rate
+        wrong = (gold + torch.randint(1, 4, gold.shape, device=gold.device)) % 4  # 3 wrong ones
+        use_gold = torch.rand(gold.shape, device=gold.device) < self.config.correct_answer_rate
         answers = torch.where(use_gold, gold, wrong)
         return F.cross_entropy(scorer.for_answer(answers), batch["rationale_label"])

@@ -32,7 +32,7 @@ class JointModel(nn.Module):
             batch["question"].flatten(0, 1), batch["question_tags"].flatten(0, 1),
             batch["question_mask"].flatten(0, 1), batch["answers"].flatten(0, 1),
             batch["answer_tags"].flatten(0, 1), batch["answer_mask"].flatten(0, 1), objects,
-            torch.arange(b).repeat_interleave(NUM_CHOICES))
+            torch.arange(b, device=objects.reps.device).repeat_interleave(NUM_CHOICES))
         return module.reason(x).view(b, NUM_CHOICES), objects.aux_loss
 
     def rationale_scorer(self, batch: Batch) -> RationaleScorer:
@@ -58,7 +58,7 @@ class RationaleScorer:
         return self.objects.aux_loss
 
     def for_answer(self, answers: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(self.size)
+        rows = torch.arange(self.size, device=self.objects.reps.device)
         pick = {k: self.batch[k][rows, answers] for k in _PAIR_KEYS}  # [B, 4(r), ...]
         x = self._contextualize(pick, pairs_per_item=NUM_CHOICES)
         return self.module.reason(x).view(self.size, NUM_CHOICES)
@@ -85,7 +85,8 @@ class RationaleScorer:
         return self.module.contextualize(
             flat["rationale_query"], flat["rationale_query_tags"], flat["rationale_query_mask"],
             flat["rationales"], flat["rationale_tags"], flat["rationale_mask"], self.objects,
-            torch.arange(self.size).repeat_interleave(pairs_per_item))
+            torch.arange(self.size, device=self.objects.reps.device).repeat_interleave(
+                pairs_per_item))
 
 
 _PAIR_KEYS = ("rationale_query", "rationale_query_tags", "rationale_query_mask", "rationales",
