@@ -16,7 +16,9 @@ Design, so that a study on it means something:
 * **(a) Answering needs the image.** Every question asks about a visual property of tagged
   objects, and its 4 answers are the same template filled with 4 different values, the right one at
   a uniformly random position. Nothing in the text tells which value is true, so a text-only model
-  stays at chance (25%); a model that sees the objects' features can learn it.
+  stays at chance (25%); a model that sees the objects' features can learn it. Each answer names
+  the object it is about *and* the value ("[2] is mostly red."), so that the value word and the
+  object's features meet in the answer's own grounding, as in R2C.
 * **(b) The rationale depends on the answer.** Rationale ``i`` is written to *support answer
   ``i``*: it repeats the answer's object, or names something the answer's value is associated
   with (red -> a ripe tomato, white -> a wedding). Given the right answer, the right rationale is
@@ -235,8 +237,8 @@ def _ask_colour(scene: list[SceneObject], rng: np.random.Generator) -> Question:
     question = _pick(rng, (["What", "colour", "is", [o], "?"],
                            ["Which", "colour", "does", [o], "have", "?"],
                            ["What", "colour", "would", "you", "call", [o], "?"]))
-    answer = _pick(rng, (lambda c: [[o], "is", c, "."], lambda c: ["It", "is", c, "."],
-                         lambda c: ["Mostly", c, "."]))
+    answer = _pick(rng, (lambda c: [[o], "is", c, "."], lambda c: [[o], "looks", c, "."],
+                         lambda c: [[o], "is", "mostly", c, "."]))
     rationale = _pick(rng, (
         lambda c, k: [[o], "has", "the", "colour", "of", *_thing(c, k), "."],
         lambda c, k: [[o], "looks", "just", "like", *_thing(c, k), "."],
@@ -257,8 +259,9 @@ def _ask_who(scene: list[SceneObject], rng: np.random.Generator) -> Question:
         tag = sorted(candidates)
         question = _pick(rng, (["Which", "of", tag, "is", "wearing", colour, "?"],
                                ["Who", "of", tag, "is", "dressed", "in", colour, "?"]))
-    answer = _pick(rng, (lambda p: [[p], "is", "."], lambda p: ["It", "is", [p], "."],
-                         lambda p: [[p], "is", "the", "one", "."]))
+    answer = _pick(rng, (lambda p: [[p], "is", "wearing", colour, "."],
+                         lambda p: ["It", "is", [p], ",", "in", colour, "."],
+                         lambda p: [[p], "is", "the", "one", "in", colour, "."]))
     rationale = _pick(rng, (
         lambda p: [[p], "is", "dressed", "in", colour, "from", "head", "to", "toe", "."],
         lambda p: [[p], "'s", "clothes", "are", colour, "."],
@@ -274,7 +277,7 @@ def _ask_shape(scene: list[SceneObject], rng: np.random.Generator) -> Question:
                            ["What", "shape", "is", [o], "?"],
                            ["From", "afar", ",", "what", "does", [o], "resemble", "?"]))
     answer = _pick(rng, (lambda s: [[o], "looks", "like", *SHAPES[s][0].split(), "."],
-                         lambda s: ["Like", *SHAPES[s][0].split(), "."]))
+                         lambda s: [[o], "is", "shaped", "like", *SHAPES[s][0].split(), "."]))
     rationale = _pick(rng, (lambda s: [[o], *SHAPES[s][1].split(), "."],
                             lambda s: ["The", "outline", "of", [o], *SHAPES[s][1].split(), "."]))
     return Question("shape", question, [answer(s) for s in values],
