@@ -19,6 +19,9 @@ class TrainConfig:
     hidden: int | None = None
     object_dim: int | None = None
     mlp_dim: int | None = None
+    object_dropout: float | None = None
+    rnn_dropout: float | None = None
+    mlp_dropout: float | None = None
     zero_object_features: bool = False  # the text-only ablation
     # optimisation, as R2C
     epochs: int = 10
@@ -61,7 +64,7 @@ class TrainConfig:
                 raise InputError(f"{key}: must be {expected}")
 
     def backbone(self) -> BackboneConfig:
-        overrides = {k: getattr(self, k) for k in ("hidden", "object_dim", "mlp_dim")
+        overrides = {k: getattr(self, k) for k in _BACKBONE_OVERRIDES
                      if getattr(self, k) is not None}
         return preset(self.preset, zero_object_features=self.zero_object_features, **overrides)
 
@@ -85,6 +88,10 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+_BACKBONE_OVERRIDES = ("hidden", "object_dim", "mlp_dim", "object_dropout", "rnn_dropout",
+                       "mlp_dropout")
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
