@@ -123,15 +123,14 @@ def data_features(
     Example: vcr-study data features ~/vcr1 --text-encoder bert-base-uncased \\
     --image-weights ~/resnet50-0676ba61.pth
     """
-    from vcrnet.features import FeatureSettings, extract_split
+    from vcrnet.features import FeatureSettings
 
     settings = FeatureSettings(
         text_encoder=text_encoder, text_layer=text_layer,
         image_weights=str(image_weights) if image_weights else None,
         image_size=_image_size(image_size))
-    cache = cache or builtin.default_cache_dir()
-    for name in _splits(split):
-        found = extract_split(data.absolute(), name, cache, settings)
+    _, features, _ = _split_features(data, cache, _splits(split), settings)
+    for name, found in features.items():
         for kind, entry in (("text", found.text), ("objects", found.objects)):
             state = "extracted" if kind in found.computed else "cached"
             typer.echo(f"{name} {kind}: {state} {entry}")
