@@ -12,7 +12,7 @@ import pytest
 from conftest import SMALL_SIZES, read_lines
 
 from vcrnet.data import read_split, write_synthetic
-from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, QUESTION_TYPES, SHAPES
+from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, QUESTION_TYPES
 from vcrnet.errors import InputError
 
 VCR_KEYS = {"movie", "objects", "interesting_scores", "answer_likelihood", "img_fn",
@@ -99,7 +99,7 @@ def test_vcr_shape_question_types_tags_and_templates(many):
         elif words & {"going", "event", "dressed"}:
             kinds["occasion"] += 1
         else:
-            kinds["shape"] += 1
+            kinds["other"] += 1
     assert set(kinds) == set(QUESTION_TYPES) and min(kinds.values()) > 50
     assert len({tuple(map(str, line["question"][:2])) for line in many}) >= 8  # templates
     assert any(isinstance(t, list) and len(t) > 1 for line in many for t in line["question"])
@@ -128,9 +128,6 @@ def _supporting_phrases(answer: list, who: bool) -> list:
     for colour, occasion in OCCASIONS.items():
         if occasion in text:
             return [f" {colour} "]
-    for looks_like, why in SHAPES.values():
-        if looks_like in text:
-            return [why]
     for colour in COLOURS:
         if f" {colour} " in f" {text} ":
             return list(COLOUR_THINGS[colour])

@@ -82,7 +82,7 @@ def test_a_nan_loss_stops_training_with_a_clear_error(synthetic_features, tmp_pa
     ({"method": "bogus"}, "method: must be one of"),
     ({"loss_ratio": "0"}, "loss_ratio: must be positive"),
     ({"learning_rate": "1"}, "unknown key 'learning_rate'"),
-    ({"epochs": "two"}, "epochs: 'two' is not a int"),
+    ({"epochs": "two"}, "epochs: 'two' is not an int"),
     ({"straight_through": "maybe"}, "straight_through: 'maybe' is not a bool"),
 ])
 def test_config_errors_name_the_key(values, message):

@@ -23,6 +23,7 @@ class TrainConfig:
     rnn_dropout: float | None = None
     mlp_dropout: float | None = None
     zero_object_features: bool = False  # the text-only ablation
+    normalize_objects: bool = True  # standardise the frozen RoI features (see BackboneConfig)
     # optimisation, as R2C
     epochs: int = 10
     batch_size: int = 32
@@ -66,7 +67,8 @@ class TrainConfig:
     def backbone(self) -> BackboneConfig:
         overrides = {k: getattr(self, k) for k in _BACKBONE_OVERRIDES
                      if getattr(self, k) is not None}
-        return preset(self.preset, zero_object_features=self.zero_object_features, **overrides)
+        return preset(self.preset, zero_object_features=self.zero_object_features,
+                      normalize_objects=self.normalize_objects, **overrides)
 
     def coupling(self) -> CouplingConfig:
         names = {f.name for f in fields(CouplingConfig)}
@@ -121,5 +123,6 @@ def _convert(value: object, annotation: str, where: str) -> object:
         if base == "float":
             return float(value)
     except ValueError:
-        raise InputError(f"{where}: {value!r} is not a {base}") from None
+        article = "an" if base == "int" else "a"
+        raise InputError(f"{where}: {value!r} is not {article} {base}") from None
     return value

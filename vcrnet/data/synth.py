@@ -25,11 +25,13 @@ Design, so that a study on it means something:
   the one linked to it, which text alone can find; given a wrong answer, the linked rationale is a
   wrong one. Sometimes one wrong rationale is instead a *true fact that does not explain the
   answer* (the colour of another object). The rationales are shuffled independently of the answers.
-* **(c) VCR's shape.** Four question types -- ``colour`` ("What colour is [0]?"), ``who``
-  ("Which of [0,1,2,3] is wearing red?", or with "everyone"), ``shape`` ("What does [2] look
-  like?"), ``occasion`` ("Where is [1] going?", answered through the colour of the clothes) -- each
-  with several question, answer and rationale templates; several objects per question and
-  multi-object tags; several questions per image, as VCR has.
+* **(c) VCR's shape.** Three question types -- ``colour`` ("What colour is [0]?"), ``who``
+  ("Which of [0,1,2,3] is wearing red?", or with "everyone"), ``occasion`` ("Where is [1] going?",
+  answered through the colour of the clothes) -- each with several question, answer and rationale
+  templates; several objects per question and multi-object tags; several questions per image, as
+  VCR has. Objects also differ in shape, but no question hinges on it: random-ResNet features read
+  shape too weakly (0.64) for a model to learn it from 1,500 questions (measured: a model that
+  reached 0.56-0.63 on the colour-based types stayed at 0.24 on shape questions).
 * **(d) Deterministic.** One ``numpy`` generator seeded by ``seed`` drives everything, split by
   split; the same seed writes byte-identical files.
 """
@@ -64,13 +66,10 @@ OCCASIONS = {  # colour of the clothes -> where the person is going
     "yellow": "the beach", "purple": "a royal banquet", "orange": "road works",
     "white": "a wedding", "black": "a funeral",
 }
-SHAPES = {  # shape -> (what it looks like, why)
-    "circle": ("a ball", "has no corners at all"), "square": ("a box", "has four equal sides"),
-    "triangle": ("a tent", "has exactly three corners"), "star": ("a starfish", "has five points"),
-}
+SHAPES = ("circle", "square", "triangle", "star")
 OTHER_CLASSES = ("dog", "car", "chair", "cup", "bottle", "umbrella", "horse", "bench", "handbag",
                  "cat")
-QUESTION_TYPES = ("colour", "who", "shape", "occasion")
+QUESTION_TYPES = ("colour", "who", "occasion")
 DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 300}
 QUESTIONS_PER_IMAGE = 3
 BACKGROUND = 128
@@ -270,20 +269,6 @@ def _ask_who(scene: list[SceneObject], rng: np.random.Generator) -> Question:
                     [rationale(p) for p in candidates], label)
 
 
-def _ask_shape(scene: list[SceneObject], rng: np.random.Generator) -> Question:
-    o = int(rng.integers(len(scene)))
-    values, label = _values(rng, scene[o].shape, list(SHAPES))
-    question = _pick(rng, (["What", "does", [o], "look", "like", "?"],
-                           ["What", "shape", "is", [o], "?"],
-                           ["From", "afar", ",", "what", "does", [o], "resemble", "?"]))
-    answer = _pick(rng, (lambda s: [[o], "looks", "like", *SHAPES[s][0].split(), "."],
-                         lambda s: [[o], "is", "shaped", "like", *SHAPES[s][0].split(), "."]))
-    rationale = _pick(rng, (lambda s: [[o], *SHAPES[s][1].split(), "."],
-                            lambda s: ["The", "outline", "of", [o], *SHAPES[s][1].split(), "."]))
-    return Question("shape", question, [answer(s) for s in values],
-                    [rationale(s) for s in values], label)
-
-
 def _ask_occasion(scene: list[SceneObject], rng: np.random.Generator) -> Question:
     persons = [i for i, obj in enumerate(scene) if obj.name == "person"]
     o = int(_pick(rng, persons))
@@ -300,7 +285,7 @@ def _ask_occasion(scene: list[SceneObject], rng: np.random.Generator) -> Questio
                     [rationale(c) for c in values], label)
 
 
-_ASK = {"colour": _ask_colour, "who": _ask_who, "shape": _ask_shape, "occasion": _ask_occasion}
+_ASK = {"colour": _ask_colour, "who": _ask_who, "occasion": _ask_occasion}
 
 
 def _thing(colour: str, k: int) -> list[str]:
