@@ -1,12 +1,12 @@
 # The two commands of the README. Each installs what it needs into .venv first.
-#   make run   - the main job (today: prepare the built-in synthetic dataset and its features)
+#   make run   - the main job: the default study on the built-in synthetic data
 #   make test  - the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
 
 .PHONY: run test install
 run: $(VENV)/.installed
-	$(VENV)/bin/vcr-study data prepare
+	$(VENV)/bin/vcr-study launch
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest

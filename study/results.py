@@ -1,0 +1,54 @@
+"""Reading a study back from MLflow: its trial runs, the best trial per method."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from study.tracking import PARENT_TAG
+
+
+def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
+    """One row per trial run: run id, method, trial id, status, final status, params and the
+    last value of every metric (``metrics.*``, ``params.*`` columns, as ``mlflow.search_runs``)."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    rows = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                                  max_results=1000, page_token=token)
+        for run in page:
+            tags = run.data.tags
+            if "trial_id" not in tags:  # a rerun's run, not a trial's
+                continue
+            rows.append({"run_id": run.info.run_id, "method": tags.get("method"),
+                         "trial_id": tags.get("trial_id"), "status": run.info.status,
+                         "final_status": tags.get("final_status"),
+                         **{f"params.{k}": v for k, v in run.data.params.items()},
+                         **{f"metrics.{k}": v for k, v in run.data.metrics.items()}})
+        token = page.token
+        if not token:
+            break
+    return pd.DataFrame(rows)
+
+
+def best_per_method(client: MlflowClient, parent_run_id: str, metric: str) -> list[dict]:
+    """The best trial of each method by its best epoch's ``metric`` (highest first)."""
+    runs = trial_runs(client, parent_run_id)
+    column = f"metrics.best_{metric}"
+    if runs.empty or column not in runs:
+        return []
+    runs = runs[runs[column].notna()]
+    best = []
+    for method, group in runs.groupby("method"):
+        row = group.loc[group[column].idxmax()]
+        metrics = {k.removeprefix("metrics."): float(v) for k, v in row.items()
+                   if k.startswith("metrics.") and isinstance(v, float) and not math.isnan(v)}
+        params = {k.removeprefix("params."): v for k, v in row.items()
+                  if k.startswith("params.") and isinstance(v, str)}
+        best.append({"method": method, "trial_id": row["trial_id"], "run_id": row["run_id"],
+                     "status": row["final_status"], "trials": len(group),
+                     metric: float(row[column]), "metrics": metrics, "config": params})
+    return sorted(best, key=lambda b: -b[metric])

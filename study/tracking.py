@@ -1,0 +1,175 @@
+"""All MLflow code: one experiment per study, a parent run for the study, one child run per trial.
+
+Only the Ray Tune driver writes to MLflow (through :class:`MLflowTracker`, a Tune callback), so
+concurrent trials never contend for the sqlite file. MLflow itself is the record of which run
+belongs to which trial (the ``trial_id`` tag): after a trial retry or a driver restart the trial
+finds its run again instead of opening a second one (the stock ``MLflowLoggerCallback`` keeps
+that map in memory and duplicates runs), and an epoch already logged is never logged twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+PARENT_TAG = "mlflow.parentRunId"
+METRIC_PREFIXES = ("train_", "val_")
+METRIC_KEYS = ("lr", "tau")  # besides the prefixed ones
+FINISHED, FAILED, KILLED = (RunStatus.to_string(s) for s in
+                            (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
+
+
+def default_tracking_uri(home: Path) -> str:
+    return f"sqlite:///{(home / 'mlflow.db').absolute()}"
+
+
+def open_study(client: MlflowClient, name: str, home: Path, description: str = "") -> str:
+    """The study's experiment (created once) and its parent run id (created once)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        artifacts = (home / "mlartifacts" / name).absolute().as_uri()
+        experiment_id = client.create_experiment(name, artifact_location=artifacts,
+                                                 tags={"vcr_study": "1"})
+    else:
+        experiment_id = experiment.experiment_id
+    parents = client.search_runs([experiment_id], "tags.study_role = 'parent'", max_results=1)
+    if parents:
+        run_id = parents[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={"study_role": "parent", "mlflow.note.content": description})
+    return run.info.run_id
+
+
+def close_study(client: MlflowClient, parent_run_id: str, status: str = FINISHED) -> int:
+    """End the parent run; any trial run still RUNNING is marked KILLED. Returns how many."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    left = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
+                              "and attributes.status = 'RUNNING'")
+    for run in left:
+        client.set_tag(run.info.run_id, "final_status", "KILLED")
+        client.set_terminated(run.info.run_id, KILLED)
+    client.set_terminated(parent_run_id, status)
+    return len(left)
+
+
+def trial_metrics(result: dict) -> dict[str, float]:
+    """The per-epoch metrics of a Tune result (not Ray's own bookkeeping)."""
+    return {k: float(v) for k, v in result.items()
+            if (k.startswith(METRIC_PREFIXES) or k in METRIC_KEYS)
+            and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+class MLflowTracker(Callback):
+    """A Tune callback (driver side) that logs each trial as a child run of the study.
+
+    ``flat_params(config) -> dict`` turns a trial's Tune config into the params to log (the
+    resolved TrainConfig, method included).
+    """
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, flat_params, metric: str):
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.flat_params = flat_params
+        self.metric = metric
+        self._client: MlflowClient | None = None
+        self._runs: dict[str, str] = {}  # trial id -> run id (a cache of what MLflow says)
+        self._last_epoch: dict[str, int] = {}
+        self._best: dict[str, float] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+            self.experiment_id = self._client.get_run(self.parent_run_id).info.experiment_id
+        return self._client
+
+    def __getstate__(self) -> dict:  # Tune saves callbacks with the experiment: no live client
+        return {**self.__dict__, "_client": None}
+
+    # --- Tune hooks ---------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._run_of(trial)
+
+    def on_trial_restore(self, iteration, trials, trial, **info) -> None:
+        self._run_of(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        run_id = self._run_of(trial)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch <= self._last_epoch.get(trial.trial_id, 0):
+            return  # already logged (a retried trial re-reports from its checkpoint)
+        metrics = trial_metrics(result)
+        value = metrics.get(self.metric)
+        if value is not None and math.isfinite(value):
+            self._best[trial.trial_id] = max(self._best.get(trial.trial_id, -math.inf), value)
+            metrics[f"best_{self.metric}"] = self._best[trial.trial_id]
+        metrics["epoch"] = epoch
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, epoch)
+                                               for k, v in metrics.items()])
+        self._last_epoch[trial.trial_id] = epoch
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        run_id = self._run_of(trial)
+        retries = int(self.client.get_run(run_id).data.tags.get("retries", "0")) + 1
+        self.client.set_tag(run_id, "retries", str(retries))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        run_id = self._run_of(trial)
+        epochs = int(self.flat_params(trial.config)["epochs"])
+        done = self._last_epoch.get(trial.trial_id, 0)
+        self.client.set_tag(run_id, "final_status",
+                            "STOPPED_EARLY" if epochs and done < epochs else "COMPLETED")
+        self.client.set_terminated(run_id, FINISHED)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        run_id = self._run_of(trial)
+        reason = _first_line(getattr(trial, "error_file", None))
+        self.client.log_batch(run_id, tags=[RunTag("final_status", "FAILED"),
+                                            RunTag("error", reason[:500])])
+        self.client.set_terminated(run_id, FAILED)
+
+    # --- the one run per trial ----------------------------------------------------------------
+    def _run_of(self, trial) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        client = self.client
+        found = client.search_runs(
+            [self.experiment_id],
+            f"tags.trial_id = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
+            max_results=1)
+        if found:  # a restart or a retry: the same run, marked running again
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            history = client.get_metric_history(run_id, "epoch")
+            self._last_epoch[trial.trial_id] = int(max((m.step for m in history), default=0))
+            best = found[0].data.metrics.get(f"best_{self.metric}")
+            if best is not None:
+                self._best[trial.trial_id] = best
+        else:
+            params = self.flat_params(trial.config)
+            run = client.create_run(self.experiment_id, run_name=f"{params['method']}-"
+                                    f"{trial.trial_id}", tags={
+                                        PARENT_TAG: self.parent_run_id,
+                                        "trial_id": trial.trial_id,
+                                        "method": params["method"], "final_status": "RUNNING"})
+            run_id = run.info.run_id
+            client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            client.log_dict(run_id, params, "config.json")
+            self._last_epoch[trial.trial_id] = 0
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+
+def _first_line(error_file: str | None) -> str:
+    if not error_file or not Path(error_file).is_file():
+        return "the trial raised an error"
+    lines = [ln for ln in Path(error_file).read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "the trial raised an error"

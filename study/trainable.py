@@ -1,0 +1,60 @@
+"""The Ray Tune function trainable: a thin wrapper around ``vcrnet.train.fit``.
+
+It turns the trial's flat config into a TrainConfig (through the search space), reads the shared
+feature cache (never recomputes it), resumes from Tune's checkpoint when there is one, and reports
+every epoch with a checkpoint. Everything it is handed is an absolute path: trials change directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from study.spaces import load_space
+from vcrnet.config import TrainConfig
+from vcrnet.features import CachedVCRDataset
+from vcrnet.features.extract import SplitFeatures
+from vcrnet.train import CHECKPOINT, METRICS, fit
+
+
+def trial_values(config: dict) -> dict:
+    """The TrainConfig values of a Tune config (a grid trial nests them under ``grid``)."""
+    values = dict(config.get("grid", {}))
+    values.update({k: v for k, v in config.items() if k != "grid"})
+    return values
+
+
+def resolve_config(space_path: str, config: dict, overrides: dict) -> TrainConfig:
+    """The trial's TrainConfig: the space's values, then the launch's ``--set`` overrides."""
+    space = load_space(space_path)
+    return space.config({**trial_values(config), **overrides})
+
+
+def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str, str]],
+                extra: dict, cpus: float, overrides: dict) -> None:
+    torch.set_num_threads(max(1, int(cpus)))
+    train_config = resolve_config(space_path, config, overrides)
+    train_set, val_set = (CachedVCRDataset(SplitFeatures(Path(text), Path(objects), ()))
+                          for text, objects in (features["train"], features["val"]))
+    out = Path(tune.get_context().get_trial_dir()).absolute() / "run"
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            for name in (CHECKPOINT, METRICS):
+                shutil.copy2(Path(folder) / name, out / name)
+
+    def report(metrics: dict, run_dir: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="report-") as folder:
+            for name in (CHECKPOINT, METRICS):
+                shutil.copy2(run_dir / name, Path(folder) / name)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    device = "cuda" if torch.cuda.is_available() and tune.get_context().get_trial_resources() \
+        .required_resources.get("GPU", 0) > 0 else "cpu"
+    fit(train_config, train_set, val_set, out, resume=checkpoint is not None, on_epoch=report,
+        extra=extra, device=device)

@@ -1,0 +1,115 @@
+"""End to end on a real local Ray (num_cpus=2), real Optuna and a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.launch import load_options, parent_run_id, tracking_uri
+from study.results import trial_runs
+
+pytestmark = pytest.mark.slow
+
+GRID_WITH_NAN = """\
+description: two sound trials and one whose loss is NaN from the first step
+fixed: {epochs: 2, batch_size: 8, preset: tiny, lr: 3.0e-3}
+trials:
+  - {method: softmax}
+  - {method: teacher, correct_answer_rate: 1.0}
+  - {method: gumbel, loss_ratio: .inf}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def study_home(tmp_path, monkeypatch, synthetic_features):
+    monkeypatch.setenv("VCR_STUDY_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _launch(cli, synthetic_dir, synthetic_features, *args):
+    cache = synthetic_features.text.parent
+    return cli("launch", "--data", synthetic_dir, "--cache", cache, "--image-size", "256x128",
+               "--concurrent", "2", *args)
+
+
+def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
+        ray_local, study_home, cli, synthetic_dir, synthetic_features, tmp_path):
+    space = tmp_path / "nan.yaml"
+    space.write_text(GRID_WITH_NAN)
+    code, out, err = _launch(cli, synthetic_dir, synthetic_features, "--name", "g1", "--space",
+                             space, "--max-failures", "0")
+    assert code == 0, err
+    assert "1 failed" in out
+    client = MlflowClient(tracking_uri(load_options("g1")))
+    runs = trial_runs(client, parent_run_id("g1"))
+    assert len(runs) == 3 and runs["trial_id"].is_unique
+    assert set(runs["status"]) <= {"FINISHED", "FAILED"}
+    failed = runs[runs["method"] == "gumbel"].iloc[0]
+    assert failed["status"] == "FAILED" and failed["final_status"] == "FAILED"
+    ok = runs[runs["method"] != "gumbel"]
+    assert (ok["status"] == "FINISHED").all()
+    for run_id in ok["run_id"]:  # every epoch once, in order
+        steps = [m.step for m in client.get_metric_history(run_id, "val_q2ar")]
+        assert steps == [1, 2]
+    assert client.get_run(parent_run_id("g1")).info.status == "FINISHED"
+    # the resolved config is an artifact, the params hold the method
+    run = client.get_run(ok["run_id"].iloc[0])
+    assert run.data.params["method"] in ("softmax", "teacher")
+    local = client.download_artifacts(run.info.run_id, "config.json", str(tmp_path))
+    assert json.loads(open(local).read())["preset"] == "tiny"
+    # best per method answers from MLflow
+    code, out, err = cli("best", "--name", "g1", "--json")
+    assert code == 0, err
+    best = json.loads(out)
+    assert {b["method"] for b in best} == {"softmax", "teacher"}
+    assert all(0.0 <= b["val_q2ar"] <= 1.0 for b in best)
+
+    # the ablation tables and plots, written and logged to the parent run
+    code, out, err = cli("ablations", "--name", "g1")
+    assert code == 0, err
+    reports = study_home / "reports" / "g1"
+    for name in ("best_per_method.csv", "best_per_method.md", "learning_curves.png",
+                 "learning_curves.html", "baseline_rate.csv", "trials.csv"):
+        assert (reports / name).stat().st_size > 0, name
+    table = (reports / "best_per_method.md").read_text()
+    assert "| softmax |" in table and "| teacher |" in table and "gumbel" not in table
+    logged = {a.path for a in client.list_artifacts(parent_run_id("g1"), "ablations")}
+    assert "ablations/best_per_method.md" in logged
+
+    # re-run the winner of one method with 2 seeds, and write the test submission
+    code, out, err = cli("rerun", "--name", "g1", "--method", "softmax", "--seeds", "2",
+                         "--epochs", "1")
+    assert code == 0, err
+    assert "val_q2ar" in out and "+-" in out
+    submission = reports / "submission-softmax.csv"
+    lines = submission.read_text().splitlines()
+    assert len(lines) == 1 + 9 and lines[0].startswith("annot_id,answer_0")
+    reruns = client.search_runs([client.get_run(parent_run_id("g1")).info.experiment_id],
+                                "tags.rerun_of != ''")
+    assert len(reruns) == 2 and {r.data.tags["seed"] for r in reruns} == {"0", "1"}
+    assert len(trial_runs(client, parent_run_id("g1"))) == 3  # reruns are not trials
+
+
+def test_an_optuna_study_on_the_smoke_space(ray_local, study_home, cli, synthetic_dir,
+                                            synthetic_features):
+    code, out, err = _launch(cli, synthetic_dir, synthetic_features, "--name", "s1", "--space",
+                             "smoke", "--trials", "4", "--epochs", "2")
+    assert code == 0, err
+    assert (study_home / "studies" / "s1" / "optuna.journal").is_file()
+    client = MlflowClient(tracking_uri(load_options("s1")))
+    runs = trial_runs(client, parent_run_id("s1"))
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert "metrics.best_val_q2ar" in runs
+    code, out, err = cli("launch", "--name", "s1")
+    assert code == 2 and "a study of that name exists" in err

@@ -1,0 +1,59 @@
+"""A study whose driver is SIGKILLed mid-run, then resumed: the requested trials, one MLflow run
+each, none left RUNNING. The driver runs as a real ``vcr-study launch`` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.launch import load_options, parent_run_id, tracking_uri
+from study.results import trial_runs
+
+pytestmark = pytest.mark.slow
+
+
+def _command(synthetic_dir, cache, *args):
+    return [sys.executable, "-m", "study.cli", "launch", "--name", "k1", "--space", "smoke",
+            "--data", str(synthetic_dir), "--cache", str(cache), "--image-size", "256x128",
+            "--trials", "4", "--epochs", "2", "--concurrent", "2", *args]
+
+
+def test_a_killed_study_resumes_to_the_requested_trials(tmp_path, monkeypatch, synthetic_dir,
+                                                        synthetic_features):
+    home = tmp_path / "home"
+    env = {**os.environ, "VCR_STUDY_HOME": str(home)}
+    cache = synthetic_features.text.parent
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(_command(synthetic_dir, cache), env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:  # kill it once a trial has finished and others run (the journal is then ahead of Tune)
+        deadline = time.monotonic() + 300
+        while "trials: 1 done" not in (tmp_path / "first.log").read_text():
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no trial result in 300 s"
+            time.sleep(1)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    monkeypatch.setenv("VCR_STUDY_HOME", str(home))
+    client = MlflowClient(tracking_uri(load_options("k1")))
+    before = trial_runs(client, parent_run_id("k1"))
+    assert len(before) < 4 or "RUNNING" in set(before["status"])  # killed mid-study
+
+    resumed = subprocess.run([sys.executable, "-m", "study.cli", "launch", "--name", "k1",
+                              "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = trial_runs(client, parent_run_id("k1"))
+    assert len(after) == 4 and after["trial_id"].is_unique
+    assert set(after["status"]) == {"FINISHED"}
+    assert set(before["run_id"]) <= set(after["run_id"])  # the old runs were reused
+    for run_id in after["run_id"]:  # no epoch logged twice
+        steps = [m.step for m in client.get_metric_history(run_id, "val_q2ar")]
+        assert steps == sorted(set(steps)) and steps[-1] <= 2
+    assert client.get_run(parent_run_id("k1")).info.status == "FINISHED"
