@@ -168,6 +168,7 @@ def _curves_plot(curves: pd.DataFrame, stem: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import plotly.express as px
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     colours = {m: f"C{i}" for i, m in enumerate(sorted(curves["method"].dropna().unique()))}
@@ -176,6 +177,7 @@ def _curves_plot(curves: pd.DataFrame, stem: Path) -> list[Path]:
                 label=method)
     handles = {label: h for h, label in zip(*ax.get_legend_handles_labels())}
     ax.legend(handles.values(), handles.keys())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation Q->AR")
     fig.tight_layout()

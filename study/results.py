@@ -34,6 +34,20 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def at_best_epoch(client: MlflowClient, run_id: str, metric: str) -> dict[str, float]:
+    """Every metric of a run at the epoch where ``metric`` was highest (the first such epoch)."""
+    history = client.get_metric_history(run_id, metric)
+    if not history:
+        return {}
+    best = max(history, key=lambda m: (m.value, -m.step)).step
+    out = {}
+    for key in client.get_run(run_id).data.metrics:
+        values = [m.value for m in client.get_metric_history(run_id, key) if m.step == best]
+        if values and not math.isnan(values[-1]):
+            out[key] = values[-1]
+    return out
+
+
 def best_per_method(client: MlflowClient, parent_run_id: str, metric: str) -> list[dict]:
     """The best trial of each method by its best epoch's ``metric`` (highest first)."""
     runs = trial_runs(client, parent_run_id)
@@ -44,8 +58,7 @@ def best_per_method(client: MlflowClient, parent_run_id: str, metric: str) -> li
     best = []
     for method, group in runs.groupby("method"):
         row = group.loc[group[column].idxmax()]
-        metrics = {k.removeprefix("metrics."): float(v) for k, v in row.items()
-                   if k.startswith("metrics.") and isinstance(v, float) and not math.isnan(v)}
+        metrics = at_best_epoch(client, row["run_id"], metric)
         params = {k.removeprefix("params."): v for k, v in row.items()
                   if k.startswith("params.") and isinstance(v, str)}
         best.append({"method": method, "trial_id": row["trial_id"], "run_id": row["run_id"],

@@ -74,6 +74,7 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     best = json.loads(out)
     assert {b["method"] for b in best} == {"softmax", "teacher"}
     assert all(0.0 <= b["val_q2ar"] <= 1.0 for b in best)
+    assert all(b["metrics"]["val_q2ar"] == b["val_q2ar"] for b in best)  # at the best epoch
 
     # the ablation tables and plots, written and logged to the parent run
     code, out, err = cli("ablations", "--name", "g1")
@@ -111,5 +112,10 @@ def test_an_optuna_study_on_the_smoke_space(ray_local, study_home, cli, syntheti
     runs = trial_runs(client, parent_run_id("s1"))
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
     assert "metrics.best_val_q2ar" in runs
+    code, out, err = cli("ablations", "--name", "s1")  # reads the Optuna journal too
+    assert code == 0, err
+    trials = (study_home / "reports" / "s1" / "trials.csv").read_text().splitlines()
+    assert len(trials) == 1 + 4
+    assert "loss_ratio" in (study_home / "reports" / "s1" / "importances.csv").read_text()
     code, out, err = cli("launch", "--name", "s1")
     assert code == 2 and "a study of that name exists" in err
