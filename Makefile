@@ -4,12 +4,19 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 
-.PHONY: run test install
+.PHONY: run test install browser
 run: $(VENV)/.installed
 	$(VENV)/bin/vcr-study launch
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(VENV)/bin/python -m pytest
+
+# Debian's chromium, for the test that renders the MLflow UI headless (installed when root).
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+	  echo "could not install chromium: the MLflow UI test will be skipped"
 
 install: $(VENV)/.installed
 

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -100,6 +108,62 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
                                 "tags.rerun_of != ''")
     assert len(reruns) == 2 and {r.data.tags["seed"] for r in reruns} == {"0", "1"}
     assert len(trial_runs(client, parent_run_id("g1"))) == 3  # reruns are not trials
+
+    # the MLflow UI of `vcr-study ui`, rendered by a real headless browser
+    experiment_id = client.get_run(parent_run_id("g1")).info.experiment_id
+    with _ui(study_home) as port:
+        page = _render(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}")
+        assert "g1" in page  # the study's experiment and parent run
+        for run in runs.itertuples():
+            page = _render(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/"
+                           f"{run.run_id}")
+            assert f"{run.method}-{run.trial_id}" in page  # the run's name
+            assert "loss_ratio" in page and "correct_answer_rate" in page  # its params
+            if run.status == "FINISHED":
+                assert "val_q2ar" in page  # its metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _ui:
+    """``vcr-study ui`` in its own process group, stopped (by group id) on exit."""
+
+    def __init__(self, home):
+        self.env = {**os.environ, "VCR_STUDY_HOME": str(home)}
+
+    def __enter__(self) -> int:
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "study.cli", "ui", "--port", str(self.port)], env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
+                return self.port
+            except OSError:
+                assert self.process.poll() is None, "vcr-study ui exited"
+                assert time.monotonic() < deadline, "the MLflow UI did not answer in 90 s"
+                time.sleep(0.5)
+
+    def __exit__(self, *exc) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def _render(url: str) -> str:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it when root)")
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--virtual-time-budget=20000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def test_an_optuna_study_on_the_smoke_space(ray_local, study_home, cli, synthetic_dir,
