@@ -423,8 +423,15 @@ def rerun_command(
     """
     from mlflow.tracking import MlflowClient
 
-    from study.launch import METRIC, load_options, parent_run_id, reports_dir, tracking_uri
-    from study.rerun import rerun, study_features, winning_config
+    from study.launch import (
+        METRIC,
+        load_options,
+        parent_run_id,
+        reports_dir,
+        study_features,
+        tracking_uri,
+    )
+    from study.rerun import rerun, winning_config
     from study.results import best_per_method
 
     options = load_options(name)
@@ -432,7 +439,7 @@ def rerun_command(
     parent = parent_run_id(name)
     chosen, config = winning_config(best_per_method(client, parent, METRIC), method)
     typer.echo(f"re-running trial {chosen['trial_id']} ({config.method}) with {seeds} seed(s)")
-    features, extra = study_features(options)
+    features, extra = study_features(options, ("train", "val", "test"))
     result = rerun(client, parent, chosen, config, features, extra,
                    reports_dir(name) / "rerun", seeds, epochs, echo=typer.echo)
     typer.echo(f"{config.method}, {seeds} seed(s), best epoch of each, validation:")

@@ -109,8 +109,8 @@ class FlatParams:
 
 def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dict]:
     """Run (or resume) a study to its end; returns the best trial per method."""
-    import mlflow  # noqa: F401  (fail early if missing)
     import ray
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
     from ray import tune
 
@@ -131,14 +131,15 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
         raise InputError(f"--name {options.name}: a study of that name exists; pass --resume "
                          "to continue it, or choose another name")
 
-    features, extra = _features(options)
+    found, extra = study_features(options, ("train", "val"))  # trials only read the cache
+    features = {s: (str(f.text), str(f.objects)) for s, f in found.items()}
     client = MlflowClient(tracking_uri(options))
     parent = tracking.open_study(client, options.name, builtin.home(), space.description)
     if not resume:
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / "study.json", {**dataclasses.asdict(options),
                                             "parent_run_id": parent})
-        client.log_batch(parent, params=[mlflow.entities.Param(k, str(v)) for k, v in {
+        client.log_batch(parent, params=[Param(k, str(v)) for k, v in {
             "space": space.name, "searcher": "grid" if space.is_grid else options.searcher,
             "asha": options.asha, "trials": len(space.trials) if space.is_grid
             else options.trials, "concurrent": options.concurrent, "seed": options.seed,
@@ -244,14 +245,14 @@ def feature_settings(options: LaunchOptions, data: Path | None):
                            image_weights=options.image_weights, image_size=size)
 
 
-def _features(options: LaunchOptions) -> tuple[dict[str, tuple[str, str]], dict]:
-    """Extract (once) the train and val features in the driver; trials only read the cache."""
+def study_features(options: LaunchOptions, splits: tuple[str, ...]) -> tuple[dict, dict]:
+    """The study's features of ``splits`` (from the cache, extracted once if missing) and what a
+    checkpoint stores about them (the ``extra`` that ``predict`` reads)."""
     data = Path(options.data).absolute() if options.data else None
     cache = Path(options.cache).absolute() if options.cache else None
-    root, found, settings = builtin.split_features(data, cache, ("train", "val"),
+    root, found, settings = builtin.split_features(data, cache, splits,
                                                    feature_settings(options, data))
-    paths = {s: (str(f.text.absolute()), str(f.objects.absolute())) for s, f in found.items()}
-    return paths, {"data": str(root), "features": dataclasses.asdict(settings)}
+    return found, {"data": str(root), "features": dataclasses.asdict(settings)}
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from study import builtin
 from study.tracking import FINISHED, PARENT_TAG, trial_metrics
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
@@ -95,16 +94,3 @@ def rerun(client: MlflowClient, parent_run_id: str, chosen: dict, config: TrainC
            for k in SUMMARY_METRICS}
     return RerunResult(config.method, chosen["trial_id"], list(range(seeds)), results, mean, std,
                        Path(submission), best_seed)
-
-
-def study_features(options) -> tuple[dict, dict]:
-    """The train, val and test features of a study's data (the cache, extracted if missing)."""
-    import dataclasses
-
-    from study.launch import feature_settings
-
-    data = Path(options.data) if options.data else None
-    cache = Path(options.cache) if options.cache else None
-    root, found, settings = builtin.split_features(data, cache, ("train", "val", "test"),
-                                                   feature_settings(options, data))
-    return found, {"data": str(root), "features": dataclasses.asdict(settings)}

@@ -26,7 +26,6 @@ space is *conditional*, sampled define-by-run. Every key, bound and value is che
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -106,17 +105,6 @@ class SearchSpace:
                 p.suggest(trial)
         return dict(self.fixed)
 
-    def sample_random(self, rng) -> dict[str, Any]:
-        """One configuration drawn at random (``random.Random``), same conditional rules."""
-        values = dict(self.fixed)
-        method = _draw(self.params["method"], rng) if "method" in self.params else (
-            self.fixed.get("method", "softmax"))
-        values["method"] = method
-        for p in self.params.values():
-            if p.name != "method" and p.applies_to(method):
-                values[p.name] = _draw(p, rng)
-        return values
-
     def config(self, values: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: ``fixed`` overridden by the trial's values, with the
         parameters that do not apply to its method dropped (they keep their defaults)."""
@@ -125,20 +113,6 @@ class SearchSpace:
         keep = {k: v for k, v in merged.items()
                 if k not in self.params or self.params[k].applies_to(method)}
         return TrainConfig.from_dict(keep, where=str(self.path))
-
-
-def _draw(p: Param, rng) -> Any:
-    if p.kind == "choice":
-        return rng.choice(list(p.args))
-    if p.kind == "uniform":
-        return rng.uniform(*p.args)
-    if p.kind == "loguniform":
-        return math.exp(rng.uniform(math.log(p.args[0]), math.log(p.args[1])))
-    if p.kind == "int":
-        if p.log:
-            return int(round(math.exp(rng.uniform(math.log(p.args[0]), math.log(p.args[1])))))
-        return rng.randint(*p.args)
-    return p.args
 
 
 def resolve(name_or_path: str | Path) -> Path:

@@ -1,8 +1,6 @@
 """The search-space parser: a table of snippets and what they parse to, every error, and every
 shipped YAML file."""
 
-import random
-
 import optuna
 import pytest
 
@@ -82,8 +80,13 @@ def test_shipped_space_is_valid_and_samples_valid_configs(path):
     if space.is_grid:
         configs = [space.config(t) for t in space.trials]
     else:
-        rng = random.Random(0)
-        configs = [space.config(space.sample_random(rng)) for _ in range(50)]
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        configs = []
+        for _ in range(50):
+            trial = study.ask()
+            constants = space.suggest(trial)
+            configs.append(space.config({**trial.params, **constants}))
+            study.tell(trial, 0.0)
     assert {c.method for c in configs} == set(space.methods())
 
 
