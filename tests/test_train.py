@@ -14,7 +14,7 @@ from vcrnet.features import CachedVCRDataset
 from vcrnet.leaderboard import COLUMNS, read_csv, score, write_csv
 from vcrnet.train import CHECKPOINT, TrainingDiverged, fit, load_checkpoint
 
-TIMING = ("train_items_per_s", "train_seconds")
+TIMING = ("train_items_per_s", "train_seconds", "epoch_seconds")
 
 
 def tiny(**changes) -> TrainConfig:

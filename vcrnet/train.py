@@ -125,12 +125,13 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
         state = {k: saved[k] for k in state}
     history = state["history"]
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
-        epoch = state["epoch"]
+        epoch, started = state["epoch"], time.perf_counter()
         coupling.set_epoch(epoch)
         metrics = {"epoch": epoch + 1, **coupling.state(),
                    **_train_epoch(model, coupling, train_set, optimizer, config, epoch)}
         metrics.update({f"val_{k}": v for k, v in evaluate(model, val_set).items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["epoch_seconds"] = time.perf_counter() - started  # training and validation
         scheduler.step(metrics["val_q2ar"])
         improved = metrics["val_q2ar"] > state["best"]
         state.update(epoch=epoch + 1, best=max(state["best"], metrics["val_q2ar"]),

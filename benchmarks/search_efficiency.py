@@ -1,0 +1,93 @@
+"""Search efficiency: trial-epochs that Optuna TPE with ASHA needs to reach the best validation
+Q->AR that random search without early stopping finds, over several seeds.
+
+    VCR_STUDY_HOME=/tmp/bench-search .venv/bin/python -m benchmarks.search_efficiency
+
+For each seed: a random-search study (``--searcher random --no-asha``, ``--random-trials`` trials,
+every one trained ``--epochs`` epochs), then a TPE + ASHA study (``--tpe-trials`` trials, same
+epochs at most) on the ``joint`` space. Every reported epoch of every trial is one trial-epoch,
+ordered by the time MLflow received it (two trials run at once). The target is random search's
+final best val Q->AR; the figure is the trial-epochs TPE + ASHA had spent when one of its epochs
+first reached it, against random search's total. A smaller synthetic dataset (``--train``,
+``--val`` questions) keeps the whole run near half an hour on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from study import builtin, launch, results
+from vcrnet.data.synth import write_synthetic
+
+
+def epochs_in_order(client: MlflowClient, name: str) -> list[float]:
+    """Every val Q->AR point of every trial of study ``name``, in the order they were logged."""
+    runs = results.trial_runs(client, launch.parent_run_id(name))
+    points = [(m.timestamp, m.value) for run_id in runs["run_id"]
+              for m in client.get_metric_history(run_id, launch.METRIC)]
+    return [value for _, value in sorted(points)]
+
+
+def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epochs: int,
+              seed: int) -> tuple[list[float], float]:
+    options = launch.LaunchOptions(name=name, space="joint", trials=trials, searcher=searcher,
+                                   asha=asha, seed=seed, overrides={"epochs": epochs},
+                                   data=str(data), concurrent=2, cpus_per_trial=1)
+    start = time.perf_counter()
+    if not launch.study_dir(name).exists():
+        launch.launch(options, echo=lambda line: None)
+    wall = time.perf_counter() - start
+    return epochs_in_order(MlflowClient(launch.tracking_uri(options)), name), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--random-trials", type=int, default=10)
+    parser.add_argument("--tpe-trials", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--train", type=int, default=400)
+    parser.add_argument("--val", type=int, default=200)
+    parser.add_argument("--out", type=Path,
+                        default=Path("docs/measurements/search_efficiency.json"))
+    args = parser.parse_args()
+
+    data = builtin.home() / f"data-{args.train}-{args.val}"
+    if not data.exists():
+        write_synthetic(data, seed=7, sizes={"train": args.train, "val": args.val, "test": 20})
+    rows = []
+    for seed in range(args.seeds):
+        random_q2ar, random_wall = run_study(f"eff-random-{seed}", data, "random", False,
+                                             args.random_trials, args.epochs, seed)
+        tpe_q2ar, tpe_wall = run_study(f"eff-tpe-{seed}", data, "tpe", True, args.tpe_trials,
+                                       args.epochs, seed)
+        target = max(random_q2ar)
+        reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
+        row = {"seed": seed, "target_val_q2ar": round(target, 4),
+               "random_trial_epochs": len(random_q2ar),
+               "random_epochs_to_its_best": random_q2ar.index(target) + 1,
+               "tpe_asha_trial_epochs": len(tpe_q2ar),
+               "tpe_asha_best_val_q2ar": round(max(tpe_q2ar), 4),
+               "tpe_asha_epochs_to_target": reached,
+               "ratio": round(reached / len(random_q2ar), 3) if reached else None,
+               "random_wall_s": round(random_wall), "tpe_asha_wall_s": round(tpe_wall)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    ratios = [r["ratio"] for r in rows]
+    summary = {"date": time.strftime("%Y-%m-%d"), "space": "joint", **vars(args), "rows": rows,
+               "reached": sum(r is not None for r in ratios), "seeds_run": len(rows),
+               "mean_ratio_where_reached": round(sum(r for r in ratios if r) /
+                                                 max(1, sum(r is not None for r in ratios)), 3)}
+    summary["out"] = str(summary["out"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
