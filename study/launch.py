@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study import builtin
+from study import builtin, cluster, uris
 from study.spaces import SearchSpace, load_space
 from study.trainable import resolve_config, train_trial
 from vcrnet.config import TrainConfig
@@ -109,7 +109,6 @@ class FlatParams:
 
 def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dict]:
     """Run (or resume) a study to its end; returns the best trial per method."""
-    import ray
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -122,6 +121,8 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
         options = load_options(options.name)
     options.check()
     options.name = options.name or time.strftime("study-%Y%m%d-%H%M%S")
+    if options.tracking_uri:  # a password in the URI is never saved with the study
+        options.tracking_uri = uris.move_credentials_to_env(options.tracking_uri)
     space = load_space(options.space)
     options.space = str(space.path)
     _check_overrides(space, options.overrides)
@@ -131,8 +132,18 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
         raise InputError(f"--name {options.name}: a study of that name exists; pass --resume "
                          "to continue it, or choose another name")
 
+    cluster.check_store(tracking_uri(options))
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        cluster.check_address(address)
+        cluster.check_tracking(tracking_uri(options))
+        cluster.check_reachable(address)
     found, extra = study_features(options, ("train", "val"))  # trials only read the cache
     features = {s: (str(f.text), str(f.objects)) for s, f in found.items()}
+    cluster.connect(address)
+    if address:  # trials may run on other nodes: they must see the cache and the results
+        cluster.check_shared({f"feature cache ({split})": Path(path) for split, paths
+                              in features.items() for path in paths}, storage_root())
     client = MlflowClient(tracking_uri(options))
     parent = tracking.open_study(client, options.name, builtin.home(), space.description)
     if not resume:
@@ -146,9 +157,6 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
             **{f"set.{k}": v for k, v in options.overrides.items()}}.items()])
         client.log_artifact(parent, str(space.path))
 
-    ray.init(address=options.address or os.environ.get("RAY_ADDRESS") or None,
-             include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             configure_logging=False)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, space_path=options.space, features=features,
                              extra=extra, cpus=options.cpus_per_trial,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
@@ -19,7 +20,7 @@ from ray.tune import Callback
 
 PARENT_TAG = "mlflow.parentRunId"
 METRIC_PREFIXES = ("train_", "val_")
-METRIC_KEYS = ("lr", "tau")  # besides the prefixed ones
+METRIC_KEYS = ("lr", "tau", "epoch_seconds")  # besides the prefixed ones
 FINISHED, FAILED, KILLED = (RunStatus.to_string(s) for s in
                             (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
 
@@ -32,7 +33,10 @@ def open_study(client: MlflowClient, name: str, home: Path, description: str = "
     """The study's experiment (created once) and its parent run id (created once)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        artifacts = (home / "mlartifacts" / name).absolute().as_uri()
+        # A local store keeps artifacts beside it; a tracking server keeps them where it was told
+        # (`mlflow server --artifacts-destination`): the driver uploads them through the server.
+        local = urlsplit(client.tracking_uri).scheme in ("", "file", "sqlite")
+        artifacts = (home / "mlartifacts" / name).absolute().as_uri() if local else None
         experiment_id = client.create_experiment(name, artifact_location=artifacts,
                                                  tags={"vcr_study": "1"})
     else:
@@ -82,6 +86,7 @@ class MLflowTracker(Callback):
         self._runs: dict[str, str] = {}  # trial id -> run id (a cache of what MLflow says)
         self._last_epoch: dict[str, int] = {}
         self._best: dict[str, float] = {}
+        self._node: dict[str, str] = {}  # trial id -> the Ray node it last reported from
 
     @property
     def client(self) -> MlflowClient:
@@ -111,6 +116,10 @@ class MLflowTracker(Callback):
             self._best[trial.trial_id] = max(self._best.get(trial.trial_id, -math.inf), value)
             metrics[f"best_{self.metric}"] = self._best[trial.trial_id]
         metrics["epoch"] = epoch
+        node = result.get("node_id")
+        if node and self._node.get(trial.trial_id) != node:  # where it trains (a retry may move)
+            self._node[trial.trial_id] = node
+            self.client.set_tag(run_id, "node_id", node)
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, v, now, epoch)
                                                for k, v in metrics.items()])

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -38,6 +39,13 @@ def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str,
                 extra: dict, cpus: float, overrides: dict) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     train_config = resolve_config(space_path, config, overrides)
+    node_id = ray.get_runtime_context().get_node_id()
+    for split, paths in features.items():
+        for path in paths:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"feature cache ({split}) {path}: not visible on Ray node "
+                                        f"{node_id[:12]}; it must be on storage every node "
+                                        "mounts at the same path")
     train_set, val_set = (CachedVCRDataset(SplitFeatures(Path(text), Path(objects), ()))
                           for text, objects in (features["train"], features["val"]))
     out = Path(tune.get_context().get_trial_dir()).absolute() / "run"
@@ -52,7 +60,8 @@ def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str,
         with tempfile.TemporaryDirectory(prefix="report-") as folder:
             for name in (CHECKPOINT, METRICS):
                 shutil.copy2(run_dir / name, Path(folder) / name)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, "node_id": node_id},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
 
     device = "cuda" if torch.cuda.is_available() and tune.get_context().get_trial_resources() \
         .required_resources.get("GPU", 0) > 0 else "cpu"

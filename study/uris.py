@@ -1,0 +1,31 @@
+"""Tracking URIs without their secrets: what may be shown, logged or saved."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+
+def redact(uri: str) -> str:
+    """``uri`` without a password or token in it (for messages, params and tags)."""
+    parts = urlsplit(uri)
+    if parts.password is None and not parts.username:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def move_credentials_to_env(uri: str) -> str:
+    """``uri`` with any ``user:password@`` taken out; they go to MLflow's own variables
+    (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD) for this process, so that the URI can be
+    saved with the study and shown, and no secret is written anywhere."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    if parts.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = parts.username
+    if parts.password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = parts.password
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=host).geturl()
