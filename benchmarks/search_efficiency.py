@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--val", type=int, default=200)
+    parser.add_argument("--label", default="",
+                        help="appended to the TPE studies' names, to rerun them after a change")
     parser.add_argument("--out", type=Path,
                         default=Path("docs/measurements/search_efficiency.json"))
     args = parser.parse_args()
@@ -64,8 +66,8 @@ def main() -> None:
     for seed in range(args.seeds):
         random_q2ar, random_wall = run_study(f"eff-random-{seed}", data, "random", False,
                                              args.random_trials, args.epochs, seed)
-        tpe_q2ar, tpe_wall = run_study(f"eff-tpe-{seed}", data, "tpe", True, args.tpe_trials,
-                                       args.epochs, seed)
+        tpe_q2ar, tpe_wall = run_study(f"eff-tpe{args.label}-{seed}", data, "tpe", True,
+                                       args.tpe_trials, args.epochs, seed)
         target = max(random_q2ar)
         reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
         row = {"seed": seed, "target_val_q2ar": round(target, 4),
@@ -79,7 +81,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     ratios = [r["ratio"] for r in rows]
-    summary = {"date": time.strftime("%Y-%m-%d"), "space": "joint", **vars(args), "rows": rows,
+    summary = {"date": time.strftime("%Y-%m-%d"), "space": "joint", **vars(args),
+               "tpe_startup_trials": launch.startup_trials(args.tpe_trials), "rows": rows,
                "reached": sum(r is not None for r in ratios), "seeds_run": len(rows),
                "mean_ratio_where_reached": round(sum(r for r in ratios if r) /
                                                  max(1, sum(r is not None for r in ratios)), 3)}

@@ -212,14 +212,22 @@ def _new_tuner(options: LaunchOptions, space: SearchSpace, trainable, experiment
                       run_config=run_config)
 
 
+def startup_trials(trials: int) -> int:
+    """TPE's random start for a budget of ``trials``: a quarter of it, 3 to 10 (Optuna's own
+    default, 10, would leave the default study's 8 trials all random, and spent 10 of 24 trials
+    before TPE started in the search-efficiency benchmark, docs/benchmarks.md)."""
+    return max(3, min(10, trials // 4))
+
+
 def _optuna_search(options: LaunchOptions, space: SearchSpace, folder: Path):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     from study.searchers import RestartSafeOptunaSearch
-    sampler = (optuna.samplers.TPESampler(seed=options.seed) if options.searcher == "tpe"
-               else optuna.samplers.RandomSampler(seed=options.seed))
+    sampler = (optuna.samplers.TPESampler(seed=options.seed,
+                                          n_startup_trials=startup_trials(options.trials))
+               if options.searcher == "tpe" else optuna.samplers.RandomSampler(seed=options.seed))
     storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
     return RestartSafeOptunaSearch(space.suggest, metric=METRIC, mode=MODE, sampler=sampler,
                                    study_name=options.name, storage=storage)
