@@ -24,9 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.gpu_train_speed import B, D, random_batch  # noqa: E402
-from vcrnet.config import TrainConfig  # noqa: E402
-from vcrnet.train import build, training_loss  # noqa: E402
+from benchmarks.gpu_train_speed import B, random_batch, training_step  # noqa: E402
 
 
 def trial(rank: int, share: float, method: str, seconds: float, start, results) -> None:
@@ -36,17 +34,7 @@ def trial(rank: int, share: float, method: str, seconds: float, start, results) 
     torch.backends.cudnn.allow_tf32 = True
     device = torch.device("cuda")
     torch.manual_seed(rank)
-    batch = random_batch(device)
-    model, coupling = build(TrainConfig(method=method, preset="r2c", num_samples=64), D)
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
-
-    def step():
-        loss, _ = training_loss(model, coupling, batch, 1.0)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+    step = training_step(method, random_batch(device), device)
 
     for _ in range(5):
         step()

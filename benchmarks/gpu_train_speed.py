@@ -51,7 +51,9 @@ def random_batch(device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def items_per_second(method: str, batch: dict, device: torch.device, steps: int = 25) -> float:
+def training_step(method: str, batch: dict, device: torch.device):
+    """One training step of the ``r2c`` preset on ``batch`` (forward, backward, clip, Adam), as a
+    function of no arguments."""
     config = TrainConfig(method=method, preset="r2c", num_samples=64)
     model, coupling = build(config, text_dim=D)
     model.to(device).train()
@@ -63,6 +65,12 @@ def items_per_second(method: str, batch: dict, device: torch.device, steps: int 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+
+    return step
+
+
+def items_per_second(method: str, batch: dict, device: torch.device, steps: int = 25) -> float:
+    step = training_step(method, batch, device)
 
     for _ in range(5):
         step()

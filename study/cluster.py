@@ -11,17 +11,15 @@ UI, ``best`` and ``rerun`` share: a local sqlite or file store is refused.
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from study.uris import redact
+from study.uris import LOCAL_SCHEMES, is_local, redact
 from vcrnet.errors import InputError
 
-LOCAL_STORE_SCHEMES = ("", "file", "sqlite")
-STORE_SCHEMES = (*LOCAL_STORE_SCHEMES, "http", "https", "postgresql", "mysql", "mssql",
+STORE_SCHEMES = (*LOCAL_SCHEMES, "http", "https", "postgresql", "mysql", "mssql",
                  "databricks")
 AUTH_HELP = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the "
              "cluster's token: `ray get-auth-token` on the head prints it")
@@ -99,8 +97,7 @@ def check_store(tracking_uri: str) -> None:
 
 def check_tracking(tracking_uri: str) -> None:
     """A cluster's study is tracked by an MLflow server, not a store on the driver's disk."""
-    scheme = urlsplit(tracking_uri).scheme
-    if scheme in LOCAL_STORE_SCHEMES or (len(scheme) == 1 and os.name == "nt"):
+    if is_local(tracking_uri):
         raise InputError(
             f"--tracking-uri {redact(tracking_uri)}: a local MLflow store cannot serve a Ray "
             "cluster; start `mlflow server --host 127.0.0.1 --port 5000` on the head (as "

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+
+from study.uris import is_local
 
 PARENT_TAG = "mlflow.parentRunId"
 METRIC_PREFIXES = ("train_", "val_")
@@ -35,8 +36,8 @@ def open_study(client: MlflowClient, name: str, home: Path, description: str = "
     if experiment is None:
         # A local store keeps artifacts beside it; a tracking server keeps them where it was told
         # (`mlflow server --artifacts-destination`): the driver uploads them through the server.
-        local = urlsplit(client.tracking_uri).scheme in ("", "file", "sqlite")
-        artifacts = (home / "mlartifacts" / name).absolute().as_uri() if local else None
+        artifacts = ((home / "mlartifacts" / name).absolute().as_uri()
+                     if is_local(client.tracking_uri) else None)
         experiment_id = client.create_experiment(name, artifact_location=artifacts,
                                                  tags={"vcr_study": "1"})
     else:

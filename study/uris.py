@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+LOCAL_SCHEMES = ("", "file", "sqlite")  # an MLflow store on this machine's disk
+
+
+def is_local(uri: str) -> bool:
+    return urlsplit(uri).scheme in LOCAL_SCHEMES
+
 
 def redact(uri: str) -> str:
     """``uri`` without a password or token in it (for messages, params and tags)."""

@@ -21,11 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Where:
-    """What a case may use: a scratch folder, a private copy of the synthetic data, its cache."""
+    """What a case may use: a scratch folder, a private copy of the synthetic data, its cache,
+    and a live MLflow server's URI."""
 
     tmp: Path
     vcr: Path
     cache: Path
+    server: str
 
     def space(self, text: str) -> Path:
         path = self.tmp / "bad.yaml"
@@ -133,7 +135,7 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Where], list], str]] = [
     ("address-without-port", "address or URI", lambda w: w.launch("--address", "10.0.0.5"),
      r"--address '10\.0\.0\.5': expected HOST:PORT"),
     ("address-nothing-listening", "address or URI",
-     lambda w: w.launch("--address", "127.0.0.1:1", "--tracking-uri", _mlflow_server(w)),
+     lambda w: w.launch("--address", "127.0.0.1:1", "--tracking-uri", w.server),
      r"--address 127\.0\.0\.1:1: no Ray cluster answers there"),
     ("tracking-unsupported-scheme", "address or URI",
      lambda w: w.launch("--tracking-uri", "ftp://user:secret@example.org/x"),
@@ -160,14 +162,6 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Where], list], str]] = [
      r"none\.pt: no such checkpoint"),
 ]
 
-_SERVER: dict[str, str] = {}
-
-
-def _mlflow_server(w: Where) -> str:
-    """An MLflow server for the one case that needs a valid --tracking-uri with --address."""
-    return _SERVER["uri"]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     import os
@@ -183,7 +177,6 @@ def mlflow_server(tmp_path_factory):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(f"{uri}/health", server, "mlflow server")
-        _SERVER["uri"] = uri
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -204,7 +197,7 @@ def test_bad_input_gets_one_line_and_exit_code_2(case, cli, tmp_path, monkeypatc
         monkeypatch.delenv(name, raising=False)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    w = Where(scratch, vcr_copy, synthetic_features.text.parent)
+    w = Where(scratch, vcr_copy, synthetic_features.text.parent, mlflow_server)
     args = make_args(w)
     before = _snapshot(tmp_path)
     code, out, err = cli(*args)
