@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study import builtin, launch, results
@@ -31,6 +32,25 @@ def epochs_in_order(client: MlflowClient, name: str) -> list[float]:
     points = [(m.timestamp, m.value) for run_id in runs["run_id"]
               for m in client.get_metric_history(run_id, launch.METRIC)]
     return [value for _, value in sorted(points)]
+
+
+def first_rung_signal(client: MlflowClient, name: str) -> float:
+    """How well a trial's val Q->AR after its first epoch (ASHA's first rung) ranks the trials of
+    study ``name`` by their best val Q->AR: Spearman's rank correlation, 1 = perfectly."""
+    runs = results.trial_runs(client, launch.parent_run_id(name))
+    first, best = [], []
+    for run_id in runs["run_id"]:
+        history = sorted(client.get_metric_history(run_id, launch.METRIC), key=lambda m: m.step)
+        first.append(history[0].value)
+        best.append(max(m.value for m in history))
+    return float(pd.Series(first).rank().corr(pd.Series(best).rank()))
+
+
+def tpe_settings(trials: int) -> dict:
+    sampler = launch.tpe_sampler(0, trials)
+    return {"n_startup_trials": sampler._n_startup_trials, "group": sampler._group,
+            "multivariate": sampler._multivariate is not False,
+            "constant_liar": sampler._constant_liar}
 
 
 def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epochs: int,
@@ -55,6 +75,11 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=200)
     parser.add_argument("--label", default="",
                         help="appended to the TPE studies' names, to rerun them after a change")
+    parser.add_argument("--random-label", default="",
+                        help="appended to the random studies' names, e.g. for another trial count")
+    parser.add_argument("--random-only", action="store_true",
+                        help="run only the random-search studies (they do not depend on TPE's "
+                             "settings), to start them while those are decided")
     parser.add_argument("--out", type=Path,
                         default=Path("docs/measurements/search_efficiency.json"))
     args = parser.parse_args()
@@ -62,10 +87,14 @@ def main() -> None:
     data = builtin.home() / f"data-{args.train}-{args.val}"
     if not data.exists():
         write_synthetic(data, seed=7, sizes={"train": args.train, "val": args.val, "test": 20})
+    client = MlflowClient(launch.tracking_uri(launch.LaunchOptions()))
     rows = []
     for seed in range(args.seeds):
-        random_q2ar, random_wall = run_study(f"eff-random-{seed}", data, "random", False,
+        random_name = f"eff-random{args.random_label}-{seed}"
+        random_q2ar, random_wall = run_study(random_name, data, "random", False,
                                              args.random_trials, args.epochs, seed)
+        if args.random_only:
+            continue
         tpe_q2ar, tpe_wall = run_study(f"eff-tpe{args.label}-{seed}", data, "tpe", True,
                                        args.tpe_trials, args.epochs, seed)
         target = max(random_q2ar)
@@ -73,6 +102,7 @@ def main() -> None:
         row = {"seed": seed, "target_val_q2ar": round(target, 4),
                "random_trial_epochs": len(random_q2ar),
                "random_epochs_to_its_best": random_q2ar.index(target) + 1,
+               "random_first_rung_spearman": round(first_rung_signal(client, random_name), 2),
                "tpe_asha_trial_epochs": len(tpe_q2ar),
                "tpe_asha_best_val_q2ar": round(max(tpe_q2ar), 4),
                "tpe_asha_epochs_to_target": reached,
@@ -82,7 +112,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     ratios = [r["ratio"] for r in rows]
     summary = {"date": time.strftime("%Y-%m-%d"), "space": "joint", **vars(args),
-               "tpe_startup_trials": launch.startup_trials(args.tpe_trials), "rows": rows,
+               "tpe_startup_trials": launch.startup_trials(args.tpe_trials),
+               "tpe_sampler": tpe_settings(args.tpe_trials), "rows": rows,
                "reached": sum(r is not None for r in ratios), "seeds_run": len(rows),
                "mean_ratio_where_reached": round(sum(r for r in ratios if r) /
                                                  max(1, sum(r is not None for r in ratios)), 3)}

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,15 +220,28 @@ def startup_trials(trials: int) -> int:
     return max(3, min(10, trials // 4))
 
 
+def tpe_sampler(seed: int, trials: int):
+    """Optuna's TPE for a budget of ``trials``. Optuna 5's TPE is multivariate and uses a constant
+    liar (for trials running at once) by default; ``group=True`` makes it model each method's own
+    parameters (drawn only under that method) jointly too, instead of one at a time."""
+    import optuna
+
+    with warnings.catch_warnings():  # Optuna 5 still marks ``group`` experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials),
+                                          group=True)
+
+
 def _optuna_search(options: LaunchOptions, space: SearchSpace, folder: Path):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     from study.searchers import RestartSafeOptunaSearch
-    sampler = (optuna.samplers.TPESampler(seed=options.seed,
-                                          n_startup_trials=startup_trials(options.trials))
-               if options.searcher == "tpe" else optuna.samplers.RandomSampler(seed=options.seed))
+    if options.searcher == "tpe":
+        sampler = tpe_sampler(options.seed, options.trials)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=options.seed)
     storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
     return RestartSafeOptunaSearch(space.suggest, metric=METRIC, mode=MODE, sampler=sampler,
                                    study_name=options.name, storage=storage)
