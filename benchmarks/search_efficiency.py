@@ -2,14 +2,19 @@
 Q->AR that random search without early stopping finds, over several seeds.
 
     VCR_STUDY_HOME=/tmp/bench-search .venv/bin/python -m benchmarks.search_efficiency
+    # the same TPE studies against a random search with as many trials as TPE's:
+    VCR_STUDY_HOME=/tmp/bench-search .venv/bin/python -m benchmarks.search_efficiency \
+        --random-trials 24 --random-label=24
 
 For each seed: a random-search study (``--searcher random --no-asha``, ``--random-trials`` trials,
-every one trained ``--epochs`` epochs), then a TPE + ASHA study (``--tpe-trials`` trials, same
-epochs at most) on the ``joint`` space. Every reported epoch of every trial is one trial-epoch,
-ordered by the time MLflow received it (two trials run at once). The target is random search's
-final best val Q->AR; the figure is the trial-epochs TPE + ASHA had spent when one of its epochs
-first reached it, against random search's total. A smaller synthetic dataset (``--train``,
-``--val`` questions) keeps the whole run near half an hour on 2 CPUs.
+every one trained ``--epochs`` epochs, the ``joint`` space's own 8 by default; the trainer's own
+early stopping still applies), then a TPE + ASHA study (``--tpe-trials`` trials, same epochs at
+most) on the ``joint`` space. Every reported epoch of every trial is one trial-epoch, ordered by
+the time MLflow received it (two trials run at once). The target is random search's final best
+val Q->AR; the figure is the trial-epochs TPE + ASHA had spent when one of its epochs first
+reached it, against random search's total. A smaller synthetic dataset (``--train``, ``--val``
+questions) keeps a seed near 20 minutes on 2 CPUs. Studies already in the home are reused, not
+rerun: ``--label`` and ``--random-label`` name new ones.
 """
 
 from __future__ import annotations
@@ -46,6 +51,27 @@ def first_rung_signal(client: MlflowClient, name: str) -> float:
     return float(pd.Series(first).rank().corr(pd.Series(best).rank()))
 
 
+def trials_in_order(client: MlflowClient, name: str) -> list[list[tuple[int, float]]]:
+    """Every trial of study ``name`` as its (time logged, val Q->AR) points, trials in the order
+    they started."""
+    runs = results.trial_runs(client, launch.parent_run_id(name))
+    trials = []
+    for run_id in runs["run_id"]:
+        history = sorted(client.get_metric_history(run_id, launch.METRIC), key=lambda m: m.step)
+        trials.append((client.get_run(run_id).info.start_time,
+                       [(m.timestamp, m.value) for m in history]))
+    return [points for _, points in sorted(trials)]
+
+
+def how_reached(trials: list[list[tuple[int, float]]], target: float) -> dict:
+    """Which TPE + ASHA trial (1 = the first started) logged the first epoch at ``target``, and
+    how many of its trials ran how many epochs."""
+    hits = [(t, i + 1) for i, points in enumerate(trials) for t, v in points if v >= target]
+    lengths = [len(points) for points in trials]
+    return {"tpe_first_trial_at_target": min(hits)[1] if hits else None,
+            "tpe_trials_by_epochs_run": {n: lengths.count(n) for n in sorted(set(lengths))}}
+
+
 def tpe_settings(trials: int) -> dict:
     sampler = launch.tpe_sampler(0, trials)
     return {"n_startup_trials": sampler._n_startup_trials, "group": sampler._group,
@@ -54,14 +80,17 @@ def tpe_settings(trials: int) -> dict:
 
 
 def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epochs: int,
-              seed: int) -> tuple[list[float], float]:
+              seed: int) -> tuple[list[float], int | None]:
+    """Run study ``name`` unless the home has it already; its val Q->AR points in order, and its
+    wall time in seconds (None for a study run earlier)."""
     options = launch.LaunchOptions(name=name, space="joint", trials=trials, searcher=searcher,
                                    asha=asha, seed=seed, overrides={"epochs": epochs},
                                    data=str(data), concurrent=2, cpus_per_trial=1)
-    start = time.perf_counter()
+    wall = None
     if not launch.study_dir(name).exists():
+        start = time.perf_counter()
         launch.launch(options, echo=lambda line: None)
-    wall = time.perf_counter() - start
+        wall = round(time.perf_counter() - start)
     return epochs_in_order(MlflowClient(launch.tracking_uri(options)), name), wall
 
 
@@ -70,7 +99,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--random-trials", type=int, default=10)
     parser.add_argument("--tpe-trials", type=int, default=24)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--val", type=int, default=200)
     parser.add_argument("--label", default="",
@@ -80,9 +109,11 @@ def main() -> None:
     parser.add_argument("--random-only", action="store_true",
                         help="run only the random-search studies (they do not depend on TPE's "
                              "settings), to start them while those are decided")
-    parser.add_argument("--out", type=Path,
-                        default=Path("docs/measurements/search_efficiency.json"))
+    parser.add_argument("--out", type=Path, help="default: docs/measurements/"
+                        "search_efficiency_e<epochs>_random<random trials>.json")
     args = parser.parse_args()
+    args.out = args.out or Path(f"docs/measurements/search_efficiency_e{args.epochs}"
+                                f"_random{args.random_trials}.json")
 
     data = builtin.home() / f"data-{args.train}-{args.val}"
     if not data.exists():
@@ -107,7 +138,8 @@ def main() -> None:
                "tpe_asha_best_val_q2ar": round(max(tpe_q2ar), 4),
                "tpe_asha_epochs_to_target": reached,
                "ratio": round(reached / len(random_q2ar), 3) if reached else None,
-               "random_wall_s": round(random_wall), "tpe_asha_wall_s": round(tpe_wall)}
+               **how_reached(trials_in_order(client, f"eff-tpe{args.label}-{seed}"), target),
+               "random_wall_s": random_wall, "tpe_asha_wall_s": tpe_wall}
         rows.append(row)
         print(json.dumps(row), flush=True)
     ratios = [r["ratio"] for r in rows]
