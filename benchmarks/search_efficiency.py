@@ -31,29 +31,9 @@ from study import builtin, launch, results
 from vcrnet.data.synth import write_synthetic
 
 
-def epochs_in_order(client: MlflowClient, name: str) -> list[float]:
-    """Every val Q->AR point of every trial of study ``name``, in the order they were logged."""
-    runs = results.trial_runs(client, launch.parent_run_id(name))
-    points = [(m.timestamp, m.value) for run_id in runs["run_id"]
-              for m in client.get_metric_history(run_id, launch.METRIC)]
-    return [value for _, value in sorted(points)]
-
-
-def first_rung_signal(client: MlflowClient, name: str) -> float:
-    """How well a trial's val Q->AR after its first epoch (ASHA's first rung) ranks the trials of
-    study ``name`` by their best val Q->AR: Spearman's rank correlation, 1 = perfectly."""
-    runs = results.trial_runs(client, launch.parent_run_id(name))
-    first, best = [], []
-    for run_id in runs["run_id"]:
-        history = sorted(client.get_metric_history(run_id, launch.METRIC), key=lambda m: m.step)
-        first.append(history[0].value)
-        best.append(max(m.value for m in history))
-    return float(pd.Series(first).rank().corr(pd.Series(best).rank()))
-
-
 def trials_in_order(client: MlflowClient, name: str) -> list[list[tuple[int, float]]]:
-    """Every trial of study ``name`` as its (time logged, val Q->AR) points, trials in the order
-    they started."""
+    """Every trial of study ``name`` as its (time logged, val Q->AR) points by epoch, trials in
+    the order they started."""
     runs = results.trial_runs(client, launch.parent_run_id(name))
     trials = []
     for run_id in runs["run_id"]:
@@ -61,6 +41,19 @@ def trials_in_order(client: MlflowClient, name: str) -> list[list[tuple[int, flo
         trials.append((client.get_run(run_id).info.start_time,
                        [(m.timestamp, m.value) for m in history]))
     return [points for _, points in sorted(trials)]
+
+
+def epochs_in_order(trials: list[list[tuple[int, float]]]) -> list[float]:
+    """Every val Q->AR point of every trial, in the order they were logged."""
+    return [value for _, value in sorted(point for points in trials for point in points)]
+
+
+def first_rung_signal(trials: list[list[tuple[int, float]]]) -> float:
+    """How well a trial's val Q->AR after its first epoch (ASHA's first rung) ranks the trials by
+    their best val Q->AR: Spearman's rank correlation, 1 = perfectly."""
+    first = pd.Series([points[0][1] for points in trials])
+    best = pd.Series([max(v for _, v in points) for points in trials])
+    return float(first.rank().corr(best.rank()))
 
 
 def how_reached(trials: list[list[tuple[int, float]]], target: float) -> dict:
@@ -80,9 +73,9 @@ def tpe_settings(trials: int) -> dict:
 
 
 def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epochs: int,
-              seed: int) -> tuple[list[float], int | None]:
-    """Run study ``name`` unless the home has it already; its val Q->AR points in order, and its
-    wall time in seconds (None for a study run earlier)."""
+              seed: int) -> tuple[list[list[tuple[int, float]]], int | None]:
+    """Run study ``name`` unless the home has it already; its trials (``trials_in_order``), and
+    its wall time in seconds (None for a study run earlier)."""
     options = launch.LaunchOptions(name=name, space="joint", trials=trials, searcher=searcher,
                                    asha=asha, seed=seed, overrides={"epochs": epochs},
                                    data=str(data), concurrent=2, cpus_per_trial=1)
@@ -91,7 +84,7 @@ def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epo
         start = time.perf_counter()
         launch.launch(options, echo=lambda line: None)
         wall = round(time.perf_counter() - start)
-    return epochs_in_order(MlflowClient(launch.tracking_uri(options)), name), wall
+    return trials_in_order(MlflowClient(launch.tracking_uri(options)), name), wall
 
 
 def main() -> None:
@@ -118,27 +111,27 @@ def main() -> None:
     data = builtin.home() / f"data-{args.train}-{args.val}"
     if not data.exists():
         write_synthetic(data, seed=7, sizes={"train": args.train, "val": args.val, "test": 20})
-    client = MlflowClient(launch.tracking_uri(launch.LaunchOptions()))
     rows = []
     for seed in range(args.seeds):
         random_name = f"eff-random{args.random_label}-{seed}"
-        random_q2ar, random_wall = run_study(random_name, data, "random", False,
+        random_study, random_wall = run_study(random_name, data, "random", False,
                                              args.random_trials, args.epochs, seed)
         if args.random_only:
             continue
-        tpe_q2ar, tpe_wall = run_study(f"eff-tpe{args.label}-{seed}", data, "tpe", True,
+        tpe_study, tpe_wall = run_study(f"eff-tpe{args.label}-{seed}", data, "tpe", True,
                                        args.tpe_trials, args.epochs, seed)
+        random_q2ar, tpe_q2ar = epochs_in_order(random_study), epochs_in_order(tpe_study)
         target = max(random_q2ar)
         reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
         row = {"seed": seed, "target_val_q2ar": round(target, 4),
                "random_trial_epochs": len(random_q2ar),
                "random_epochs_to_its_best": random_q2ar.index(target) + 1,
-               "random_first_rung_spearman": round(first_rung_signal(client, random_name), 2),
+               "random_first_rung_spearman": round(first_rung_signal(random_study), 2),
                "tpe_asha_trial_epochs": len(tpe_q2ar),
                "tpe_asha_best_val_q2ar": round(max(tpe_q2ar), 4),
                "tpe_asha_epochs_to_target": reached,
                "ratio": round(reached / len(random_q2ar), 3) if reached else None,
-               **how_reached(trials_in_order(client, f"eff-tpe{args.label}-{seed}"), target),
+               **how_reached(tpe_study, target),
                "random_wall_s": random_wall, "tpe_asha_wall_s": tpe_wall}
         rows.append(row)
         print(json.dumps(row), flush=True)
