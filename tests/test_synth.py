@@ -12,7 +12,7 @@ import pytest
 from conftest import SMALL_SIZES, read_lines
 
 from vcrnet.data import read_split, write_synthetic
-from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, QUESTION_TYPES
+from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, QUESTION_TYPES, TEAMS
 from vcrnet.errors import InputError
 
 VCR_KEYS = {"movie", "objects", "interesting_scores", "answer_likelihood", "img_fn",
@@ -96,6 +96,8 @@ def test_vcr_shape_question_types_tags_and_templates(many):
             kinds["who"] += 1
         elif "colour" in words:
             kinds["colour"] += 1
+        elif words & {"team", "playing"}:
+            kinds["team"] += 1
         elif words & {"going", "event", "dressed"}:
             kinds["occasion"] += 1
         else:
@@ -125,6 +127,9 @@ def _supporting_phrases(answer: list, who: bool) -> list:
     if who:  # the answers differ by object: its rationale names that object
         return [next(t for t in answer if isinstance(t, list))]
     text = " ".join(map(str, answer))
+    for team in TEAMS:  # team: its rationale names the answer's team (and no colour)
+        if f" {team} " in f" {text} ":
+            return [f" {team} "]
     for colour, occasion in OCCASIONS.items():
         if occasion in text:
             return [f" {colour} "]

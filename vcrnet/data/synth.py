@@ -20,18 +20,38 @@ Design, so that a study on it means something:
   the object it is about *and* the value ("[2] is mostly red."), so that the value word and the
   object's features meet in the answer's own grounding, as in R2C.
 * **(b) The rationale depends on the answer.** Rationale ``i`` is written to *support answer
-  ``i``*: it repeats the answer's object, or names something the answer's value is associated
-  with (red -> a ripe tomato, white -> a wedding). Given the right answer, the right rationale is
-  the one linked to it, which text alone can find; given a wrong answer, the linked rationale is a
-  wrong one. Sometimes one wrong rationale is instead a *true fact that does not explain the
-  answer* (the colour of another object). The rationales are shuffled independently of the answers.
-* **(c) VCR's shape.** Three question types -- ``colour`` ("What colour is [0]?"), ``who``
-  ("Which of [0,1,2,3] is wearing red?", or with "everyone"), ``occasion`` ("Where is [1] going?",
-  answered through the colour of the clothes) -- each with several question, answer and rationale
-  templates; several objects per question and multi-object tags; several questions per image, as
-  VCR has. Objects also differ in shape, but no question hinges on it: random-ResNet features read
-  shape too weakly (0.64) for a model to learn it from 1,500 questions (measured: a model that
-  reached 0.56-0.63 on the colour-based types stayed at 0.24 on shape questions).
+  ``i``*, and given the right answer the right rationale is the one linked to it, which text alone
+  can find; given a wrong answer, the linked rationale is a wrong one. The rationales are shuffled
+  independently of the answers. How much the rationale needs the answer differs by type:
+
+  - ``colour``, ``who``, ``occasion``: the rationale repeats the answer's object or names what the
+    answer's value is associated with (red -> a ripe tomato, white -> a wedding). It is also
+    *checkable against the pixels*: "[0] has the colour of a ripe tomato" is true or false by
+    [0]'s colour, so a model can pick it without the answer, and there Q->AR ~ Q->A. Sometimes
+    one wrong rationale is instead a *true fact that does not explain the answer* (the colour of
+    another object).
+  - ``team`` (a quarter of the questions): the rationale can be picked *only through the answer*.
+    Answer ``i`` pairs a colour with a team drawn for this question alone ("[0] plays for the
+    Hawks, who wear red."); rationale ``i`` names that team and no colour ("[0] is wearing the kit
+    of the Hawks."). Which team wears which colour is stated only in the answers and is random
+    per question, so without the answer all four rationales are equally plausible (they differ
+    only in the team's name) and none can be checked against the pixels: a rationale module is
+    at chance (25%) unless it reads the answer it is conditioned on. Given the gold answer the
+    link is one shared word; given a wrong answer it points to a wrong rationale (a model that
+    also sees that this answer is false can at best rule its rationale out: 1 in 3). This is the
+    type on which "does the rationale follow from the *predicted* answer?" can show.
+
+  The adversarial-matching bookkeeping (``*_match_iter``, ``*_sources``) is drawn without looking
+  at the labels: in real VCR a 0 in ``*_match_iter`` marks the ground truth, here it would leak it.
+* **(c) VCR's shape.** Four question types, drawn uniformly -- ``colour`` ("What colour is [0]?"),
+  ``who`` ("Which of [0,1,2,3] is wearing red?", or with "everyone"), ``occasion`` ("Where is [1]
+  going?", answered through the colour of the clothes), ``team`` ("Which team does [1] play
+  for?", answered through the colour of the clothes and explained through the answer) -- each
+  with several question, answer and rationale templates; several objects per question and
+  multi-object tags; several questions per image, as VCR has. Objects also differ in shape, but
+  no question hinges on it: random-ResNet features read shape too weakly (0.64) for a model to
+  learn it from 1,500 questions (measured: a model that reached 0.56-0.63 on the colour-based
+  types stayed at 0.24 on shape questions).
 * **(d) Deterministic.** One ``numpy`` generator seeded by ``seed`` drives everything, split by
   split; the same seed writes byte-identical files.
 """
@@ -66,14 +86,15 @@ OCCASIONS = {  # colour of the clothes -> where the person is going
     "yellow": "the beach", "purple": "a royal banquet", "orange": "road works",
     "white": "a wedding", "black": "a funeral",
 }
+TEAMS = ("Hawks", "Lions", "Tigers", "Wolves", "Eagles", "Sharks", "Foxes", "Owls", "Rams",
+         "Falcons", "Comets", "Rockets")  # drawn per question: no team has a colour of its own
 SHAPES = ("circle", "square", "triangle", "star")
 OTHER_CLASSES = ("dog", "car", "chair", "cup", "bottle", "umbrella", "horse", "bench", "handbag",
                  "cat")
-QUESTION_TYPES = ("colour", "who", "occasion")
+QUESTION_TYPES = ("colour", "who", "occasion", "team")
 DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 300}
 QUESTIONS_PER_IMAGE = 3
 BACKGROUND = 128
-
 
 
 @dataclass
@@ -247,8 +268,12 @@ def _ask_colour(scene: list[SceneObject], rng: np.random.Generator) -> Question:
                     [rationale(c, k) for c in values], label)
 
 
+def _persons(scene: list[SceneObject]) -> list[int]:
+    return [i for i, obj in enumerate(scene) if obj.name == "person"]
+
+
 def _ask_who(scene: list[SceneObject], rng: np.random.Generator) -> Question:
-    persons = [i for i, obj in enumerate(scene) if obj.name == "person"]
+    persons = _persons(scene)
     candidates = [persons[i] for i in rng.permutation(len(persons))[:NUM_CHOICES]]
     label = int(rng.integers(NUM_CHOICES))
     colour = scene[candidates[label]].colour
@@ -270,8 +295,7 @@ def _ask_who(scene: list[SceneObject], rng: np.random.Generator) -> Question:
 
 
 def _ask_occasion(scene: list[SceneObject], rng: np.random.Generator) -> Question:
-    persons = [i for i, obj in enumerate(scene) if obj.name == "person"]
-    o = int(_pick(rng, persons))
+    o = int(_pick(rng, _persons(scene)))
     values, label = _values(rng, scene[o].colour, list(COLOURS))
     question = _pick(rng, (["Where", "is", [o], "going", "?"],
                            ["What", "event", "is", [o], "dressed", "for", "?"],
@@ -285,7 +309,30 @@ def _ask_occasion(scene: list[SceneObject], rng: np.random.Generator) -> Questio
                     [rationale(c) for c in values], label)
 
 
-_ASK = {"colour": _ask_colour, "who": _ask_who, "occasion": _ask_occasion}
+def _ask_team(scene: list[SceneObject], rng: np.random.Generator) -> Question:
+    """Answer i: a colour and a team drawn for this question; rationale i: that team, no colour.
+
+    The rationale is linked to its answer by the team's name alone, and which colour a team wears
+    is said only in the answer, so it can be chosen only through the answer (design point (b)).
+    """
+    o = int(_pick(rng, _persons(scene)))
+    values, label = _values(rng, scene[o].colour, list(COLOURS))
+    teams = [TEAMS[i] for i in rng.permutation(len(TEAMS))[:NUM_CHOICES]]
+    question = _pick(rng, (["Which", "team", "does", [o], "play", "for", "?"],
+                           ["What", "team", "is", [o], "on", "?"],
+                           ["Who", "is", [o], "playing", "for", "today", "?"]))
+    answer = _pick(rng, (
+        lambda c, t: [[o], "plays", "for", "the", t, ",", "who", "wear", c, "."],
+        lambda c, t: [[o], "is", "on", "the", t, ",", "the", "team", "in", c, "."]))
+    rationale = _pick(rng, (
+        lambda t: [[o], "is", "wearing", "the", "kit", "of", "the", t, "."],
+        lambda t: [[o], "wears", "the", t, "'", "colours", "."],
+        lambda t: ["All", "players", "of", "the", t, "dress", "like", [o], "."]))
+    return Question("team", question, [answer(c, t) for c, t in zip(values, teams)],
+                    [rationale(t) for t in teams], label)
+
+
+_ASK = {"colour": _ask_colour, "who": _ask_who, "occasion": _ask_occasion, "team": _ask_team}
 
 
 def _thing(colour: str, k: int) -> list[str]:
@@ -294,11 +341,15 @@ def _thing(colour: str, k: int) -> list[str]:
 
 def _true_but_irrelevant(scene: list[SceneObject], q: Question,
                          rng: np.random.Generator) -> list[Token] | None:
-    """A true statement about an object the question is not about, or None."""
+    """A true statement about an object the question is not about, or None.
+
+    None for ``team``: a fact checkable in the pixels would stand out from the team rationales
+    as one that is never right, and without the answer the four must be alike.
+    """
     mentioned = {t for sent in [q.question, *q.answers] for tok in sent if isinstance(tok, list)
                  for t in tok}
     others = [i for i in range(len(scene)) if i not in mentioned]
-    if not others or q.kind == "who":
+    if not others or q.kind in ("who", "team"):
         return None
     o = int(_pick(rng, others))
     return [[o], "is", scene[o].colour, "."]
@@ -318,15 +369,8 @@ def _annotation(split: str, index: int, image_number: int, q_number: int, stem: 
     rationale_choices = [rationales[i] for i in order]
     rationale_label = int(np.flatnonzero(order == q.label)[0])
     objects = [obj.name for obj in scene]
-
-    def bookkeeping(label: int) -> tuple[list[int], list[int]]:
-        match_iter = [0 if i == label else int(rng.integers(1, 4)) for i in range(NUM_CHOICES)]
-        sources = [index if i == label else int(rng.integers(0, 100000))
-                   for i in range(NUM_CHOICES)]
-        return match_iter, sources
-
-    answer_iter, answer_sources = bookkeeping(q.label)
-    rationale_iter, rationale_sources = bookkeeping(rationale_label)
+    answer_iter, answer_sources = _bookkeeping(rng)
+    rationale_iter, rationale_sources = _bookkeeping(rng)
     line = {
         "movie": stem.split("/")[0],
         "objects": objects,
@@ -357,6 +401,17 @@ def _annotation(split: str, index: int, image_number: int, q_number: int, stem: 
                     "rationale_orig"):
             del line[key]
     return line
+
+
+def _bookkeeping(rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """``*_match_iter`` and ``*_sources`` of one line, drawn the same way whatever the label.
+
+    Real VCR's have a 0 at the ground truth in ``*_match_iter`` and the line's own index in
+    ``*_sources``; copying that would hand the label to any model that reads them.
+    """
+    match_iter = [int(v) for v in rng.permutation(NUM_CHOICES)]
+    sources = [int(v) for v in rng.integers(0, 100000, size=NUM_CHOICES)]
+    return match_iter, sources
 
 
 def _orig(tokens: list[Token]) -> str:
