@@ -5,16 +5,31 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
-from vcrnet.features import CachedVCRDataset
+from vcrnet.features import CachedVCRDataset, dev_split
 from vcrnet.leaderboard import COLUMNS, read_csv, score, write_csv
-from vcrnet.train import CHECKPOINT, TrainingDiverged, fit, load_checkpoint
+from vcrnet.train import (
+    BEST,
+    CHECKPOINT,
+    DEV_ITEMS,
+    OBJECTIVE,
+    TrainingDiverged,
+    fit,
+    load_checkpoint,
+    load_model,
+)
 
 TIMING = ("train_items_per_s", "train_seconds", "epoch_seconds")
+# every epoch's metrics, for every method (study/ reads the val_ ones by name)
+EVALUATED = ("joint_nll", "q2a", "qa2r", "qa2r_pred", "q2ar", "qa2r_mixture", "q2ar_mixture",
+             "qa2r_joint16", "q2ar_joint16", "q2a_and_joint16")
+METRIC_NAMES = {"epoch", "lr", *TIMING, "train_loss", "train_answer_loss", "train_coupling_loss",
+                "train_joint_nll", *(f"{split}_{k}" for split in ("dev", "val") for k in EVALUATED)}
 
 
 def tiny(**changes) -> TrainConfig:
@@ -50,6 +65,9 @@ def test_resume_after_an_epoch_equals_an_uninterrupted_run(synthetic_features, t
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # no gap, no repeat
+    assert set(straight[0]) == METRIC_NAMES | ({"tau"} if method == "gumbel" else set())
+    if method == "gumbel":  # 3 steps an epoch, annealed over 2 epochs: the last steps' tau
+        assert [m["tau"] for m in straight] == pytest.approx([5 - 4 * 2 / 5, 1, 1])
 
 
 def test_resume_refuses_another_configuration(synthetic_features, tmp_path):
@@ -59,15 +77,9 @@ def test_resume_refuses_another_configuration(synthetic_features, tmp_path):
         fit(tiny(epochs=1, lr=1e-2), data, data, tmp_path, resume=True)
 
 
-class NaNFeatures(torch.utils.data.Dataset):
-    def __init__(self, inner):
-        self.inner, self.text_dim = inner, inner.text_dim
-
-    def __len__(self):
-        return len(self.inner)
-
+class NaNFeatures(CachedVCRDataset):
     def __getitem__(self, i):
-        item = dict(self.inner[i])
+        item = dict(super().__getitem__(i))
         item["objects"] = item["objects"] * float("nan")
         return item
 
@@ -75,7 +87,7 @@ class NaNFeatures(torch.utils.data.Dataset):
 def test_a_nan_loss_stops_training_with_a_clear_error(synthetic_features, tmp_path):
     data = CachedVCRDataset(synthetic_features)
     with pytest.raises(TrainingDiverged, match="epoch 1: the training loss is nan"):
-        fit(tiny(), NaNFeatures(data), data, tmp_path)
+        fit(tiny(), NaNFeatures(synthetic_features), data, tmp_path)
 
 
 @pytest.mark.parametrize("values,message", [
@@ -84,10 +96,61 @@ def test_a_nan_loss_stops_training_with_a_clear_error(synthetic_features, tmp_pa
     ({"learning_rate": "1"}, "unknown key 'learning_rate'"),
     ({"epochs": "two"}, "epochs: 'two' is not an int"),
     ({"straight_through": "maybe"}, "straight_through: 'maybe' is not a bool"),
+    ({"estimator": "score", "num_samples": "1"}, "num_samples: must be at least 2 with estimator"),
+    ({"estimator": "sampled"}, "estimator: must be one of expectation, exact, score"),
+    ({"anneal_per": "batch"}, "anneal_per: must be iteration or epoch"),
+    ({"direct16_variant": "both"}, "direct16_variant: must be separate or joint"),
 ])
 def test_config_errors_name_the_key(values, message):
     with pytest.raises(InputError, match=message):
         TrainConfig.from_dict(values, where="--set")
+
+
+def test_the_flat_keys_hold_the_coupling_knobs_once():
+    config = TrainConfig.from_dict({"estimator": "exact", "anneal_per": "epoch",
+                                    "direct16_variant": "joint", "r2c_init": "true"})
+    coupling = config.coupling()
+    assert (coupling.estimator, coupling.anneal_per, coupling.direct16_variant) == (
+        "exact", "epoch", "joint")
+    assert config.backbone().r2c_init is True
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+class OneObject(CachedVCRDataset):
+    """Items with only their first object (the whole image)."""
+
+    def __getitem__(self, i):
+        item = dict(super().__getitem__(i))
+        for key in ("objects", "boxes", "object_classes"):
+            item[key] = item[key][:1]
+        for key in ("question", "answers", "rationale_query", "rationales"):
+            item[key] = [(text, tags * 0) for text, tags in item[key]]
+        return item
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])  # every batch, the last batch (3 items)
+def test_a_batch_of_a_single_object_trains(synthetic_features, tmp_path, batch_size):
+    """BatchNorm cannot standardise one row in training: its running statistics stand in."""
+    whole = CachedVCRDataset(synthetic_features)
+    two_images = np.flatnonzero(np.isin(whole.images(), np.unique(whole.images())[:2]))
+    data = OneObject(synthetic_features, two_images)  # 2 images of 3 questions: 1 goes to dev
+    assert len(dev_split(data, 0.1, 0)[0]) == 3
+    history = fit(tiny(epochs=1, batch_size=batch_size), data, data, tmp_path)
+    assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]["train_loss"]))
+
+
+def test_a_checkpoint_with_the_object_class_head_is_a_clear_error(synthetic_features, tmp_path):
+    data = CachedVCRDataset(synthetic_features)
+    fit(tiny(epochs=1), data, data, tmp_path)
+    saved = load_checkpoint(tmp_path / CHECKPOINT)
+    saved["model"]["answer_module.object_classifier.weight"] = torch.zeros(81, 2048)
+    torch.save(saved, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="old.pt: made by another version of the model "
+                                         r"\(unknown parts answer_module.object_classifier\)"):
+        load_model(tmp_path / "old.pt")
+    with pytest.raises(InputError, match="object_classifier"):
+        torch.save(saved, tmp_path / CHECKPOINT)
+        fit(tiny(epochs=1), data, data, tmp_path, resume=True)
 
 
 def test_csv_round_trip_scores_like_the_metrics(tmp_path):
@@ -145,3 +208,27 @@ def test_bad_checkpoint_and_bad_csv_are_one_line_errors(synthetic_dir, tmp_path,
     assert code == 2 and "bad.csv:1: expected the 21 leaderboard columns" in err
     code, _, err = cli("train", "--set", "bogus=1", "--out", tmp_path / "r")
     assert code == 2 and "--set: unknown key 'bogus'" in err
+
+
+def test_the_dev_split_holds_whole_images_and_is_the_same_for_every_run_seed(synthetic_features):
+    data = CachedVCRDataset(synthetic_features)
+    rest, dev = dev_split(data, 0.25, seed=0)
+    assert len(rest) + len(dev) == len(data) and not set(rest.annot_ids) & set(dev.annot_ids)
+    assert 0.25 * len(data) <= len(dev) < 0.25 * len(data) + 3  # whole images of 3 questions
+    assert not set(rest.images()) & set(dev.images())  # no image on both sides
+    assert dev_split(data, 0.25, seed=0)[1].annot_ids == dev.annot_ids  # seeded
+    assert dev_split(data, 0.25, seed=1)[1].annot_ids != dev.annot_ids
+    item = dev[0]  # a view serves the split's own item, with its labels
+    assert dev.annot_ids[0] == data.annot_ids[dev.items[0]]
+    assert (item["labels"] == data.labels[dev.items[0]]).all()
+    with pytest.raises(InputError, match="dev_fraction"):
+        TrainConfig(dev_fraction=0.0)
+
+
+def test_every_choice_is_made_on_dev_and_val_is_only_reported(synthetic_features, tmp_path):
+    data = CachedVCRDataset(synthetic_features)
+    history = fit(tiny(method="softmax", epochs=4, patience=4), data, data, tmp_path)
+    best_on_dev = max(history, key=lambda m: m[OBJECTIVE])  # the first best, as fit keeps it
+    assert load_checkpoint(tmp_path / BEST)["epoch"] == best_on_dev["epoch"]
+    dev_ids = json.loads((tmp_path / DEV_ITEMS).read_text())
+    assert dev_ids == dev_split(data, 0.1, 0)[1].annot_ids  # recorded with the run

@@ -1,10 +1,40 @@
-"""The VCR leaderboard CSV and its scoring.
+"""The VCR leaderboard CSV and its scoring, and the seed paper's other decodings.
 
 The CSV has one row per question and 21 columns: ``annot_id``, ``answer_0..3`` (answer
-probabilities) and ``rationale_conditioned_on_a{i}_{j}`` (rationale j's probability given answer i).
-Scoring, as the leaderboard: Q->A is the argmax of the answer columns; QA->R the argmax of the
-rationale columns conditioned on the *gold* answer; Q->AR both right. The seed paper also reports
-QA->R conditioned on the *predicted* answer, given here as ``qa2r_pred``.
+probabilities) and ``rationale_conditioned_on_a{i}_{j}`` (rationale j's probability given answer i),
+written with 9 significant digits (enough to round-trip float32, so an argmax read back cannot
+tie). Scoring, as the leaderboard: Q->A is the argmax of the answer columns; QA->R the argmax of
+the rationale columns conditioned on the *gold* answer; Q->AR both right.
+
+The seed paper's Table 1 scored each method its own way (read from its code, docs/fidelity.md
+E2), and some of those decodings cannot be read from the CSV: ``vcrnet.train.evaluate`` computes
+all of them for every method, logged with the prefix ``val_``:
+
+===================  =================================================  =========================
+metric               decoding                                           paper's number
+===================  =================================================  =========================
+``q2a``              argmax of the answer probabilities                 Q->A, every method
+``qa2r``             rationale given the gold answer (leaderboard's)    QA->R of R2C
+``q2ar``             ``q2a`` and ``qa2r`` both right (leaderboard's)    Q->AR of R2C, the new
+                                                                        baseline, RL sampling
+``qa2r_pred``        rationale given the predicted (argmax) answer      QA->R of the new baseline
+                                                                        and of RL sampling
+``qa2r_mixture``     rationale scored under the answer mixture,         QA->R of softmax and
+                     ``mixed(softmax(answer_logits))``                  Gumbel-softmax (*)
+``q2ar_mixture``     ``q2a`` and ``qa2r_mixture`` both right            their Q->AR
+``qa2r_joint16``     one argmax over the 16 pair scores picks (a, r);   none (a diagnostic)
+                     right when r is
+``q2ar_joint16``     that pick's (a, r) both right                      QA->R of direct cross
+                                                                        entropy (13.83%)
+``q2a_and_joint16``  ``q2a`` and ``q2ar_joint16`` both right            Q->AR of direct cross
+                                                                        entropy (8.42%)
+===================  =================================================  =========================
+
+Given a right answer, the rationale given the predicted answer is the rationale given the gold
+one, so ``q2ar`` is also the Q->AR of the methods read with ``qa2r_pred``. (*) The seed decoded
+Gumbel-softmax with a noisy sample at tau 1; ``qa2r_mixture`` uses the noiseless softmax weights.
+The 16 pair scores are the coupling's (``Coupling.pair_scores``): for ``direct16`` the scores its
+16-way softmax was trained on, for the others ``log p(a) + log p(r | a)``.
 """
 
 from __future__ import annotations
@@ -36,6 +66,30 @@ def score(answer_probs: torch.Tensor, rationale_probs: torch.Tensor,
             "q2ar": (answer_right & given_gold).float().mean().item()}
 
 
+def score_mixture(answer_probs: torch.Tensor, mixture_probs: torch.Tensor,
+                  answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> dict[str, float]:
+    """``answer_probs [N, 4]``, ``mixture_probs [N, 4]`` (the rationales given the answer
+    mixture) -> ``qa2r_mixture``, ``q2ar_mixture``."""
+    answer_right = answer_probs.argmax(-1) == answer_labels
+    rationale_right = mixture_probs.argmax(-1) == rationale_labels
+    return {"qa2r_mixture": rationale_right.float().mean().item(),
+            "q2ar_mixture": (answer_right & rationale_right).float().mean().item()}
+
+
+def score_joint16(answer_probs: torch.Tensor, pair_scores: torch.Tensor,
+                  answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> dict[str, float]:
+    """``answer_probs [N, 4]``, ``pair_scores [N, 4 answers, 4 rationales]``: one 16-way argmax
+    picks (a, r) -> ``qa2r_joint16`` (r right), ``q2ar_joint16`` (both right),
+    ``q2a_and_joint16`` (that, and the answer module's own argmax right)."""
+    picked = pair_scores.flatten(1).argmax(-1)  # a * 4 + r
+    rationale_right = picked % 4 == rationale_labels
+    pair_right = (picked // 4 == answer_labels) & rationale_right
+    answer_right = answer_probs.argmax(-1) == answer_labels
+    return {"qa2r_joint16": rationale_right.float().mean().item(),
+            "q2ar_joint16": pair_right.float().mean().item(),
+            "q2a_and_joint16": (answer_right & pair_right).float().mean().item()}
+
+
 def write_csv(path: str | Path, annot_ids: list[str], answer_probs: torch.Tensor,
               rationale_probs: torch.Tensor) -> Path:
     """Write the 21-column CSV atomically."""
@@ -47,9 +101,14 @@ def write_csv(path: str | Path, annot_ids: list[str], answer_probs: torch.Tensor
         writer.writerow(COLUMNS)
         for annot_id, a, r in zip(annot_ids, answer_probs.tolist(),
                                   rationale_probs.flatten(1).tolist()):
-            writer.writerow([annot_id, *(f"{p:.6f}" for p in a), *(f"{p:.6f}" for p in r)])
+            writer.writerow([annot_id, *(_cell(p) for p in a), *(_cell(p) for p in r)])
     os.replace(tmp, path)
     return path
+
+
+def _cell(p: float) -> str:
+    """A probability with 9 significant digits: read back as float32, it is the same float32."""
+    return f"{p:.9g}"
 
 
 def read_csv(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:

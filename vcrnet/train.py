@@ -1,10 +1,28 @@
 """Training and evaluation of the joint model on cached features.
 
 ``fit`` trains one configuration: Adam, gradient-norm clipping, ReduceLROnPlateau and early
-stopping on validation Q->AR, a checkpoint after every epoch that resumes exactly (model,
-optimizer, scheduler, RNG state, epoch, the coupling's schedule is a function of the epoch), and
-per-epoch metrics in ``metrics.jsonl``. ``evaluate`` scores a split the leaderboard's way and the
-paper's way.
+stopping on **dev** Q->AR (a labelled split carved off train, ``TrainConfig.dev_fraction``: every
+choice is made on it, so the validation numbers are never selected on), a checkpoint after every
+epoch that resumes exactly (model, optimizer, scheduler, RNG state, epoch; the coupling's schedule
+is a function of the position in training), and per-epoch metrics in ``metrics.jsonl``.
+``evaluate`` scores a split the leaderboard's way and each method's own way (the table in
+``vcrnet.leaderboard``).
+
+The metrics of an epoch (``metrics.jsonl``, one line per epoch):
+
+- ``train_loss``: the optimised objective, ``(answer + ratio * coupling) / (1 + ratio)``, mean
+  over the epoch's items; ``train_answer_loss``: the answer module's 4-way cross entropy;
+  ``train_coupling_loss``: the coupling's own rationale loss (method-specific: not comparable
+  between methods);
+- ``train_joint_nll`` and ``val_joint_nll``: one quantity for every method, train and val alike:
+  the 16-way joint negative log-likelihood ``-log p(a*) - log p(r* | a*)``, ``p(a)`` the softmax
+  of the answer logits, ``p(r | a)`` the softmax of the rationale module's logits given answer a
+  (in training with dropout on, as the training loss);
+- ``val_q2a``, ``val_qa2r``, ``val_qa2r_pred``, ``val_q2ar``, ``val_qa2r_mixture``,
+  ``val_q2ar_mixture``, ``val_qa2r_joint16``, ``val_q2ar_joint16``, ``val_q2a_and_joint16``: the
+  decodings, and which of the paper's numbers each one is, in ``vcrnet.leaderboard``;
+- ``dev_*``: the same on the dev split; ``dev_q2ar`` is the ``OBJECTIVE``;
+- ``tau`` (gumbel: the temperature of the epoch's last step), ``lr``, and timings.
 """
 
 from __future__ import annotations
@@ -22,15 +40,19 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from vcrnet.config import TrainConfig
-from vcrnet.couplings import COUPLINGS, Coupling
+from vcrnet.couplings import COUPLINGS, Coupling, factorised_pair_scores
 from vcrnet.errors import InputError
-from vcrnet.features import collate
-from vcrnet.leaderboard import score
+from vcrnet.features import collate, dev_split
+from vcrnet.leaderboard import score, score_joint16, score_mixture
 from vcrnet.model import JointModel
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.jsonl"
+DEV_ITEMS = "dev_items.json"
+OBJECTIVE = "dev_q2ar"  # what the scheduler, early stopping, BEST and studies select on
+REPORTED = "val_q2ar"  # the headline number reported (never selected on)
+CHECK_EVERY = 50  # training steps between divergence checks (each check is a host sync)
 EpochCallback = Callable[[dict, Path], None]
 
 
@@ -40,10 +62,28 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Predictions:
-    answer_probs: torch.Tensor  # [N, 4]
-    rationale_probs: torch.Tensor  # [N, 4 answers, 4 rationales]: each row conditioned on one
+    """The model's scores of every item of a split (CPU tensors)."""
+
+    answer_logits: torch.Tensor  # [N, 4]
+    pair_logits: torch.Tensor  # [N, 4 answers, 4 rationales]: the rationale module's, per pair
+    mixture_logits: torch.Tensor  # [N, 4]: the rationales under the answer mixture
     answer_labels: torch.Tensor  # [N], -1 on test
     rationale_labels: torch.Tensor  # [N]
+
+    @property
+    def answer_probs(self) -> torch.Tensor:
+        """``[N, 4]``"""
+        return torch.softmax(self.answer_logits, -1)
+
+    @property
+    def rationale_probs(self) -> torch.Tensor:
+        """``[N, 4 answers, 4 rationales]``: each row conditioned on one answer (the CSV's)."""
+        return torch.softmax(self.pair_logits, -1)
+
+    @property
+    def mixture_probs(self) -> torch.Tensor:
+        """``[N, 4]``: the rationales given ``mixed(softmax(answer_logits))``."""
+        return torch.softmax(self.mixture_logits, -1)
 
 
 def build(config: TrainConfig, text_dim: int) -> tuple[JointModel, Coupling]:
@@ -53,57 +93,84 @@ def build(config: TrainConfig, text_dim: int) -> tuple[JointModel, Coupling]:
 
 
 def training_loss(model: JointModel, coupling: Coupling, batch: dict,
-                  loss_ratio: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """``(answer_loss + ratio * rationale_loss) / (1 + ratio)`` plus both object-class losses."""
-    answer_logits, answer_aux = model.answer_logits(batch)
+                  loss_ratio: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(answer_loss + ratio * coupling_loss) / (1 + ratio)``, and its parts and the joint NLL
+    as detached scalar tensors (no host sync)."""
+    answer_logits = model.answer_logits(batch)  # [B, 4]
     answer_loss = F.cross_entropy(answer_logits, batch["answer_label"])
     scorer = model.rationale_scorer(batch)
-    rationale_loss = coupling.rationale_loss(answer_logits, scorer, batch)
-    loss = (answer_loss + loss_ratio * rationale_loss) / (1 + loss_ratio)
-    loss = loss + answer_aux + scorer.aux_loss
-    parts = {"answer_loss": answer_loss.item(), "rationale_loss": rationale_loss.item(),
-             "object_loss": (answer_aux + scorer.aux_loss).item()}
-    return loss, parts
+    coupling_loss = coupling.rationale_loss(answer_logits, scorer, batch)
+    loss = (answer_loss + loss_ratio * coupling_loss) / (1 + loss_ratio)
+    with torch.no_grad():
+        gold = scorer.for_answer(batch["answer_label"])  # [B, 4 rationales]
+        nll = joint_nll(answer_logits, gold, batch["answer_label"], batch["rationale_label"])
+    return loss, {"answer_loss": answer_loss.detach(), "coupling_loss": coupling_loss.detach(),
+                  "joint_nll": nll}
+
+
+def joint_nll(answer_logits: torch.Tensor, gold_pair_logits: torch.Tensor,
+              answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> torch.Tensor:
+    """Mean ``-log p(a*) - log p(r* | a*)``: ``answer_logits [B, 4]``, ``gold_pair_logits
+    [B, 4]`` (the rationale logits given the gold answer), labels ``[B]`` -> a scalar."""
+    return (F.cross_entropy(answer_logits, answer_labels)
+            + F.cross_entropy(gold_pair_logits, rationale_labels))
 
 
 @torch.no_grad()
 def predict(model: JointModel, dataset: Dataset, batch_size: int = 64) -> Predictions:
-    """Probabilities for every item, the rationale conditioned on each answer in turn."""
+    """Scores of every item: the rationale conditioned on each answer in turn, and on the answer
+    mixture."""
     model.eval()
     device = next(model.parameters()).device
-    answers, rationales, a_labels, r_labels = [], [], [], []
+    parts: list[list[torch.Tensor]] = [[], [], [], [], []]
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         batch = to_device(batch, device)
-        answer_logits, _ = model.answer_logits(batch)
-        pair_logits = model.rationale_scorer(batch).all_pairs()
-        answers.append(torch.softmax(answer_logits, -1))
-        rationales.append(torch.softmax(pair_logits, -1))
-        a_labels.append(batch["answer_label"])
-        r_labels.append(batch["rationale_label"])
-    return Predictions(*(torch.cat(t).cpu() for t in (answers, rationales, a_labels, r_labels)))
+        answer_logits = model.answer_logits(batch)
+        scorer = model.rationale_scorer(batch)
+        mixture = scorer.mixed(torch.softmax(answer_logits, -1))
+        for part, t in zip(parts, (answer_logits, scorer.all_pairs(), mixture,
+                                   batch["answer_label"], batch["rationale_label"])):
+            part.append(t)
+    return Predictions(*(torch.cat(part).cpu() for part in parts))
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def evaluate(model: JointModel, dataset: Dataset, batch_size: int = 64) -> dict[str, float]:
+def evaluate(model: JointModel, dataset: Dataset, batch_size: int = 64,
+             coupling: Coupling | None = None) -> dict[str, float]:
+    """The metrics of a labelled split, unprefixed (``q2ar``, ``joint_nll``, ...). ``coupling``
+    gives the 16-way decoding's pair scores (default: ``log p(a) + log p(r | a)``)."""
     p = predict(model, dataset, batch_size)
-    metrics = score(p.answer_probs, p.rationale_probs, p.answer_labels, p.rationale_labels)
-    gold = p.rationale_probs[torch.arange(len(p.answer_labels)), p.answer_labels]
-    metrics["loss"] = (F.nll_loss(p.answer_probs.clamp_min(1e-12).log(), p.answer_labels)
-                       + F.nll_loss(gold.clamp_min(1e-12).log(), p.rationale_labels)).item()
-    return metrics
+    a, r = p.answer_labels, p.rationale_labels
+    pair_scores = (coupling.pair_scores if coupling is not None
+                   else factorised_pair_scores)(p.answer_logits, p.pair_logits)
+    gold = p.pair_logits[torch.arange(len(a)), a]  # [N, 4]
+    return {**score(p.answer_probs, p.rationale_probs, a, r),
+            **score_mixture(p.answer_probs, p.mixture_probs, a, r),
+            **score_joint16(p.answer_probs, pair_scores, a, r),
+            "joint_nll": joint_nll(p.answer_logits, gold, a, r).item()}
 
 
 def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Path,
         resume: bool = False, on_epoch: EpochCallback | None = None,
         extra: dict | None = None, device: str = "cpu") -> list[dict]:
-    """Train; returns the per-epoch metrics. ``extra`` is stored in the checkpoints (e.g. the
-    feature settings ``predict`` needs). Checkpoints always hold CPU tensors."""
+    """Train; returns the per-epoch metrics. ``train_set`` is split into training items and the
+    dev items every choice is made on (``dev_split``; their annot_ids in ``out/dev_items.json``);
+    ``val_set`` is evaluated and reported every epoch, never selected on. ``extra`` is stored in
+    the checkpoints (e.g. the feature settings ``predict`` needs). Checkpoints hold CPU tensors.
+
+    ``resume`` continues from ``out/checkpoint.pt``. On the CPU a resumed run repeats an
+    uninterrupted one bit for bit (tests/test_train.py). On a GPU it is the same run in
+    distribution but not bit-exact: cuDNN's LSTM kernels and atomics-based reductions are not
+    deterministic, so two uninterrupted GPU runs differ in the last bits too.
+    """
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     text_dim = train_set.text_dim
+    train_set, dev_set = dev_split(train_set, config.dev_fraction, config.dev_seed)
+    _write_text(json.dumps(dev_set.annot_ids), out / DEV_ITEMS)
     model, coupling = build(config, text_dim)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
@@ -116,7 +183,7 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
         saved = load_checkpoint(out / CHECKPOINT)
         if saved["config"] != config.to_dict():
             raise InputError(f"{out / CHECKPOINT}: was trained with another configuration")
-        model.load_state_dict(saved["model"])
+        _load_weights(model, saved["model"], out / CHECKPOINT)
         optimizer.load_state_dict(saved["optimizer"])  # moves its state to the model's device
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
@@ -126,15 +193,17 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
     history = state["history"]
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch, started = state["epoch"], time.perf_counter()
-        coupling.set_epoch(epoch)
-        metrics = {"epoch": epoch + 1, **coupling.state(),
-                   **_train_epoch(model, coupling, train_set, optimizer, config, epoch)}
-        metrics.update({f"val_{k}": v for k, v in evaluate(model, val_set).items()})
+        metrics = {"epoch": epoch + 1,
+                   **_train_epoch(model, coupling, train_set, optimizer, config, epoch),
+                   **coupling.state()}
+        for name, dataset in (("dev", dev_set), ("val", val_set)):
+            metrics.update({f"{name}_{k}": v for k, v in
+                            evaluate(model, dataset, coupling=coupling).items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = time.perf_counter() - started  # training and validation
-        scheduler.step(metrics["val_q2ar"])
-        improved = metrics["val_q2ar"] > state["best"]
-        state.update(epoch=epoch + 1, best=max(state["best"], metrics["val_q2ar"]),
+        scheduler.step(metrics[OBJECTIVE])
+        improved = metrics[OBJECTIVE] > state["best"]
+        state.update(epoch=epoch + 1, best=max(state["best"], metrics[OBJECTIVE]),
                      bad_epochs=0 if improved else state["bad_epochs"] + 1)
         history.append(metrics)
         saved = {"config": config.to_dict(), "text_dim": text_dim,
@@ -154,29 +223,38 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
 def _train_epoch(model: JointModel, coupling: Coupling, dataset: Dataset,
                  optimizer: torch.optim.Optimizer, config: TrainConfig,
                  epoch: int) -> dict[str, float]:
+    """One epoch; the coupling is told each step's position. The losses are summed on the
+    device and checked every ``CHECK_EVERY`` steps and at the end (a NaN stops the run there)."""
     model.train()
     order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
                         generator=order)
-    totals: dict[str, float] = {}
+    totals: dict[str, torch.Tensor] = {}
     items, start = 0, time.perf_counter()
     device = next(model.parameters()).device
-    for batch in loader:
+    for step, batch in enumerate(loader):
+        coupling.set_position(epoch, step, len(loader))
         batch = to_device(batch, device)
         loss, parts = training_loss(model, coupling, batch, config.loss_ratio)
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(f"epoch {epoch + 1}: the training loss is {loss.item()}")
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         n = len(batch["index"])
         items += n
-        for key, value in {"loss": loss.item(), **parts}.items():
-            totals[key] = totals.get(key, 0.0) + value * n
+        for key, value in {"loss": loss.detach(), **parts}.items():
+            totals[key] = totals[key] + value * n if key in totals else value * n
+        if (step + 1) % CHECK_EVERY == 0 or step + 1 == len(loader):
+            _check_finite(totals["loss"], epoch)
     seconds = time.perf_counter() - start
-    return {**{f"train_{k}": v / items for k, v in totals.items()},
+    return {**{f"train_{k}": v.item() / items for k, v in totals.items()},
             "train_items_per_s": items / seconds, "train_seconds": seconds}
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"epoch {epoch + 1}: the training loss is {value}")
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -199,8 +277,30 @@ def load_model(path: str | Path) -> tuple[JointModel, TrainConfig, dict]:
     saved = load_checkpoint(path)
     config = TrainConfig.from_dict(saved["config"], where=str(path))
     model, _ = build(config, saved["text_dim"])
-    model.load_state_dict(saved["model"])
+    _load_weights(model, saved["model"], Path(path))
     return model.eval(), config, saved
+
+
+def _load_weights(model: JointModel, weights: dict, path: Path) -> None:
+    """Load a state dict; one that does not fit this model (e.g. from a version that still had
+    the object-class head, ``object_classifier``) is an ``InputError`` naming the parts."""
+    expected = model.state_dict()
+    unknown = sorted({_part(k) for k in weights.keys() - expected.keys()})
+    absent = sorted({_part(k) for k in expected.keys() - weights.keys()})
+    shapes = sorted(k for k in weights.keys() & expected.keys()
+                    if weights[k].shape != expected[k].shape)
+    if unknown or absent or shapes:
+        problems = [f"{what} {', '.join(names)}" for what, names in
+                    (("unknown parts", unknown), ("missing parts", absent),
+                     ("other shapes", shapes)) if names]
+        raise InputError(f"{path}: made by another version of the model ({'; '.join(problems)}):"
+                         " train it again")
+    model.load_state_dict(weights)
+
+
+def _part(key: str) -> str:
+    """``answer_module.object_classifier.weight`` -> ``answer_module.object_classifier``"""
+    return ".".join(key.split(".")[:2])
 
 
 def _cpu(state: object) -> object:
@@ -220,6 +320,10 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 
 def _write_metrics(history: list[dict], path: Path) -> None:
+    _write_text("".join(json.dumps(m) + "\n" for m in history), path)
+
+
+def _write_text(text: str, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(m) + "\n" for m in history))
+    tmp.write_text(text)
     os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """The coupling methods, one file each; ``COUPLINGS`` is the only registry."""
 
-from vcrnet.couplings.base import Coupling, CouplingConfig
+from vcrnet.couplings.base import Coupling, CouplingConfig, factorised_pair_scores
 from vcrnet.couplings.direct16 import Direct16Coupling
 from vcrnet.couplings.gumbel import GumbelCoupling
 from vcrnet.couplings.reinforce import ReinforceCoupling
@@ -13,4 +13,4 @@ COUPLINGS: dict[str, type[Coupling]] = {
 }
 
 __all__ = ["COUPLINGS", "Coupling", "CouplingConfig", "Direct16Coupling", "GumbelCoupling",
-           "ReinforceCoupling", "SoftmaxCoupling", "TeacherCoupling"]
+           "ReinforceCoupling", "SoftmaxCoupling", "TeacherCoupling", "factorised_pair_scores"]

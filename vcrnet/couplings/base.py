@@ -1,12 +1,22 @@
 """The small interface every coupling implements, and the settings they share.
 
 A coupling decides, during training, which answer the rationale module is conditioned on and how
-the rationale loss reaches the answer module. Evaluation is the same for all: the rationale
-module is conditioned on each answer in turn (``RationaleScorer.all_pairs``).
+the rationale loss reaches the answer module. Evaluation conditions the rationale module on each
+answer in turn (``RationaleScorer.all_pairs``) for every coupling; a coupling only says how its own
+16-way decoding scores the pairs (``pair_scores``).
 
-``reparameterized`` says how gradients reach the answer module, as ``torch.distributions`` marks
-``has_rsample``: True when they flow through a differentiable path (softmax weights, Gumbel-softmax
-samples, the 16-way joint), False for a score-function estimator (sampling) or none (teacher).
+``answer_gradient`` says how the rationale loss reaches the answer logits (``torch.distributions``
+marks the first kind ``has_rsample``):
+
+- ``"pathwise"``: the loss is a differentiable function of the answer logits (softmax weights,
+  Gumbel-softmax samples, the joint 16-way distribution): reparameterised;
+- ``"estimator"``: answers are discrete (sampled or enumerated) and the gradient comes through
+  their probabilities, by an estimator (RL sampling);
+- ``"none"``: it does not reach them (the teacher-forced baselines, the seed's separate 16-way);
+  the answer module learns from its own loss only.
+
+:class:`CouplingConfig` is the one declaration of the coupling knobs, their defaults and their
+checks; ``vcrnet.config.TrainConfig`` extends it, so its flat keys are these fields.
 """
 
 from __future__ import annotations
@@ -16,40 +26,87 @@ from typing import ClassVar
 
 import torch
 
+from vcrnet.errors import InputError
 from vcrnet.model.joint import RationaleScorer
+
+ANNEALS = ("linear", "exponential")
+ANNEAL_PER = ("iteration", "epoch")
+ESTIMATORS = ("expectation", "exact", "score")
+DIRECT16_VARIANTS = ("separate", "joint")
+ANSWER_GRADIENTS = ("pathwise", "estimator", "none")
+Check = tuple[bool, str, str]  # (ok, "key" or "key/other_key", what the value must be)
 
 
 @dataclass(frozen=True)
 class CouplingConfig:
-    """Settings of all couplings; each reads the ones it needs."""
+    """Settings of all couplings; each reads the ones it needs. Checked on construction."""
 
-    tau_start: float = 5.0  # gumbel: temperature at epoch 0
-    tau_end: float = 1.0  # gumbel: temperature after annealing
-    anneal_epochs: int = 10  # gumbel: epochs to go from tau_start to tau_end, then held
+    tau_start: float = 5.0  # gumbel: temperature at the first step
+    tau_end: float = 1.0  # gumbel: temperature at the last step of annealing, then held
+    anneal_epochs: int = 10  # gumbel: epochs to go from tau_start to tau_end
     anneal: str = "linear"  # gumbel: "linear" or "exponential"
+    anneal_per: str = "iteration"  # gumbel: step the temperature per "iteration" or per "epoch"
     straight_through: bool = False  # gumbel: hard one-hot forward, soft gradient
-    num_samples: int = 64  # reinforce: answers sampled per item
-    estimator: str = "expectation"  # reinforce: "expectation" (the seed code's) or "score"
+    num_samples: int = 64  # reinforce: answers sampled per item (not used by "exact")
+    estimator: str = "expectation"  # reinforce: "expectation" (the seed's), "exact", "score"
+    direct16_variant: str = "separate"  # direct16: "separate" (the seed's) or "joint"
     correct_answer_rate: float = 0.75  # teacher: P(condition on the gold answer)
+
+    def __post_init__(self) -> None:
+        for ok, key, expected in self._checks():
+            if not ok:
+                got = ", ".join(repr(getattr(self, k)) for k in key.split("/"))
+                raise InputError(f"{key}: must be {expected} (got {got})")
+
+    def _checks(self) -> list[Check]:
+        """What every value must be; a subclass extends the list."""
+        return [
+            (self.tau_start > 0 and self.tau_end > 0, "tau_start/tau_end", "positive"),
+            (self.anneal_epochs >= 0, "anneal_epochs", "0 or more"),
+            (self.anneal in ANNEALS, "anneal", " or ".join(ANNEALS)),
+            (self.anneal_per in ANNEAL_PER, "anneal_per", " or ".join(ANNEAL_PER)),
+            (self.num_samples >= 1, "num_samples", "at least 1"),
+            (self.estimator in ESTIMATORS, "estimator", f"one of {', '.join(ESTIMATORS)}"),
+            (self.estimator != "score" or self.num_samples >= 2, "num_samples",
+             "at least 2 with estimator score (its leave-one-out baseline needs another sample)"),
+            (self.direct16_variant in DIRECT16_VARIANTS, "direct16_variant",
+             " or ".join(DIRECT16_VARIANTS)),
+            (0.0 <= self.correct_answer_rate <= 1.0, "correct_answer_rate", "in 0..1"),
+        ]
 
 
 class Coupling:
     name: ClassVar[str]
-    reparameterized: ClassVar[bool]
+    answer_gradient: str  # one of ANSWER_GRADIENTS (see the module docstring); may depend on
+    # the configuration (direct16's variant), so read it from the instance
 
     def __init__(self, config: CouplingConfig):
         self.config = config
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called before each training epoch (0-based): schedules follow it."""
-        self.epoch = epoch
+    def set_position(self, epoch: int, batch: int = 0, batches: int = 1) -> None:
+        """Called before each training step: step ``batch`` of ``batches`` in ``epoch``
+        (0-based). Schedules are functions of this position only, so a resumed run repeats
+        them exactly."""
 
     def state(self) -> dict[str, float]:
-        """Schedule values worth logging (e.g. the temperature)."""
+        """Schedule values worth logging (e.g. the temperature), at the last position set."""
         return {}
 
     def rationale_loss(self, answer_logits: torch.Tensor, scorer: RationaleScorer,
                        batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training rationale loss (a scalar). ``answer_logits [B, 4]``."""
         raise NotImplementedError
+
+    def pair_scores(self, answer_logits: torch.Tensor,
+                    pair_logits: torch.Tensor) -> torch.Tensor:
+        """The 16 (answer, rationale) pairs' scores for a 16-way decoding (the argmax picks the
+        pair). ``answer_logits [B, 4]``, ``pair_logits [B, 4 answers, 4 rationales]`` ->
+        ``[B, 4, 4]``. By default :func:`factorised_pair_scores`; ``direct16`` scores the pairs
+        as it was trained."""
+        return factorised_pair_scores(answer_logits, pair_logits)
+
+
+def factorised_pair_scores(answer_logits: torch.Tensor, pair_logits: torch.Tensor) -> torch.Tensor:
+    """``log p(a) + log p(r | a)``, the two modules' own factorisation of the 16 pairs:
+    ``answer_logits [B, 4]``, ``pair_logits [B, 4 answers, 4 rationales]`` -> ``[B, 4, 4]``."""
+    return torch.log_softmax(answer_logits, -1).unsqueeze(2) + torch.log_softmax(pair_logits, -1)

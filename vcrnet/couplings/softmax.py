@@ -10,7 +10,7 @@ from vcrnet.couplings.base import Coupling
 
 class SoftmaxCoupling(Coupling):
     name = "softmax"
-    reparameterized = True
+    answer_gradient = "pathwise"
 
     def rationale_loss(self, answer_logits, scorer, batch) -> torch.Tensor:
         weights = torch.softmax(answer_logits, dim=-1)  # [B, 4]

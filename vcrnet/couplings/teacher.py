@@ -13,7 +13,7 @@ from vcrnet.couplings.base import Coupling
 
 class TeacherCoupling(Coupling):
     name = "teacher"
-    reparameterized = False
+    answer_gradient = "none"
 
     def rationale_loss(self, answer_logits, scorer, batch) -> torch.Tensor:
         gold = batch["answer_label"]

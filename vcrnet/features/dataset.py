@@ -40,9 +40,11 @@ _TAG_NAMES = {"question": "question", "answers": "answer", "rationale_query": "r
 
 
 class CachedVCRDataset(Dataset):
-    """Items served from the memory-mapped cache; ``dataset[i]`` is a dict of numpy arrays."""
+    """Items served from the memory-mapped cache; ``dataset[i]`` is a dict of numpy arrays.
+    ``items``: serve only these positions of the split, in this order (a view, see ``subset``)."""
 
-    def __init__(self, features: SplitFeatures):
+    def __init__(self, features: SplitFeatures, items: np.ndarray | None = None):
+        self.features = features
         self.text_entry, self.object_entry = features.text, features.objects
         for entry in (self.text_entry, self.object_entry):
             if not cache.is_complete(entry):
@@ -50,13 +52,24 @@ class CachedVCRDataset(Dataset):
         ids = json.loads((self.text_entry / "items.json").read_text())
         if ids != json.loads((self.object_entry / "items.json").read_text()):
             raise InputError(f"{self.object_entry}: its items differ from {self.text_entry}")
-        self.annot_ids: list[str] = ids
-        self.labels = np.load(self.text_entry / "labels.npy")
+        self.items = np.arange(len(ids)) if items is None else np.asarray(items, dtype=np.int64)
+        self.annot_ids: list[str] = [ids[i] for i in self.items]
+        self.labels = np.load(self.text_entry / "labels.npy")[self.items]
         self.text_dim = cache.read_manifest(self.text_entry)["dim"]
         self._arrays: dict[str, np.ndarray] | None = None  # opened lazily, once per process
 
+    def subset(self, positions: np.ndarray) -> CachedVCRDataset:
+        """A view of some of this dataset's items (positions in it)."""
+        return type(self)(self.features, self.items[np.asarray(positions, dtype=np.int64)])
+
+    def images(self) -> np.ndarray:
+        """``[len]``: an id of each item's image (its whole-image object row, shared by the
+        questions about one image)."""
+        a = self.arrays
+        return np.asarray(a["rows"][a["offsets"][self.items]])
+
     def __len__(self) -> int:
-        return len(self.annot_ids)
+        return len(self.items)
 
     def __getstate__(self) -> dict:  # DataLoader workers reopen the memory maps themselves
         return {**self.__dict__, "_arrays": None}
@@ -73,8 +86,9 @@ class CachedVCRDataset(Dataset):
             }
         return self._arrays
 
-    def __getitem__(self, i: int) -> dict[str, object]:
+    def __getitem__(self, position: int) -> dict[str, object]:
         a = self.arrays
+        i = self.items[position]  # the item's position in the split
         index = a["index"][i]  # [20, 3]: first row, context words, choice words
         contexts, choices = [], []
         for first, n_ctx, n_choice in index.tolist():
@@ -87,7 +101,8 @@ class CachedVCRDataset(Dataset):
             "rationale_query": contexts[NUM_CHOICES:PAIRS_PER_ITEM],
             "rationales": choices[NUM_CHOICES:PAIRS_PER_ITEM],
             "objects": a["objects"][rows], "boxes": a["boxes"][rows],
-            "object_classes": a["classes"][rows], "labels": self.labels[i], "index": i,
+            "object_classes": a["classes"][rows], "labels": self.labels[position],
+            "index": position,
         }
 
 
@@ -137,3 +152,21 @@ def _pad_sentences(per_item: list[list[tuple[np.ndarray, np.ndarray]]]
             mask[b, s, :len(f)] = True
     return torch.from_numpy(feats), torch.from_numpy(tags), torch.from_numpy(mask)
 
+
+
+def dev_split(dataset: CachedVCRDataset, fraction: float,
+              seed: int) -> tuple[CachedVCRDataset, CachedVCRDataset]:
+    """Carve a labelled dev split off a training split: ``(rest, dev)``. Whole images go to one
+    side (the questions about one image are never split across the two), drawn with ``seed``
+    until ``fraction`` of the items are in dev. The same split, fraction and seed give the same
+    carving, whatever the run's own seed: every trial and every rerun seed selects on one dev."""
+    images = dataset.images()
+    order = np.random.default_rng(seed).permutation(np.unique(images))
+    sizes = np.array([np.count_nonzero(images == img) for img in order])
+    enough = int(np.searchsorted(np.cumsum(sizes), fraction * len(images))) + 1  # first >= it
+    dev_images = order[:enough]
+    in_dev = np.isin(images, dev_images)
+    if in_dev.all():
+        raise InputError(f"dev_fraction {fraction}: leaves no training items "
+                         f"({len(images)} items)")
+    return dataset.subset(np.flatnonzero(~in_dev)), dataset.subset(np.flatnonzero(in_dev))

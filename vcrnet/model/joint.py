@@ -23,8 +23,8 @@ class JointModel(nn.Module):
         self.answer_module = R2CBackbone(config, text_dim)
         self.rationale_module = R2CBackbone(config, text_dim)
 
-    def answer_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, 4]`` answer logits and the answer module's object-class loss."""
+    def answer_logits(self, batch: Batch) -> torch.Tensor:
+        """The answer logits, ``[B, 4]``."""
         module = self.answer_module
         objects = _objects(module, batch)
         b = batch["question"].shape[0]
@@ -33,7 +33,7 @@ class JointModel(nn.Module):
             batch["question_mask"].flatten(0, 1), batch["answers"].flatten(0, 1),
             batch["answer_tags"].flatten(0, 1), batch["answer_mask"].flatten(0, 1), objects,
             torch.arange(b, device=objects.reps.device).repeat_interleave(NUM_CHOICES))
-        return module.reason(x).view(b, NUM_CHOICES), objects.aux_loss
+        return module.reason(x).view(b, NUM_CHOICES)
 
     def rationale_scorer(self, batch: Batch) -> RationaleScorer:
         return RationaleScorer(self.rationale_module, batch)
@@ -46,29 +46,32 @@ class RationaleScorer:
     - ``all_pairs() -> [B, 4, 4]``: every (answer, rationale) pair (16 per item);
     - ``mixed(w [B, 4]) -> [B, 4]``: the 4 answers' contextualised pairs averaged with weights
       ``w`` before reasoning (16 groundings, 4 reasoning passes per item).
+
+    The 16 pairs' groundings are made once per scorer and shared by ``all_pairs``, ``mixed`` and
+    a later ``for_answer`` (which then reasons over the 4 pairs picked from them).
     """
 
     def __init__(self, module: R2CBackbone, batch: Batch):
         self.module, self.batch = module, batch
         self.objects: Objects = _objects(module, batch)
         self.size = batch["question"].shape[0]
-
-    @property
-    def aux_loss(self) -> torch.Tensor:
-        return self.objects.aux_loss
+        self._pairs: Contextualized | None = None  # the 16 pairs, [B*16, Lr, *], once made
 
     def for_answer(self, answers: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(self.size, device=self.objects.reps.device)
-        pick = {k: self.batch[k][rows, answers] for k in _PAIR_KEYS}  # [B, 4(r), ...]
-        x = self._contextualize(pick, pairs_per_item=NUM_CHOICES)
+        if self._pairs is not None:
+            x = _pick(self._pairs, rows * NUM_CHOICES + answers)
+        else:
+            pick = {k: self.batch[k][rows, answers] for k in _PAIR_KEYS}  # [B, 4(r), ...]
+            x = self._contextualize(pick, pairs_per_item=NUM_CHOICES)
         return self.module.reason(x).view(self.size, NUM_CHOICES)
 
     def all_pairs(self) -> torch.Tensor:
-        x = self._contextualize(self.batch, pairs_per_item=NUM_CHOICES * NUM_CHOICES)
+        x = self._all_contextualized()
         return self.module.reason(x).view(self.size, NUM_CHOICES, NUM_CHOICES)
 
     def mixed(self, weights: torch.Tensor) -> torch.Tensor:
-        x = self._contextualize(self.batch, pairs_per_item=NUM_CHOICES * NUM_CHOICES)
+        x = self._all_contextualized()
 
         def mix(t: torch.Tensor) -> torch.Tensor:  # [B*16, L, d] -> [B*4, L, d]
             t = t.view(self.size, NUM_CHOICES, NUM_CHOICES, *t.shape[1:])
@@ -78,6 +81,12 @@ class RationaleScorer:
         mixed = Contextualized(mix(x.response), mix(x.attended_query),
                                mix(x.attended_objects), mask)
         return self.module.reason(mixed).view(self.size, NUM_CHOICES)
+
+    def _all_contextualized(self) -> Contextualized:
+        if self._pairs is None:
+            self._pairs = self._contextualize(self.batch,
+                                              pairs_per_item=NUM_CHOICES * NUM_CHOICES)
+        return self._pairs
 
     def _contextualize(self, source: Batch, pairs_per_item: int) -> Contextualized:
         flat = {k: source[k].flatten(0, source[k].dim() - (3 if k in _FEATURES else 2))
@@ -92,6 +101,17 @@ class RationaleScorer:
 _PAIR_KEYS = ("rationale_query", "rationale_query_tags", "rationale_query_mask", "rationales",
               "rationale_tags", "rationale_mask")
 _FEATURES = ("rationale_query", "rationales")
+
+
+def _pick(pairs: Contextualized, groups: torch.Tensor) -> Contextualized:
+    """The 4 rationales of answer group ``groups [B]`` (item * 4 + answer) of the 16 pairs
+    ``[B*16, Lr, *]`` -> ``[B*4, Lr, *]``."""
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t.view(-1, NUM_CHOICES, *t.shape[1:])[groups].flatten(0, 1)
+
+    return Contextualized(pick(pairs.response), pick(pairs.attended_query),
+                          pick(pairs.attended_objects), pick(pairs.mask))
 
 
 def _objects(module: R2CBackbone, batch: Batch) -> Objects:
