@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from study import builtin
+from study import features as study_features
 from vcrnet.data import fit_image, ground_item, image_path, load_metadata, make_mask, read_split
 from vcrnet.data.grounding import scale_boxes
 from vcrnet.features import CachedVCRDataset, FeatureSettings, collate, extract_split
@@ -83,13 +84,13 @@ def main() -> None:
     if args.image_size:
         w, h = (int(v) for v in args.image_size.split("x"))
         settings = FeatureSettings(**{**settings.__dict__, "image_size": (w, h)})
-    data = args.data.absolute() if args.data else builtin.prepare(splits=(args.split,))[0]
-    features = extract_split(data, args.split, args.cache or builtin.default_cache_dir(), settings)
-    dataset = CachedVCRDataset(features)
+    data, _ = study_features.data_root(args.data, (args.split,))
+    entries = extract_split(data, args.split, args.cache or builtin.default_cache_dir(), settings)
+    dataset = CachedVCRDataset(entries)
 
     cached = cached_rate(dataset, args.batch_size, args.passes)
     per_item = per_item_rate(data, args.split, settings, args.per_item)
-    text_bytes, object_bytes = entry_bytes(features.text), entry_bytes(features.objects)
+    text_bytes, object_bytes = entry_bytes(entries.text), entry_bytes(entries.objects)
     n = len(dataset)
     report = {
         "split": args.split, "items": n, "torch_threads": torch.get_num_threads(),
@@ -99,7 +100,7 @@ def main() -> None:
         "bytes_per_item": round((sum(text_bytes.values()) + sum(object_bytes.values())) / n),
         "text_bytes_per_item": {k: round(v / n) for k, v in text_bytes.items()},
         "object_bytes_per_item": {k: round(v / n) for k, v in object_bytes.items()},
-        "text_rows_per_item": round(len(np.load(features.text / "tags.npy", mmap_mode="r")) / n, 1),
+        "text_rows_per_item": round(len(np.load(entries.text / "tags.npy", mmap_mode="r")) / n, 1),
     }
     print(json.dumps(report, indent=2))
 

@@ -14,10 +14,10 @@ import time
 import torch
 
 from benchmarks.bench_loader import per_item_rate
-from study import builtin
+from study import features
 from vcrnet.config import TrainConfig
 from vcrnet.couplings import COUPLINGS
-from vcrnet.features import CachedVCRDataset, collate
+from vcrnet.features import CachedVCRDataset, FeatureChoice, collate
 from vcrnet.train import build, training_loss
 
 
@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps per method")
     parser.add_argument("--per-item", type=int, default=30, help="items served the R2C way")
     args = parser.parse_args()
-    data, features, _ = builtin.prepare(splits=("train",), progress=False)
-    dataset = CachedVCRDataset(features["train"])
+    found = features.resolve(None, None, FeatureChoice(), ("train",), progress=False)
+    data, dataset = found.data, CachedVCRDataset(found.splits["train"])
     batches = [collate([dataset[(s * args.batch_size + i) % len(dataset)]
                         for i in range(args.batch_size)]) for s in range(args.steps + 1)]
 
@@ -61,7 +61,7 @@ def main() -> None:
         collate([dataset[(s * args.batch_size + i) % len(dataset)]
                  for i in range(args.batch_size)])
     load_seconds_per_item = (time.perf_counter() - start) / (args.steps * args.batch_size)
-    features_per_item = 1 / per_item_rate(data, "train", builtin.builtin_settings(),
+    features_per_item = 1 / per_item_rate(data, "train", found.settings,
                                           args.per_item)
     report = {"preset": args.preset, "batch_size": args.batch_size,
               "torch_threads": torch.get_num_threads(), "methods": {}}

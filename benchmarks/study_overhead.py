@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from study import builtin, launch, results
+from study import features, launch, results
 from vcrnet.config import TrainConfig
-from vcrnet.features import CachedVCRDataset
+from vcrnet.features import CachedVCRDataset, FeatureChoice
 from vcrnet.train import fit
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/measurements/study_overhead.json"))
     args = parser.parse_args()
 
-    builtin.prepare()  # the built-in features, cached before the clock starts
+    features.resolve(None, None, FeatureChoice(), ("train", "val"))  # cached before the clock
     options = launch.LaunchOptions(name=args.name, space=args.space, trials=args.trials,
                                    concurrent=1, cpus_per_trial=args.cpus)
     start = time.perf_counter()
@@ -61,9 +61,9 @@ def main() -> None:
                        "study_val_q2ar": [m.value for m in q2ar]})
 
     torch.set_num_threads(args.cpus)
-    features, _ = launch.study_features(options, ("train", "val"))
+    found = launch.study_features(options, ("train", "val"))
     start = time.perf_counter()
-    train_set, val_set = CachedVCRDataset(features["train"]), CachedVCRDataset(features["val"])
+    train_set, val_set = (CachedVCRDataset(found.splits[s]) for s in ("train", "val"))
     loop_q2ar = []
     with tempfile.TemporaryDirectory(prefix="plain-loop-") as folder:
         for trial in trials:

@@ -1,48 +1,131 @@
-"""The table of docs/results.md from finished `vcr-study train` runs.
+"""docs/results.md: every approach of the paper's grid on the built-in data, several seeds.
 
-For each run folder: the best epoch's validation metrics (from metrics.jsonl), and from its best
-checkpoint the rationale module's QA->R given the gold answer and given a random wrong answer.
+Each (approach, seed) is one ``vcrnet.train.fit`` run on the built-in synthetic data (selected on
+its dev split, carved off train; reported on val, never selected on). From each run's best
+checkpoint (best on dev) it also measures the rationale module given a uniformly drawn *wrong*
+answer, and every metric on the ``team`` questions alone (the question type where the right
+rationale can only be picked through the answer, ``vcrnet.data.synth``). Runs already finished in
+``--out`` are reused, so an interrupted benchmark goes on where it stopped.
 
-    python -m benchmarks.synthetic_results RUN_DIR [RUN_DIR ...]
+    python -m benchmarks.synthetic_results --seeds 0 1 2 --epochs 6 \\
+        --out /tmp/results --json docs/measurements/synthetic_results.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import statistics
+import time
 from pathlib import Path
 
 import torch
 
-from study.builtin import split_features
-from vcrnet.features import CachedVCRDataset
-from vcrnet.train import BEST, METRICS, load_model, predict
+from study.features import resolve
+from vcrnet.config import TrainConfig
+from vcrnet.data import read_split
+from vcrnet.features import CachedVCRDataset, FeatureChoice
+from vcrnet.leaderboard import score
+from vcrnet.train import BEST, METRICS, OBJECTIVE, fit, load_model, predict
+
+COMMON = {"preset": "small", "lr": 1e-3, "batch_size": 16}  # docs/results.md's settings
+APPROACHES = {  # the paper's rows (search_spaces/paper.yaml), and the text-only ablation
+    "R2C": {"method": "teacher", "correct_answer_rate": 1.0},
+    "new baseline": {"method": "teacher", "correct_answer_rate": 0.75},
+    "direct cross entropy": {"method": "direct16", "direct16_variant": "separate",
+                             "loss_ratio": 4.0},
+    "RL sampling": {"method": "reinforce", "num_samples": 64, "estimator": "expectation"},
+    "softmax": {"method": "softmax"},
+    "Gumbel softmax": {"method": "gumbel", "tau_start": 5.0, "tau_end": 1.0},
+    "text only (softmax, objects zeroed)": {"method": "softmax", "zero_object_features": True},
+}
+REPORTED = ("val_q2a", "val_qa2r", "val_qa2r_pred", "val_q2ar", "val_qa2r_mixture",
+            "val_q2ar_joint16", "qa2r_wrong", "team_q2a", "team_qa2r", "team_qa2r_wrong",
+            "team_q2ar")
 
 
-def rationale_given(probs: torch.Tensor, answers: torch.Tensor, labels: torch.Tensor) -> float:
-    rows = torch.arange(len(answers))
-    return (probs[rows, answers].argmax(-1) == labels).float().mean().item()
+def run(label: str, seed: int, epochs: int, out: Path, train: CachedVCRDataset,
+        val: CachedVCRDataset, team: torch.Tensor) -> dict:
+    values = {**COMMON, **APPROACHES[label], "epochs": epochs, "seed": seed}
+    if values["method"] == "gumbel":
+        values["anneal_epochs"] = max(1, epochs - 2)  # reach tau_end, then hold it 2 epochs
+    config = TrainConfig.from_dict(values)
+    folder = out / f"{label.split(' (')[0].replace(' ', '-')}-seed{seed}"
+    started = time.perf_counter()
+    if not (folder / METRICS).is_file() or len((folder / METRICS).read_text().splitlines()) \
+            < epochs:
+        fit(config, train, val, folder, resume=(folder / "checkpoint.pt").is_file())
+    seconds = time.perf_counter() - started
+    history = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()]
+    best = max(history, key=lambda m: m[OBJECTIVE])
+    return {"approach": label, "seed": seed, "best_epoch": best["epoch"],
+            "epochs_run": len(history), "seconds": round(seconds, 1),
+            OBJECTIVE: best[OBJECTIVE], **{k: best[k] for k in REPORTED if k in best},
+            **ablations(folder / BEST, val, team)}
 
 
-def main(runs: list[str]) -> None:
-    val = None
-    print("| run | best epoch | Q->A | QA->R (gold) | QA->R (pred) | Q->AR | QA->R given a random "
-          "wrong answer |")
-    print("|---|---|---|---|---|---|---|")
-    for run in map(Path, runs):
-        history = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
-        best = max(history, key=lambda m: m["val_q2ar"])
-        model, config, saved = load_model(run / BEST)
-        if val is None:
-            _, found, _ = split_features(None, None, ("val",))
-            val = CachedVCRDataset(found["val"])
-        p = predict(model, val)
-        wrong = (p.answer_labels + torch.randint(1, 4, p.answer_labels.shape,
-                                                 generator=torch.Generator().manual_seed(0))) % 4
-        given_wrong = rationale_given(p.rationale_probs, wrong, p.rationale_labels)
-        print(f"| {run.name} | {best['epoch']} | {best['val_q2a']:.3f} | {best['val_qa2r']:.3f} "
-              f"| {best['val_qa2r_pred']:.3f} | {best['val_q2ar']:.3f} | {given_wrong:.3f} |")
+def ablations(checkpoint: Path, val: CachedVCRDataset, team: torch.Tensor) -> dict:
+    """The rationale module given a wrong answer, and the ``team`` questions (``team [N]``
+    bool) alone."""
+    model, _, _ = load_model(checkpoint)
+    p = predict(model, val)
+    a, r = p.answer_labels, p.rationale_labels
+    wrong = (a + torch.randint(1, 4, a.shape, generator=torch.Generator().manual_seed(0))) % 4
+    given_wrong = p.rationale_probs[torch.arange(len(a)), wrong].argmax(-1) == r
+    on_team = score(p.answer_probs[team], p.rationale_probs[team], a[team], r[team])
+    return {"qa2r_wrong": given_wrong.float().mean().item(),
+            "team_q2a": on_team["q2a"], "team_qa2r": on_team["qa2r"],
+            "team_qa2r_wrong": given_wrong[team].float().mean().item(),
+            "team_q2ar": on_team["q2ar"], "team_questions": int(team.sum())}
+
+
+def team_questions(data: Path, val: CachedVCRDataset) -> torch.Tensor:
+    """``[N]`` bool: which val questions are of the ``team`` type (they ask "What team ...")."""
+    is_team = {item.annot_id: "team" in [w for w in item.question if isinstance(w, str)]
+               for item in read_split(data, "val")}
+    return torch.tensor([is_team[i] for i in val.annot_ids])
+
+
+def summary(rows: list[dict]) -> list[str]:
+    lines = ["| approach | seeds | " + " | ".join(REPORTED) + " |",
+             "|---|---|" + "---|" * len(REPORTED)]
+    for label in APPROACHES:
+        mine = [r for r in rows if r["approach"] == label]
+        if not mine:
+            continue
+        cells = []
+        for key in REPORTED:
+            values = [r[key] for r in mine if key in r]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.fmean(values):.3f} +- {sd:.3f}" if values else "")
+        lines.append(f"| {label} | {len(mine)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--approaches", nargs="+", default=list(APPROACHES))
+    parser.add_argument("--text-only-seeds", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True, help="run folders (reused)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    found = resolve(None, None, FeatureChoice(), ("train", "val"))
+    train, val = (CachedVCRDataset(found.splits[s]) for s in ("train", "val"))
+    team = team_questions(found.data, val)
+    rows = []
+    for label in args.approaches:
+        seeds = args.seeds[:args.text_only_seeds] if label.startswith("text only") else args.seeds
+        for seed in seeds:
+            rows.append(run(label, seed, args.epochs, args.out, train, val, team))
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n".join(summary(rows)))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"epochs": args.epochs, "common": COMMON,
+                                         "approaches": APPROACHES, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -4,7 +4,10 @@ Everything is read back from MLflow (and the Optuna journal for importances), wr
 ``reports/<name>/`` (CSV + Markdown tables, PNG + interactive HTML plots) and logged to the
 study's parent run:
 
-- ``best_per_method``: the best trial of each method at its best epoch (the paper's Table 1);
+- ``best_per_method``: the best trial of each approach (a method, or a labelled grid row) at its
+  best epoch on dev (what it selected on), with its validation numbers (never selected on);
+- ``paper_table1``, ``paper_table2``, ``paper_table4``: for a study of ``paper.yaml``, the seed
+  paper's Tables 1, 2 and 4 in its layout, its numbers beside the study's (``study.paper``);
 - ``loss_ratio``: best Q->AR against the rationale:answer loss ratio, softmax and Gumbel (Table 4);
 - ``gumbel_schedule``, ``rl_samples``, ``baseline_rate``: Q->AR against each method's own setting;
 - ``learning_curves``: validation Q->AR per epoch, every trial, coloured by method;
@@ -20,11 +23,17 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from study import paper
 from study.results import trial_runs
+from vcrnet.train import OBJECTIVE, REPORTED
 
-METRIC = "val_q2ar"
+METRIC = REPORTED  # what the plots show: val Q->AR, at each trial's best epoch on dev (OBJECTIVE)
 TABLE1_COLUMNS = {"val_q2a": "Q->A", "val_qa2r": "QA->R (gold answer)",
                   "val_qa2r_pred": "QA->R (predicted answer)", "val_q2ar": "Q->AR"}
+# every metric the tables read at a trial's best epoch (the paper's rows read their own decoding)
+CURVE_METRICS = tuple(dict.fromkeys([OBJECTIVE, *TABLE1_COLUMNS, *(
+    m for _, rows in paper.TABLES.values() for r in rows for m in (r.qa2r_metric,
+                                                                   r.q2ar_metric))]))
 SETTINGS = {  # plot name -> (methods, the params it shows)
     "loss_ratio": (("softmax", "gumbel"), ("loss_ratio",)),
     "gumbel_schedule": (("gumbel",), ("tau_start", "tau_end", "anneal_epochs")),
@@ -34,8 +43,10 @@ SETTINGS = {  # plot name -> (methods, the params it shows)
 
 
 def build_report(client: MlflowClient, parent_run_id: str, out: Path,
-                 optuna_journal: Path | None = None, study_name: str = "") -> list[Path]:
-    """Write every table and plot to ``out``; returns the files written."""
+                 optuna_journal: Path | None = None, study_name: str = "",
+                 comparable: bool = False) -> list[Path]:
+    """Write every table and plot to ``out``; returns the files written. ``comparable``: the
+    study ran on VCR 1.0 val, so the paper's numbers can stand beside its own."""
     out.mkdir(parents=True, exist_ok=True)
     runs = trial_runs(client, parent_run_id)
     if runs.empty:
@@ -44,6 +55,8 @@ def build_report(client: MlflowClient, parent_run_id: str, out: Path,
     trials = _trial_table(runs, curves)
     written = _write_table(trials, out / "trials")
     written += _write_table(table1(trials), out / "best_per_method")
+    for name, (title, table) in paper.paper_tables(best_per_label(trials), comparable).items():
+        written += _write_table(table, out / name, title)
     for name, (methods, params) in SETTINGS.items():
         subset = trials[trials["method"].isin(methods)]
         cols = [p for p in params if p in subset and subset[p].notna().any()]
@@ -68,7 +81,7 @@ def learning_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run in runs.itertuples():
         per_epoch: dict[int, dict] = {}
-        for key in TABLE1_COLUMNS:
+        for key in CURVE_METRICS:
             for m in client.get_metric_history(run.run_id, key):
                 per_epoch.setdefault(m.step, {})[key] = m.value
         rows += [{"trial_id": run.trial_id, "method": run.method, "epoch": step, **values}
@@ -76,12 +89,18 @@ def learning_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_per_label(trials: pd.DataFrame) -> pd.DataFrame:
+    """The best trial of each approach (label: a grid row's name, else the method), at its best
+    epoch."""
+    scored = trials[trials[OBJECTIVE].notna()]
+    return scored.loc[scored.groupby("label")[OBJECTIVE].idxmax()]
+
+
 def table1(trials: pd.DataFrame) -> pd.DataFrame:
-    """The best trial of each method, at its best epoch: the paper's Table 1 layout."""
-    scored = trials[trials[METRIC].notna()]
-    best = scored.loc[scored.groupby("method")[METRIC].idxmax()]
-    table = best[["method", "trial_id", "best_epoch", *TABLE1_COLUMNS]].rename(
-        columns=TABLE1_COLUMNS)
+    """The best trial of each approach, at its best epoch, every method's QA->R readings."""
+    best = best_per_label(trials)
+    table = best[["label", "method", "trial_id", "best_epoch", OBJECTIVE, *TABLE1_COLUMNS]].rename(
+        columns={"label": "approach", OBJECTIVE: "dev Q->AR (selected on)", **TABLE1_COLUMNS})
     return table.sort_values("Q->AR", ascending=False).reset_index(drop=True)
 
 
@@ -89,18 +108,18 @@ def _trial_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: its params (numbers where they are numbers) and its best epoch."""
     rows = []
     for run in runs.to_dict("records"):
-        row = {"trial_id": run["trial_id"], "method": run["method"],
+        row = {"trial_id": run["trial_id"], "label": run["label"], "method": run["method"],
                "final_status": run["final_status"]}
         row.update({k.removeprefix("params."): _number(v) for k, v in run.items()
                     if k.startswith("params.")})
         mine = curves[curves["trial_id"] == run["trial_id"]] if not curves.empty else curves
-        if not mine.empty and mine[METRIC].notna().any():
-            at_best = mine.loc[mine[METRIC].idxmax()]
+        if not mine.empty and mine[OBJECTIVE].notna().any():
+            at_best = mine.loc[mine[OBJECTIVE].idxmax()]  # chosen on dev, reported on val
             row["best_epoch"] = int(at_best["epoch"])
             row["epochs_run"] = int(mine["epoch"].max())
-            row.update({k: at_best[k] for k in TABLE1_COLUMNS})
+            row.update({k: at_best.get(k) for k in CURVE_METRICS})
         else:
-            row.update({"best_epoch": None, "epochs_run": 0, **dict.fromkeys(TABLE1_COLUMNS)})
+            row.update({"best_epoch": None, "epochs_run": 0, **dict.fromkeys(CURVE_METRICS)})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -113,10 +132,10 @@ def _number(value: object) -> object:
     return int(number) if number.is_integer() and "." not in str(value) else number
 
 
-def _write_table(table: pd.DataFrame, stem: Path) -> list[Path]:
+def _write_table(table: pd.DataFrame, stem: Path, title: str = "") -> list[Path]:
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
     _atomic(csv, table.to_csv(index=False))
-    _atomic(md, _markdown(table))
+    _atomic(md, (f"{title}\n\n" if title else "") + _markdown(table))
     return [csv, md]
 
 
@@ -144,7 +163,7 @@ def _scatter(trials: pd.DataFrame, params: list[str], stem: Path) -> list[Path]:
         for method, group in trials.groupby("method"):
             ax.scatter(group[param], group[METRIC], label=method, alpha=0.8)
         ax.set_xlabel(param)
-        ax.set_ylabel("best validation Q->AR")
+        ax.set_ylabel("validation Q->AR at the best dev epoch")
         if param in ("num_samples", "loss_ratio"):
             ax.set_xscale("log")
     axes[0][0].legend()

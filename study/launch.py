@@ -19,13 +19,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study import builtin, cluster, uris
+from study import builtin, cluster, features, uris
 from study.spaces import SearchSpace, load_space
 from study.trainable import resolve_config, train_trial
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
+from vcrnet.features import FeatureChoice, FeatureSettings
+from vcrnet.train import OBJECTIVE
 
-METRIC, MODE = "val_q2ar", "max"
+METRIC, MODE = OBJECTIVE, "max"  # trials are compared on the dev split, never on val
 SEARCHERS = ("tpe", "random")
 
 
@@ -44,9 +46,7 @@ class LaunchOptions:
     seed: int = 0
     data: str | None = None
     cache: str | None = None
-    text_encoder: str = "minilm"  # feature settings, as `vcr-study data features`
-    image_weights: str | None = None
-    image_size: tuple[int, int] | None = None  # None: the default for the data
+    features: dict | None = None  # FeatureSettings.to_dict(), resolved when the study starts
     address: str | None = None
     tracking_uri: str | None = None
     max_failures: int = 2
@@ -81,7 +81,8 @@ def load_options(name: str) -> LaunchOptions:
         raise InputError(f"--name {name}: no such study under {builtin.home()}"
                          + (f" (there are: {', '.join(known)})" if known else ""))
     saved = json.loads(path.read_text())
-    return LaunchOptions(**{k: v for k, v in saved.items() if k != "parent_run_id"})
+    known = {f.name for f in dataclasses.fields(LaunchOptions)}  # older studies saved more
+    return LaunchOptions(**{k: v for k, v in saved.items() if k in known})
 
 
 def reports_dir(name: str) -> Path:
@@ -108,8 +109,10 @@ class FlatParams:
         return resolve_config(self.space_path, config, self.overrides).to_dict()
 
 
-def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dict]:
-    """Run (or resume) a study to its end; returns the best trial per method."""
+def launch(options: LaunchOptions, resume: bool = False, echo=print,
+           choice: FeatureChoice = FeatureChoice()) -> list[dict]:
+    """Run (or resume) a study to its end; returns the best trial per method. ``choice``: the
+    feature options given (``study.features`` resolves them; a resumed study keeps its own)."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -139,12 +142,12 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
         cluster.check_address(address)
         cluster.check_tracking(tracking_uri(options))
         cluster.check_reachable(address)
-    found, extra = study_features(options, ("train", "val"))  # trials only read the cache
-    features = {s: (str(f.text), str(f.objects)) for s, f in found.items()}
+    found = study_features(options, ("train", "val"), choice, echo=echo)  # trials only read it
+    entries = found.paths()
     cluster.connect(address)
     if address:  # trials may run on other nodes: they must see the cache and the results
         cluster.check_shared({f"feature cache ({split})": Path(path) for split, paths
-                              in features.items() for path in paths}, storage_root())
+                              in entries.items() for path in paths}, storage_root())
     client = MlflowClient(tracking_uri(options))
     parent = tracking.open_study(client, options.name, builtin.home(), space.description)
     if not resume:
@@ -155,12 +158,13 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print) -> list[dic
             "space": space.name, "searcher": "grid" if space.is_grid else options.searcher,
             "asha": options.asha, "trials": len(space.trials) if space.is_grid
             else options.trials, "concurrent": options.concurrent, "seed": options.seed,
-            **{f"set.{k}": v for k, v in options.overrides.items()}}.items()])
+            **{f"set.{k}": v for k, v in options.overrides.items()},
+            **{f"features.{k}": v for k, v in found.settings.to_dict().items()}}.items()])
         client.log_artifact(parent, str(space.path))
 
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, space_path=options.space, features=features,
-                             extra=extra, cpus=options.cpus_per_trial,
+        tune.with_parameters(train_trial, space_path=options.space, features=entries,
+                             extra=found.extra(), cpus=options.cpus_per_trial,
                              overrides=options.overrides),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
     if resume and tune.Tuner.can_restore(str(experiment_path)):
@@ -265,27 +269,19 @@ def _check_overrides(space: SearchSpace, overrides: dict) -> None:
     TrainConfig.from_dict({**space.fixed, **overrides}, where="--set")
 
 
-def feature_settings(options: LaunchOptions, data: Path | None):
-    """The study's feature settings; None: the built-in default for the built-in data."""
-    from vcrnet.features import FeatureSettings
-
-    if data is None and not options.image_size and options.text_encoder == "minilm" \
-            and not options.image_weights:
-        return None
-    size = tuple(options.image_size) if options.image_size else (
-        builtin.SYNTHETIC_IMAGE_SIZE if data is None else FeatureSettings().image_size)
-    return FeatureSettings(text_encoder=options.text_encoder,
-                           image_weights=options.image_weights, image_size=size)
-
-
-def study_features(options: LaunchOptions, splits: tuple[str, ...]) -> tuple[dict, dict]:
-    """The study's features of ``splits`` (from the cache, extracted once if missing) and what a
-    checkpoint stores about them (the ``extra`` that ``predict`` reads)."""
+def study_features(options: LaunchOptions, splits: tuple[str, ...],
+                   choice: FeatureChoice = FeatureChoice(), where: str = "the study",
+                   echo=print) -> features.Features:
+    """The study's features of ``splits``: resolved from ``choice`` when the study starts (and
+    recorded in ``options.features``), the recorded ones afterwards (options may only agree)."""
     data = Path(options.data).absolute() if options.data else None
     cache = Path(options.cache).absolute() if options.cache else None
-    root, found, settings = builtin.split_features(data, cache, splits,
-                                                   feature_settings(options, data))
-    return found, {"data": str(root), "features": dataclasses.asdict(settings)}
+    if options.features is None:
+        found = features.resolve(data, cache, choice, splits, echo=echo)
+        options.features = found.settings.to_dict()
+        return found
+    settings = FeatureSettings.from_dict(options.features, where=where)
+    return features.fixed_features(data, cache, settings, choice, splits, where)
 
 
 def _write_json(path: Path, obj: dict) -> None:

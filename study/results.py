@@ -11,7 +11,8 @@ from study.tracking import PARENT_TAG
 
 
 def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
-    """One row per trial run: run id, method, trial id, status, final status, params and the
+    """One row per trial run: run id, method, label (a grid row's name, else the method), trial
+    id, status, final status, params and the
     last value of every metric (``metrics.*``, ``params.*`` columns, as ``mlflow.search_runs``)."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     rows = []
@@ -24,6 +25,7 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
             if "trial_id" not in tags:  # a rerun's run, not a trial's
                 continue
             rows.append({"run_id": run.info.run_id, "method": tags.get("method"),
+                         "label": tags.get("label") or tags.get("method"),
                          "trial_id": tags.get("trial_id"), "status": run.info.status,
                          "final_status": tags.get("final_status"),
                          **{f"params.{k}": v for k, v in run.data.params.items()},
@@ -49,19 +51,21 @@ def at_best_epoch(client: MlflowClient, run_id: str, metric: str) -> dict[str, f
 
 
 def best_per_method(client: MlflowClient, parent_run_id: str, metric: str) -> list[dict]:
-    """The best trial of each method by its best epoch's ``metric`` (highest first)."""
+    """The best trial of each approach by its best epoch's ``metric`` (highest first). An
+    approach is a method, or a labelled grid row (R2C and the new baseline are both ``teacher``
+    trials, told apart by their labels)."""
     runs = trial_runs(client, parent_run_id)
     column = f"metrics.best_{metric}"
     if runs.empty or column not in runs:
         return []
     runs = runs[runs[column].notna()]
     best = []
-    for method, group in runs.groupby("method"):
+    for label, group in runs.groupby("label"):
         row = group.loc[group[column].idxmax()]
         metrics = at_best_epoch(client, row["run_id"], metric)
         params = {k.removeprefix("params."): v for k, v in row.items()
                   if k.startswith("params.") and isinstance(v, str)}
-        best.append({"method": method, "trial_id": row["trial_id"], "run_id": row["run_id"],
-                     "status": row["final_status"], "trials": len(group),
+        best.append({"approach": label, "method": row["method"], "trial_id": row["trial_id"],
+                     "run_id": row["run_id"], "status": row["final_status"], "trials": len(group),
                      metric: float(row[column]), "metrics": metrics, "config": params})
     return sorted(best, key=lambda b: -b[metric])

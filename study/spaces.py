@@ -10,12 +10,13 @@ A space is either a distribution space, searched by Optuna (or at random)::
       tau_start: {uniform: [1.0, 10.0], methods: [gumbel]}   # only where method is gumbel
       num_samples: {int: [4, 64], log: true, methods: [reinforce]}
 
-or a grid, one trial per entry::
+or a grid, one trial per entry, each optionally named by a ``label`` (the row it makes in the
+tables: two trials of one method, e.g. R2C and the new baseline, stay apart)::
 
     fixed: {epochs: 6}
     trials:
-      - {method: teacher, correct_answer_rate: 0.75}
-      - {method: softmax, loss_ratio: 4.0}
+      - {label: new baseline, method: teacher, correct_answer_rate: 0.75}
+      - {label: softmax 1:4, method: softmax, loss_ratio: 4.0}
 
 The distributions: ``choice: [v, ...]``, ``uniform: [low, high]``, ``loguniform: [low, high]``,
 ``int: [low, high]`` (with ``log: true`` for a log scale) and ``fixed: v``. ``methods`` limits a
@@ -38,6 +39,7 @@ from vcrnet.errors import InputError
 
 KINDS = ("choice", "uniform", "loguniform", "int", "fixed")
 TOP_LEVEL = ("description", "fixed", "params", "trials")
+LABEL = "label"  # a grid trial's name in the tables (not a TrainConfig key)
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 
@@ -105,14 +107,30 @@ class SearchSpace:
                 p.suggest(trial)
         return dict(self.fixed)
 
+    def labels(self) -> list[str]:
+        """The grid's row labels, in order (a trial without one is named by its method)."""
+        return [trial_label(t, self.fixed) for t in self.trials or []]
+
     def config(self, values: dict[str, Any]) -> TrainConfig:
         """The TrainConfig of one trial: ``fixed`` overridden by the trial's values, with the
         parameters that do not apply to its method dropped (they keep their defaults)."""
-        merged = {**self.fixed, **values}
+        merged = {k: v for k, v in {**self.fixed, **values}.items() if k != LABEL}
         method = merged.get("method", "softmax")
         keep = {k: v for k, v in merged.items()
                 if k not in self.params or self.params[k].applies_to(method)}
         return TrainConfig.from_dict(keep, where=str(self.path))
+
+
+def trial_values(config: dict) -> dict:
+    """The values of a Tune config (a grid trial nests them under ``grid``)."""
+    values = dict(config.get("grid", {}))
+    values.update({k: v for k, v in config.items() if k != "grid"})
+    return values
+
+
+def trial_label(values: dict[str, Any], fixed: dict[str, Any] | None = None) -> str:
+    """A grid trial's label, else its method."""
+    return str(values.get(LABEL) or values.get("method") or (fixed or {}).get("method", "softmax"))
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -171,7 +189,14 @@ def _parse_grid(trials: object, fixed: dict, lines: _Lines) -> list[dict]:
     for i, trial in enumerate(trials):
         if not isinstance(trial, dict):
             raise lines.error(f"trials.{i}", "must be a mapping of TrainConfig keys to values")
-        _check_config({**fixed, **trial}, f"trials.{i}", lines)
+        if LABEL in trial and (not isinstance(trial[LABEL], str) or not trial[LABEL].strip()):
+            raise lines.error(f"trials.{i}.{LABEL}", "must be a non-empty string")
+        _check_config({k: v for k, v in {**fixed, **trial}.items() if k != LABEL},
+                      f"trials.{i}", lines)
+    labels = [trial_label(t, fixed) for t in trials]
+    for i, label in enumerate(labels):
+        if label in labels[:i] and LABEL in trials[i]:
+            raise lines.error(f"trials.{i}.{LABEL}", f"{label!r} is used twice")
     return trials
 
 

@@ -17,10 +17,11 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from study.spaces import trial_label, trial_values
 from study.uris import is_local
 
 PARENT_TAG = "mlflow.parentRunId"
-METRIC_PREFIXES = ("train_", "val_")
+METRIC_PREFIXES = ("train_", "dev_", "val_")
 METRIC_KEYS = ("lr", "tau", "epoch_seconds")  # besides the prefixed ones
 FINISHED, FAILED, KILLED = (RunStatus.to_string(s) for s in
                             (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
@@ -165,10 +166,11 @@ class MLflowTracker(Callback):
                 self._best[trial.trial_id] = best
         else:
             params = self.flat_params(trial.config)
-            run = client.create_run(self.experiment_id, run_name=f"{params['method']}-"
+            label = trial_label(trial_values(trial.config))  # a grid row's name, or the method
+            run = client.create_run(self.experiment_id, run_name=f"{label.replace(' ', '-')}-"
                                     f"{trial.trial_id}", tags={
                                         PARENT_TAG: self.parent_run_id,
-                                        "trial_id": trial.trial_id,
+                                        "trial_id": trial.trial_id, "label": label,
                                         "method": params["method"], "final_status": "RUNNING"})
             run_id = run.info.run_id
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])

@@ -15,18 +15,11 @@ import ray
 import torch
 from ray import tune
 
-from study.spaces import load_space
+from study.spaces import load_space, trial_values
 from vcrnet.config import TrainConfig
 from vcrnet.features import CachedVCRDataset
 from vcrnet.features.extract import SplitFeatures
 from vcrnet.train import CHECKPOINT, METRICS, fit
-
-
-def trial_values(config: dict) -> dict:
-    """The TrainConfig values of a Tune config (a grid trial nests them under ``grid``)."""
-    values = dict(config.get("grid", {}))
-    values.update({k: v for k, v in config.items() if k != "grid"})
-    return values
 
 
 def resolve_config(space_path: str, config: dict, overrides: dict) -> TrainConfig:

@@ -60,6 +60,9 @@ ERRORS = [  # (snippet, what the one-line message must contain)
     ("fixed: {epochz: 2}\nparams:\n  lr: {fixed: 0.1}", "s.yaml:1: fixed: unknown key 'epochz'"),
     ("trials:\n  - {method: teacher}\n  - {method: nope}", "s.yaml:3: trials.1: method: must"),
     ("trials: []", "trials: must be a non-empty list"),
+    ("trials:\n  - {label: a, method: teacher}\n  - {label: a, method: softmax}",
+     "s.yaml:3: trials.1.label: 'a' is used twice"),
+    ("trials:\n  - {label: 3, method: teacher}", "s.yaml:2: trials.0.label: must be a non-empty"),
     ("params:\n  lr: {uniform: [0.1, 0.2]\n", "s.yaml:3: not valid YAML"),
     ("- a\n- b", "s.yaml: a search space is a mapping"),
 ]
@@ -101,6 +104,16 @@ def test_paper_grid_is_the_papers_experiments():
     assert (gumbel.tau_start, gumbel.tau_end, gumbel.anneal_epochs) == (5.0, 1.0, 10)
     assert next(c for c in configs if c.method == "reinforce").num_samples == 64
     assert set(space.methods()) == set(COUPLINGS)
+    # the paper's setup: R2C's model and optimiser, batch 96, 20 epochs, R2C's stopping rule
+    assert {(c.preset, c.batch_size, c.epochs, c.lr, c.weight_decay, c.grad_clip, c.patience)
+            for c in configs} == {("r2c", 96, 20, 2e-4, 1e-4, 1.0, 4)}
+    direct = next(c for c in configs if c.method == "direct16")
+    assert (direct.direct16_variant, direct.loss_ratio) == ("separate", 4.0)  # 0.2/0.8
+    assert gumbel.anneal_per == "iteration"
+    assert next(c for c in configs if c.method == "reinforce").estimator == "expectation"
+    # one row per paper approach, named as the paper's tables name them
+    from study.paper import LABELS
+    assert set(space.labels()) == LABELS and len(space.labels()) == 8
 
 
 def test_define_by_run_draws_only_the_methods_own_parameters():
@@ -113,8 +126,10 @@ def test_define_by_run_draws_only_the_methods_own_parameters():
         method = trial.params["method"]
         seen.add(method)
         assert constants == space.fixed
-        own = {"gumbel": {"tau_start", "tau_end", "anneal_epochs", "anneal", "straight_through"},
-               "reinforce": {"num_samples", "estimator"}, "teacher": {"correct_answer_rate"}}
+        own = {"gumbel": {"tau_start", "tau_end", "anneal_epochs", "anneal", "anneal_per",
+                          "straight_through"},
+               "reinforce": {"num_samples", "estimator"}, "direct16": {"direct16_variant"},
+               "teacher": {"correct_answer_rate"}}
         assert set(trial.params) == {"method", "loss_ratio", "lr"} | own.get(method, set())
         config = space.config({**trial.params, **constants})
         assert config.method == method and config.epochs == space.fixed["epochs"]

@@ -9,9 +9,10 @@ from vcrnet.data.records import (
                                  iter_split,
                                  load_metadata,
                                  read_split,
+                                 require_splits,
 )
 from vcrnet.data.synth import write_synthetic
 
 __all__ = ["SPLITS", "GroundedItem", "ImageMetadata", "Sentence", "VCRItem", "fit_image",
            "ground_item", "image_path", "iter_split", "load_metadata", "make_mask", "read_split",
-           "write_synthetic"]
+           "require_splits", "write_synthetic"]

@@ -66,6 +66,30 @@ def split_path(root: str | Path, split: str) -> Path:
     return Path(root) / f"{split}.jsonl"
 
 
+def require_splits(root: str | Path, splits: tuple[str, ...], images: bool = False,
+                   option: str = "--data", split_option: bool = False) -> Path:
+    """Check, before anything is read or written, that ``root`` is a folder holding the split
+    files a command will read (and ``vcr1images/`` when it will extract features). One line
+    naming what is missing (and, with ``split_option``, which ``--split`` would do); returns the
+    absolute folder."""
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise VCRDataError(root, f"no such directory (given as {option})")
+    missing = [s for s in splits if not split_path(root, s).is_file()]
+    if missing:
+        present = [s for s in SPLITS if split_path(root, s).is_file()]
+        has = f"; it has {', '.join(f'{s}.jsonl' for s in present)}"
+        hint = (has + (": pass " + " ".join(f"--split {s}" for s in present)
+                       if split_option else "")
+                if present else "; a VCR 1.0 folder holds train.jsonl, val.jsonl, test.jsonl "
+                "and vcr1images/")
+        raise VCRDataError(root, f"no {', '.join(f'{s}.jsonl' for s in missing)}{hint}")
+    if images and not (root / IMAGES_DIR).is_dir():
+        raise VCRDataError(root, f"no {IMAGES_DIR}/ folder: the images are needed to extract "
+                           "object features")
+    return root
+
+
 def iter_split(root: str | Path, split: str) -> Iterator[VCRItem]:
     """Yield the validated items of ``root/split.jsonl`` (labels required except on test)."""
     path = split_path(root, split)

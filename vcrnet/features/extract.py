@@ -25,10 +25,11 @@ mentions, and each object once per image however many questions ask about it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,6 @@ from tqdm import tqdm
 
 from vcrnet.data.grounding import (
     CLASS_INDEX,
-    DEFAULT_IMAGE_SIZE,
     MASK_SIZE,
     GroundedItem,
     fit_image,
@@ -55,6 +55,7 @@ from vcrnet.data.records import (
     read_split,
     split_path,
 )
+from vcrnet.errors import InputError
 from vcrnet.features import cache
 from vcrnet.features.image import (
     OBJECT_DIM,
@@ -62,27 +63,10 @@ from vcrnet.features.image import (
     find_image_weights,
     load_canvas,
 )
-from vcrnet.features.text import (
-    DEFAULT_TEXT_ENCODER,
-    DEFAULT_TEXT_LAYER,
-    MAX_WORDPIECES,
-    TextEncoder,
-    resolve_text_encoder,
-)
+from vcrnet.features.settings import FeatureSettings
+from vcrnet.features.text import TextEncoder, resolve_text_encoder
 
 PAIRS_PER_ITEM = NUM_CHOICES + NUM_CHOICES * NUM_CHOICES  # 4 answer pairs + 16 rationale pairs
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """Everything the cached features depend on besides the data."""
-
-    text_encoder: str = DEFAULT_TEXT_ENCODER
-    text_layer: int = DEFAULT_TEXT_LAYER
-    max_wordpieces: int = MAX_WORDPIECES
-    image_weights: str | None = None  # None: the torchvision cache, else a seeded random init
-    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE  # (width, height) of the canvas
-    image_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,15 +78,20 @@ class SplitFeatures:
     computed: list[str] = field(default_factory=list)  # which entries this call extracted
 
 
+def entry_paths(data_root: str | Path, split: str, cache_root: str | Path,
+                settings: FeatureSettings) -> tuple[Path, Path]:
+    """Where the split's (text, objects) entries for ``settings`` are, extracted or not."""
+    digest = cache.file_digest(split_path(Path(data_root).absolute(), split))
+    return (cache.entry_dir(cache_root, split, "text", _text_key(digest, split, settings)),
+            cache.entry_dir(cache_root, split, "objects", _object_key(digest, split, settings)))
+
+
 def extract_split(data_root: str | Path, split: str, cache_root: str | Path,
                   settings: FeatureSettings = FeatureSettings(),
                   progress: bool = True) -> SplitFeatures:
     """The split's cache entries, extracting whichever is missing."""
     data_root = Path(data_root).absolute()
-    digest = cache.file_digest(split_path(data_root, split))
-    text_entry = cache.entry_dir(cache_root, split, "text", _text_key(digest, split, settings))
-    object_entry = cache.entry_dir(cache_root, split, "objects",
-                                   _object_key(digest, split, settings))
+    text_entry, object_entry = entry_paths(data_root, split, cache_root, settings)
     computed = []
     items: list[VCRItem] | None = None
     if not cache.is_complete(text_entry) or not cache.is_complete(object_entry):
@@ -115,6 +104,39 @@ def extract_split(data_root: str | Path, split: str, cache_root: str | Path,
         _build_objects(object_entry, data_root, items, grounded, settings, progress)
         computed.append("objects")
     return SplitFeatures(text_entry, object_entry, computed)
+
+
+def cached_settings(data_root: str | Path, splits: tuple[str, ...],
+                    cache_root: str | Path) -> list[FeatureSettings]:
+    """Every ``FeatureSettings`` whose entries for all ``splits`` of this data are complete in
+    the cache. Text and object entries are keyed apart (one text entry serves every canvas), so
+    the candidates are each cached text setting with each cached image setting."""
+    cache_root = Path(cache_root).absolute()
+    first = splits[0]
+    text_parts, image_parts = {}, {}
+    for kind, parts in (("text", text_parts), ("objects", image_parts)):
+        for entry in sorted(cache_root.glob(f"{first}-{kind}-*")):
+            if not cache.is_complete(entry):
+                continue
+            stored = cache.read_manifest(entry).get("settings")
+            try:
+                settings = FeatureSettings.from_dict(stored or {}, where=str(entry))
+                paths = entry_paths(data_root, first, cache_root, settings)
+            except (InputError, TypeError):  # an older or foreign entry: not a candidate
+                continue
+            if paths[0 if kind == "text" else 1] == entry:
+                parts[entry] = settings
+    found = []
+    for text in text_parts.values():
+        for image in image_parts.values():
+            settings = dataclasses.replace(
+                text, image_weights=image.image_weights, image_size=image.image_size,
+                image_seed=image.image_seed)
+            if settings not in found and all(
+                    all(cache.is_complete(p) for p in entry_paths(data_root, s, cache_root,
+                                                                  settings)) for s in splits):
+                found.append(settings)
+    return found
 
 
 def _text_key(digest: str, split: str, s: FeatureSettings) -> dict:
@@ -162,7 +184,7 @@ def _build_text(entry: Path, items: list[VCRItem], grounded: list[GroundedItem],
             index[i, k] = (row, len(ctx), len(choice))
             row += len(ctx) + len(choice)
     manifest = {"kind": "text", "items": len(items), "rows": row, "dim": encoder.dim,
-                "settings": asdict(settings)}
+                "settings": settings.to_dict()}
     with cache.building(entry, manifest) as tmp:
         features = cache.new_array(tmp, "features", (row, encoder.dim), "float16")
         tags = cache.new_array(tmp, "tags", (row,), "int16")
@@ -213,7 +235,7 @@ def _build_objects(entry: Path, data_root: Path, items: list[VCRItem],
     weights = find_image_weights(settings.image_weights)
     extractor = ObjectFeatureExtractor(weights, seed=settings.image_seed)
     manifest = {"kind": "objects", "items": len(items), "rows": row, "images": len(images),
-                "weights": str(weights) if weights else None, "settings": asdict(settings)}
+                "weights": str(weights) if weights else None, "settings": settings.to_dict()}
     with cache.building(entry, manifest) as tmp:
         features = cache.new_array(tmp, "features", (row, OBJECT_DIM), "float16")
         boxes = cache.new_array(tmp, "boxes", (row, 4), "float32")

@@ -30,7 +30,7 @@ OBJECT_DIM = 2048
 IMAGENET_LIKE_MEAN = 0.5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TORCHVISION_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")  # V2, V1
+TORCHVISION_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")  # V1 (R2C's) first, then V2
 
 
 def find_image_weights(path: str | None) -> Path | None:

@@ -1,0 +1,129 @@
+"""Which features a command reads: the one rule, for every command that reads features.
+
+- The data: ``--data`` (checked before anything else: the folder and the split files the command
+  reads), or the built-in synthetic dataset, generated once.
+- The settings, from the feature options the user gave (a ``FeatureChoice``, any subset):
+  1. the settings already extracted in the cache for this data and these splits that agree with
+     every option given: exactly one -> use it (and say which); several -> ask for the options;
+  2. none -> the data's default settings (the built-in data: its canvas and the offline encoder;
+     other data: R2C's canvas) with the options given, extracted once (and say so). On data other
+     than the built-in set, a default that is the offline MiniLM encoder or a random ResNet is
+     named in a one-line warning with the option to pass instead (the random ResNet's warning
+     comes from ``vcrnet.features.image``, where it is built).
+- A command whose features are fixed (``predict`` by its checkpoint, ``rerun`` by its study) uses
+  those, and refuses options that disagree (``fixed_features``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from study import builtin
+from vcrnet.data import require_splits, write_synthetic
+from vcrnet.errors import InputError
+from vcrnet.features import (
+    FeatureChoice,
+    FeatureSettings,
+    SplitFeatures,
+    cached_settings,
+    entry_paths,
+    extract_split,
+)
+from vcrnet.features import cache as cache_entry
+from vcrnet.features.text import DEFAULT_TEXT_ENCODER
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Features:
+    """The features a command reads: the data folder, the settings, each split's entries."""
+
+    data: Path
+    settings: FeatureSettings
+    splits: dict[str, SplitFeatures]
+    builtin: bool = False
+
+    def extra(self) -> dict:
+        """What a checkpoint stores about its features (``predict`` reads it back)."""
+        return {"data": str(self.data), "features": self.settings.to_dict()}
+
+    def paths(self) -> dict[str, tuple[str, str]]:
+        """``{split: (text entry, objects entry)}``, for Ray trials (strings, picklable)."""
+        return {s: (str(f.text), str(f.objects)) for s, f in self.splits.items()}
+
+
+def default_settings(builtin_data: bool) -> FeatureSettings:
+    return builtin.builtin_settings() if builtin_data else FeatureSettings()
+
+
+def data_root(data: Path | None, splits: tuple[str, ...], images: bool = True,
+              split_option: bool = False, data_option: str = "--data") -> tuple[Path, bool]:
+    """The checked data folder, and whether it is the built-in dataset (generated if missing)."""
+    if data is None:
+        root = builtin.default_data_dir()
+        if not root.exists():
+            write_synthetic(root, seed=builtin.SYNTHETIC_SEED)
+        return root, True
+    return require_splits(data, splits, images=images, option=data_option,
+                          split_option=split_option), False
+
+
+def resolve(data: Path | None, cache: Path | None, choice: FeatureChoice,
+            splits: tuple[str, ...], echo: Echo = print, progress: bool = True,
+            split_option: bool = False, data_option: str = "--data") -> Features:
+    """The features of ``splits``, by the rule above; extracts what is missing.
+    ``split_option``/``data_option``: how the command takes splits and data (for messages)."""
+    root, is_builtin = data_root(data, splits, images=False, split_option=split_option,
+                                 data_option=data_option)
+    cache = (cache or builtin.default_cache_dir()).absolute()
+    candidates = [s for s in cached_settings(root, splits, cache) if choice.matches(s)]
+    if len(candidates) == 1:
+        settings = candidates[0]
+        if not is_builtin or choice.given():
+            echo(f"using the features already extracted in {cache}: {settings.describe()}")
+    elif candidates:
+        listed = "; ".join(f"[{i + 1}] {s.describe()}" for i, s in enumerate(candidates))
+        raise InputError(f"{cache}: {len(candidates)} feature sets are extracted for {root} "
+                         f"({listed}): pass --text-encoder, --text-layer, --image-weights or "
+                         "--image-size to choose one")
+    else:
+        settings = choice.apply(default_settings(is_builtin))
+        missing = [s for s in splits if not all(cache_entry.is_complete(p) for p in
+                                                entry_paths(root, s, cache, settings))]
+        if missing:
+            require_splits(root, splits, images=True, option=data_option,
+                           split_option=split_option)
+        if not is_builtin:
+            _warn_offline_defaults(choice, settings)
+        if missing:
+            echo(f"extracting features once for {', '.join(missing)} into {cache}: "
+                 f"{settings.describe()}")
+    return Features(root, settings, _extract(root, cache, settings, splits, progress),
+                    is_builtin)
+
+
+def fixed_features(data: Path | None, cache: Path | None, settings: FeatureSettings,
+                   choice: FeatureChoice, splits: tuple[str, ...], where: str) -> Features:
+    """The features of a checkpoint or a study (``where``): options may only agree with them."""
+    choice.check_agrees(settings, where)
+    root, is_builtin = data_root(data, splits)
+    cache = (cache or builtin.default_cache_dir()).absolute()
+    return Features(root, settings, _extract(root, cache, settings, splits, True), is_builtin)
+
+
+def _extract(root: Path, cache: Path, settings: FeatureSettings, splits: tuple[str, ...],
+             progress: bool) -> dict[str, SplitFeatures]:
+    return {s: extract_split(root, s, cache, settings, progress) for s in splits}
+
+
+def _warn_offline_defaults(choice: FeatureChoice, settings: FeatureSettings) -> None:
+    """(A random ResNet is warned about where it is built: ``vcrnet.features.image``.)"""
+    given = choice.given()
+    if "text_encoder" not in given and settings.text_encoder == DEFAULT_TEXT_ENCODER:
+        warnings.warn("no --text-encoder given and none extracted: using the offline MiniLM "
+                      "encoder; for R2C's text features pass --text-encoder bert-base-uncased",
+                      stacklevel=2)

@@ -1,0 +1,116 @@
+"""What the cached features depend on besides the data: one description, used everywhere.
+
+``FeatureSettings`` is complete (every field has a value) and round-trips through plain dicts,
+for checkpoints, ``study.json`` and MLflow params (where every value is a string)::
+
+    FeatureSettings.from_dict(settings.to_dict()) == settings
+    FeatureSettings.from_dict({k: str(v) for k, v in settings.to_dict().items()}) == settings
+
+``FeatureChoice`` is what a user asked for on the command line: any subset of the fields. It
+selects among the settings already extracted (``matches``) and fills the rest from a default
+(``apply``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from vcrnet.data.grounding import DEFAULT_IMAGE_SIZE
+from vcrnet.errors import InputError
+from vcrnet.features.text import DEFAULT_TEXT_ENCODER, DEFAULT_TEXT_LAYER, MAX_WORDPIECES
+
+MIN_IMAGE_SIDE = 32
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Everything the cached features depend on besides the data."""
+
+    text_encoder: str = DEFAULT_TEXT_ENCODER  # Hugging Face name or folder; "minilm": offline
+    text_layer: int = DEFAULT_TEXT_LAYER  # hidden layer (-2: second to last, as R2C)
+    max_wordpieces: int = MAX_WORDPIECES
+    image_weights: str | None = None  # None: the torchvision cache, else a seeded random init
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE  # (width, height) of the canvas
+    image_seed: int = 0
+
+    def __post_init__(self) -> None:
+        width, height = self.image_size
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise InputError(f"image_size {width}x{height}: both sides must be at least "
+                             f"{MIN_IMAGE_SIDE} pixels")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "image_size": list(self.image_size)}
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "feature settings") -> FeatureSettings:
+        """From ``to_dict``'s output, or the same with every value a string (MLflow params)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"{where}: unknown feature setting {unknown[0]!r}")
+        return cls(**{k: _parse(k, v, where) for k, v in values.items()})
+
+    def describe(self) -> str:
+        """One line for people: ``text minilm (layer -2), image random ResNet-50 (seed 0) at
+        384x192``."""
+        from vcrnet.features.image import find_image_weights
+
+        found = find_image_weights(self.image_weights) if self.image_weights is None else None
+        weights = self.image_weights or (f"ResNet-50 {found}" if found else
+                                         f"random ResNet-50 (seed {self.image_seed})")
+        return (f"text {self.text_encoder} (layer {self.text_layer}), image {weights} at "
+                f"{self.image_size[0]}x{self.image_size[1]}")
+
+
+@dataclass(frozen=True)
+class FeatureChoice:
+    """The feature options a user gave; None: not given."""
+
+    text_encoder: str | None = None
+    text_layer: int | None = None
+    image_weights: str | None = None
+    image_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_weights is not None:  # stored with the study: must not depend on the cwd
+            object.__setattr__(self, "image_weights", str(Path(self.image_weights).absolute()))
+
+    def given(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def matches(self, settings: FeatureSettings) -> bool:
+        return all(getattr(settings, k) == (tuple(v) if k == "image_size" else v)
+                   for k, v in self.given().items())
+
+    def apply(self, default: FeatureSettings) -> FeatureSettings:
+        return replace(default, **self.given())
+
+    def check_agrees(self, settings: FeatureSettings, where: str) -> None:
+        """Options given to a command whose features are fixed (a checkpoint, a study)."""
+        for key, value in self.given().items():
+            if getattr(settings, key) != (tuple(value) if key == "image_size" else value):
+                raise InputError(f"--{key.replace('_', '-')} {_show(key, value)}: {where} was "
+                                 f"trained on {_show(key, getattr(settings, key))}; leave the "
+                                 "option out to use its features")
+
+
+def _parse(key: str, value: object, where: str) -> object:
+    if not isinstance(value, str):
+        return tuple(value) if key == "image_size" else value
+    try:
+        if key == "image_size":
+            width, height = (int(v) for v in value.strip("()[] ").replace("x", ",").split(","))
+            return width, height
+        if key in ("text_layer", "max_wordpieces", "image_seed"):
+            return int(value)
+    except ValueError:
+        raise InputError(f"{where}: {key} {value!r} is not valid") from None
+    if key == "image_weights" and value in ("", "None", "null"):
+        return None
+    return value
+
+
+def _show(key: str, value: object) -> str:
+    return f"{value[0]}x{value[1]}" if key == "image_size" and value else str(value)
