@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from study import builtin
 from study import features as study_features
 from vcrnet.data import fit_image, ground_item, image_path, load_metadata, make_mask, read_split
 from vcrnet.data.grounding import scale_boxes
-from vcrnet.features import CachedVCRDataset, FeatureSettings, collate, extract_split
+from vcrnet.features import CachedVCRDataset, FeatureChoice, FeatureSettings, collate
 from vcrnet.features.extract import item_pairs
 from vcrnet.features.image import ObjectFeatureExtractor, find_image_weights, load_canvas
 from vcrnet.features.text import TextEncoder
@@ -80,12 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    settings = builtin.builtin_settings() if args.data is None else FeatureSettings()
-    if args.image_size:
-        w, h = (int(v) for v in args.image_size.split("x"))
-        settings = FeatureSettings(**{**settings.__dict__, "image_size": (w, h)})
-    data, _ = study_features.data_root(args.data, (args.split,))
-    entries = extract_split(data, args.split, args.cache or builtin.default_cache_dir(), settings)
+    size = FeatureSettings.from_dict({"image_size": args.image_size}).image_size \
+        if args.image_size else None
+    found = study_features.resolve(args.data, args.cache, FeatureChoice(image_size=size),
+                                   (args.split,))
+    data, settings, entries = found.data, found.settings, found.splits[args.split]
     dataset = CachedVCRDataset(entries)
 
     cached = cached_rate(dataset, args.batch_size, args.passes)

@@ -123,12 +123,12 @@ def main() -> None:
         random_q2ar, tpe_q2ar = epochs_in_order(random_study), epochs_in_order(tpe_study)
         target = max(random_q2ar)
         reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
-        row = {"seed": seed, "target_val_q2ar": round(target, 4),
+        row = {"seed": seed, f"target_{launch.METRIC}": round(target, 4),
                "random_trial_epochs": len(random_q2ar),
                "random_epochs_to_its_best": random_q2ar.index(target) + 1,
                "random_first_rung_spearman": round(first_rung_signal(random_study), 2),
                "tpe_asha_trial_epochs": len(tpe_q2ar),
-               "tpe_asha_best_val_q2ar": round(max(tpe_q2ar), 4),
+               f"tpe_asha_best_{launch.METRIC}": round(max(tpe_q2ar), 4),
                "tpe_asha_epochs_to_target": reached,
                "ratio": round(reached / len(random_q2ar), 3) if reached else None,
                **how_reached(tpe_study, target),

@@ -24,6 +24,7 @@ import torch
 from study.features import resolve
 from vcrnet.config import TrainConfig
 from vcrnet.data import read_split
+from vcrnet.data.synth import TEAMS
 from vcrnet.features import CachedVCRDataset, FeatureChoice
 from vcrnet.leaderboard import score
 from vcrnet.train import BEST, METRICS, OBJECTIVE, fit, load_model, predict
@@ -39,7 +40,7 @@ APPROACHES = {  # the paper's rows (search_spaces/paper.yaml), and the text-only
     "Gumbel softmax": {"method": "gumbel", "tau_start": 5.0, "tau_end": 1.0},
     "text only (softmax, objects zeroed)": {"method": "softmax", "zero_object_features": True},
 }
-REPORTED = ("val_q2a", "val_qa2r", "val_qa2r_pred", "val_q2ar", "val_qa2r_mixture",
+SHOWN = ("val_q2a", "val_qa2r", "val_qa2r_pred", "val_q2ar", "val_qa2r_mixture",
             "val_q2ar_joint16", "qa2r_wrong", "team_q2a", "team_qa2r", "team_qa2r_wrong",
             "team_q2ar")
 
@@ -60,7 +61,7 @@ def run(label: str, seed: int, epochs: int, out: Path, train: CachedVCRDataset,
     best = max(history, key=lambda m: m[OBJECTIVE])
     return {"approach": label, "seed": seed, "best_epoch": best["epoch"],
             "epochs_run": len(history), "seconds": round(seconds, 1),
-            OBJECTIVE: best[OBJECTIVE], **{k: best[k] for k in REPORTED if k in best},
+            OBJECTIVE: best[OBJECTIVE], **{k: best[k] for k in SHOWN if k in best},
             **ablations(folder / BEST, val, team)}
 
 
@@ -80,25 +81,32 @@ def ablations(checkpoint: Path, val: CachedVCRDataset, team: torch.Tensor) -> di
 
 
 def team_questions(data: Path, val: CachedVCRDataset) -> torch.Tensor:
-    """``[N]`` bool: which val questions are of the ``team`` type (they ask "What team ...")."""
-    is_team = {item.annot_id: "team" in [w for w in item.question if isinstance(w, str)]
+    """``[N]`` bool: which val questions are of the ``team`` type (their answers name teams)."""
+    is_team = {item.annot_id: all(any(w in TEAMS for w in answer if isinstance(w, str))
+                                  for answer in item.answer_choices)
                for item in read_split(data, "val")}
     return torch.tensor([is_team[i] for i in val.annot_ids])
 
 
+TABLE = (("val_q2a", "Q->A"), ("val_qa2r", "QA->R gold"), ("val_qa2r_pred", "QA->R pred"),
+         ("val_q2ar", "Q->AR"), ("qa2r_wrong", "QA->R given a wrong answer"),
+         ("team_q2a", "team: Q->A"), ("team_qa2r", "team: QA->R gold"),
+         ("team_qa2r_wrong", "team: QA->R wrong"), ("team_q2ar", "team: Q->AR"))
+
+
 def summary(rows: list[dict]) -> list[str]:
-    lines = ["| approach | seeds | " + " | ".join(REPORTED) + " |",
-             "|---|---|" + "---|" * len(REPORTED)]
-    for label in APPROACHES:
+    """docs/results.md's table: mean ± std over the seeds of each approach."""
+    lines = ["| approach | seeds | best epoch (dev) | " + " | ".join(c for _, c in TABLE) + " |",
+             "|---|---|---|" + "---|" * len(TABLE)]
+    for label in dict.fromkeys(r["approach"] for r in rows):
         mine = [r for r in rows if r["approach"] == label]
-        if not mine:
-            continue
         cells = []
-        for key in REPORTED:
-            values = [r[key] for r in mine if key in r]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.3f} +- {sd:.3f}" if values else "")
-        lines.append(f"| {label} | {len(mine)} | " + " | ".join(cells) + " |")
+        for key, _ in TABLE:
+            values = [r[key] for r in mine]
+            spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.fmean(values):.3f}{spread}")
+        epochs = "/".join(str(r["best_epoch"]) for r in mine)
+        lines.append(f"| {label} | {len(mine)} | {epochs} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -108,9 +116,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--approaches", nargs="+", default=list(APPROACHES))
     parser.add_argument("--text-only-seeds", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True, help="run folders (reused)")
+    parser.add_argument("--out", type=Path, help="run folders (reused)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--table", type=Path, help="only print the table of this JSON")
     args = parser.parse_args()
+    if args.table:
+        print("\n".join(summary(json.loads(args.table.read_text())["runs"])))
+        return
+    if args.out is None:
+        parser.error("--out is required")
     found = resolve(None, None, FeatureChoice(), ("train", "val"))
     train, val = (CachedVCRDataset(found.splits[s]) for s in ("train", "val"))
     team = team_questions(found.data, val)

@@ -17,7 +17,6 @@ study's parent run:
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from study import paper
 from study.results import trial_runs
+from vcrnet.atomic import replacing, write_text
 from vcrnet.train import OBJECTIVE, REPORTED
 
 METRIC = REPORTED  # what the plots show: val Q->AR, at each trial's best epoch on dev (OBJECTIVE)
@@ -55,7 +55,8 @@ def build_report(client: MlflowClient, parent_run_id: str, out: Path,
     trials = _trial_table(runs, curves)
     written = _write_table(trials, out / "trials")
     written += _write_table(table1(trials), out / "best_per_method")
-    for name, (title, table) in paper.paper_tables(best_per_label(trials), comparable).items():
+    labelled = trials[trials["labelled"]]  # the paper's rows are labelled grid rows, by name
+    for name, (title, table) in paper.paper_tables(best_per_label(labelled), comparable).items():
         written += _write_table(table, out / name, title)
     for name, (methods, params) in SETTINGS.items():
         subset = trials[trials["method"].isin(methods)]
@@ -92,6 +93,8 @@ def learning_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
 def best_per_label(trials: pd.DataFrame) -> pd.DataFrame:
     """The best trial of each approach (label: a grid row's name, else the method), at its best
     epoch."""
+    if OBJECTIVE not in trials:
+        return trials.iloc[0:0]
     scored = trials[trials[OBJECTIVE].notna()]
     return scored.loc[scored.groupby("label")[OBJECTIVE].idxmax()]
 
@@ -108,12 +111,12 @@ def _trial_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: its params (numbers where they are numbers) and its best epoch."""
     rows = []
     for run in runs.to_dict("records"):
-        row = {"trial_id": run["trial_id"], "label": run["label"], "method": run["method"],
-               "final_status": run["final_status"]}
+        row = {"trial_id": run["trial_id"], "label": run["label"], "labelled": run["labelled"],
+               "method": run["method"], "final_status": run["final_status"]}
         row.update({k.removeprefix("params."): _number(v) for k, v in run.items()
                     if k.startswith("params.")})
         mine = curves[curves["trial_id"] == run["trial_id"]] if not curves.empty else curves
-        if not mine.empty and mine[OBJECTIVE].notna().any():
+        if not mine.empty and OBJECTIVE in mine and mine[OBJECTIVE].notna().any():
             at_best = mine.loc[mine[OBJECTIVE].idxmax()]  # chosen on dev, reported on val
             row["best_epoch"] = int(at_best["epoch"])
             row["epochs_run"] = int(mine["epoch"].max())
@@ -134,8 +137,8 @@ def _number(value: object) -> object:
 
 def _write_table(table: pd.DataFrame, stem: Path, title: str = "") -> list[Path]:
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    _atomic(csv, table.to_csv(index=False))
-    _atomic(md, (f"{title}\n\n" if title else "") + _markdown(table))
+    write_text(csv, table.to_csv(index=False))
+    write_text(md, (f"{title}\n\n" if title else "") + _markdown(table))
     return [csv, md]
 
 
@@ -230,20 +233,12 @@ def _importances(journal: Path, study_name: str, stem: Path) -> list[Path]:
     return [*written, html]
 
 
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _atomic_figure(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 def _atomic_html(figure, path: Path) -> None:
     # the plotly script sits once beside the pages, so they open offline
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.write_html(tmp, include_plotlyjs="directory")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        figure.write_html(tmp, include_plotlyjs="directory")

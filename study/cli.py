@@ -195,6 +195,21 @@ def data_prepare(
     typer.echo(f"feature cache: {entries.text.parent}")
 
 
+def _checkpoint_features(checkpoint: Path, saved: dict, data: Path | None, cache: Path | None,
+                         choice, splits: tuple[str, ...]):
+    """The features a checkpoint was trained on (its data folder unless ``data`` is given);
+    feature options may only agree with them."""
+    from vcrnet.features import FeatureSettings
+
+    stored = saved.get("extra", {})
+    if not stored.get("features"):  # a checkpoint that does not record its features
+        return features.resolve(data, cache, choice, splits, echo=typer.echo)
+    trained_on = Path(stored["data"]) if stored.get("data") else None
+    settings = FeatureSettings.from_dict(stored["features"], where=str(checkpoint))
+    return features.fixed_features(data or trained_on, cache, settings, choice, splits,
+                                   where=str(checkpoint), echo=typer.echo)
+
+
 DataOption = Annotated[Path | None, typer.Option(
     help="A VCR directory (default: the built-in synthetic dataset).", envvar="VCR_STUDY_DATA")]
 
@@ -221,14 +236,18 @@ def train(
     """
     from vcrnet.config import TrainConfig, parse_sets
     from vcrnet.features import CachedVCRDataset
-    from vcrnet.train import OBJECTIVE, fit
+    from vcrnet.train import CHECKPOINT, OBJECTIVE, fit, load_checkpoint
 
     values = {"method": method, **parse_sets(sets or [])}
     if epochs is not None:
         values["epochs"] = epochs
     config = TrainConfig.from_dict(values, where="--set")
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
-    found = features.resolve(data, cache, choice, ("train", "val"), echo=typer.echo)
+    if resume and (out / CHECKPOINT).is_file():  # go on with the features it was trained on
+        found = _checkpoint_features(out / CHECKPOINT, load_checkpoint(out / CHECKPOINT), data,
+                                     cache, choice, ("train", "val"))
+    else:
+        found = features.resolve(data, cache, choice, ("train", "val"), echo=typer.echo)
 
     def show(metrics: dict, _: Path) -> None:
         typer.echo(f"epoch {metrics['epoch']:>2}  loss {metrics['train_loss']:.3f}  "
@@ -264,22 +283,13 @@ def predict_command(
 
     Example: vcr-study predict --checkpoint runs/g/best.pt --data ~/vcr1 --out submission.csv
     """
-    from vcrnet.features import CachedVCRDataset, FeatureSettings
+    from vcrnet.features import CachedVCRDataset
     from vcrnet.leaderboard import write_csv
     from vcrnet.train import load_model, predict
 
     model, _, saved = load_model(checkpoint)
-    stored = saved.get("extra", {})
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
-    splits = (_splits([split])[0],)
-    if stored.get("features"):
-        trained_on = Path(stored["data"]) if stored.get("data") else None
-        found = features.fixed_features(
-            data or trained_on, cache, FeatureSettings.from_dict(stored["features"],
-                                                                 where=str(checkpoint)),
-            choice, splits, where=str(checkpoint))
-    else:  # a checkpoint that does not record its features
-        found = features.resolve(data, cache, choice, splits, echo=typer.echo)
+    found = _checkpoint_features(checkpoint, saved, data, cache, choice, (_splits([split])[0],))
     dataset = CachedVCRDataset(found.splits[split])
     if dataset.text_dim != saved["text_dim"]:
         raise InputError(f"{checkpoint}: trained on {saved['text_dim']}-d text features, the "
@@ -296,17 +306,20 @@ def evaluate_command(
     data: DataOption = None,
     split: Annotated[str, typer.Option(help="A labelled split.")] = "val",
 ) -> None:
-    """Score a leaderboard CSV against a labelled split, as the leaderboard does.
+    """Score a leaderboard CSV against a labelled split, as the leaderboard does (the built-in
+    data's test split too: its labels are kept beside test.jsonl).
 
     Example: vcr-study evaluate --predictions val.csv --data ~/vcr1 --split val
     """
     import torch
 
     from vcrnet.data import read_split
+    from vcrnet.data.records import with_held_out_labels
     from vcrnet.leaderboard import read_csv, score
 
     root, _ = features.data_root(data, (_splits([split])[0],), images=False)
     items = read_split(root, split)
+    items = with_held_out_labels(root, split, items)
     if items and items[0].answer_label is None:
         raise InputError(f"--split {split}: has no labels to score against")
     ids, answers, rationales = read_csv(predictions)
@@ -387,7 +400,8 @@ def launch_command(
 def best_command(
     name: Annotated[str, typer.Option(help="The study.")],
     metric: Annotated[str, typer.Option(
-        help="Metric to rank by; the default, dev Q->AR, is what the study selected on.")
+        help="Metric to rank by: dev_q2ar only, what the study selected on (the others are "
+             "shown at that epoch).")
     ] = "dev_q2ar",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -413,9 +427,12 @@ def best_command(
 
     from mlflow.tracking import MlflowClient
 
-    from study.launch import load_options, parent_run_id, tracking_uri
+    from study.launch import METRIC, load_options, parent_run_id, tracking_uri
     from study.results import best_per_method
 
+    if metric != METRIC:  # trials record their best epoch on the selection metric only
+        raise InputError(f"--metric {metric}: studies rank trials on {METRIC}, the dev split "
+                         "they select on; every other metric is shown at that epoch")
     options = load_options(name)
     best = best_per_method(MlflowClient(tracking_uri(options)), parent_run_id(name), metric)
     if as_json:

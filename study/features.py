@@ -5,9 +5,10 @@
 - The settings, from the feature options the user gave (a ``FeatureChoice``, any subset):
   1. the settings already extracted in the cache for this data and these splits that agree with
      every option given: exactly one -> use it (and say which); several -> ask for the options;
-  2. none -> the data's default settings (the built-in data: its canvas and the offline encoder;
-     other data: R2C's canvas) with the options given, extracted once (and say so). On data other
-     than the built-in set, a default that is the offline MiniLM encoder or a random ResNet is
+  2. none -> the options given over the one set already extracted for this data (several, or
+     none: over the data's default: the built-in data's canvas and offline encoder, or R2C's
+     canvas for other data), extracted once (and say so). On data other than the built-in set
+     with nothing extracted, a default that is the offline MiniLM encoder or a random ResNet is
      named in a one-line warning with the option to pass instead (the random ResNet's warning
      comes from ``vcrnet.features.image``, where it is built).
 - A command whose features are fixed (``predict`` by its checkpoint, ``rerun`` by its study) uses
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +47,6 @@ class Features:
     data: Path
     settings: FeatureSettings
     splits: dict[str, SplitFeatures]
-    builtin: bool = False
 
     def extra(self) -> dict:
         """What a checkpoint stores about its features (``predict`` reads it back)."""
@@ -80,7 +81,9 @@ def resolve(data: Path | None, cache: Path | None, choice: FeatureChoice,
     root, is_builtin = data_root(data, splits, images=False, split_option=split_option,
                                  data_option=data_option)
     cache = (cache or builtin.default_cache_dir()).absolute()
-    candidates = [s for s in cached_settings(root, splits, cache) if choice.matches(s)]
+    extracted = cached_settings(root, splits, cache)
+    candidates = [s for s in extracted if choice.matches(s)]
+    fallback = None
     if len(candidates) == 1:
         settings = candidates[0]
         if not is_builtin or choice.given():
@@ -90,33 +93,39 @@ def resolve(data: Path | None, cache: Path | None, choice: FeatureChoice,
         raise InputError(f"{cache}: {len(candidates)} feature sets are extracted for {root} "
                          f"({listed}): pass --text-encoder, --text-layer, --image-weights or "
                          "--image-size to choose one")
-    else:
-        settings = choice.apply(default_settings(is_builtin))
-        missing = [s for s in splits if not all(cache_entry.is_complete(p) for p in
-                                                entry_paths(root, s, cache, settings))]
-        if missing:
-            require_splits(root, splits, images=True, option=data_option,
-                           split_option=split_option)
-        if not is_builtin:
-            _warn_offline_defaults(choice, settings)
-        if missing:
-            echo(f"extracting features once for {', '.join(missing)} into {cache}: "
-                 f"{settings.describe()}")
-    return Features(root, settings, _extract(root, cache, settings, splits, progress),
-                    is_builtin)
+    else:  # the options given, the rest from the one set extracted (else the data's default)
+        base = extracted[0] if len(extracted) == 1 else default_settings(is_builtin)
+        settings = choice.apply(base)
+        if not is_builtin and not extracted:
+            fallback = functools.partial(_warn_offline_defaults, choice, settings)
+    return Features(root, settings, _extract(root, cache, settings, splits, progress, echo,
+                                             split_option, data_option, fallback))
 
 
 def fixed_features(data: Path | None, cache: Path | None, settings: FeatureSettings,
-                   choice: FeatureChoice, splits: tuple[str, ...], where: str) -> Features:
+                   choice: FeatureChoice, splits: tuple[str, ...], where: str,
+                   echo: Echo = print) -> Features:
     """The features of a checkpoint or a study (``where``): options may only agree with them."""
     choice.check_agrees(settings, where)
-    root, is_builtin = data_root(data, splits)
+    root, _ = data_root(data, splits, images=False)
     cache = (cache or builtin.default_cache_dir()).absolute()
-    return Features(root, settings, _extract(root, cache, settings, splits, True), is_builtin)
+    return Features(root, settings, _extract(root, cache, settings, splits, True, echo))
 
 
 def _extract(root: Path, cache: Path, settings: FeatureSettings, splits: tuple[str, ...],
-             progress: bool) -> dict[str, SplitFeatures]:
+             progress: bool, echo: Echo, split_option: bool = False,
+             data_option: str = "--data",
+             warn: Callable[[], None] | None = None) -> dict[str, SplitFeatures]:
+    """Each split's entries; the missing ones extracted (the images checked first, then
+    ``warn`` about the settings, then said)."""
+    missing = [s for s in splits if not all(cache_entry.is_complete(p) for p in
+                                            entry_paths(root, s, cache, settings))]
+    if missing:
+        require_splits(root, splits, images=True, option=data_option, split_option=split_option)
+        if warn is not None:
+            warn()
+        echo(f"extracting features once for {', '.join(missing)} into {cache}: "
+             f"{settings.describe()}")
     return {s: extract_split(root, s, cache, settings, progress) for s in splits}
 
 
@@ -124,6 +133,7 @@ def _warn_offline_defaults(choice: FeatureChoice, settings: FeatureSettings) -> 
     """(A random ResNet is warned about where it is built: ``vcrnet.features.image``.)"""
     given = choice.given()
     if "text_encoder" not in given and settings.text_encoder == DEFAULT_TEXT_ENCODER:
-        warnings.warn("no --text-encoder given and none extracted: using the offline MiniLM "
+        warnings.warn("no --text-encoder given and no features extracted for this data: using "
+                      "the offline MiniLM "
                       "encoder; for R2C's text features pass --text-encoder bert-base-uncased",
                       stacklevel=2)

@@ -22,6 +22,7 @@ from pathlib import Path
 from study import builtin, cluster, features, uris
 from study.spaces import SearchSpace, load_space
 from study.trainable import resolve_config, train_trial
+from vcrnet.atomic import write_text
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
 from vcrnet.features import FeatureChoice, FeatureSettings
@@ -81,8 +82,10 @@ def load_options(name: str) -> LaunchOptions:
         raise InputError(f"--name {name}: no such study under {builtin.home()}"
                          + (f" (there are: {', '.join(known)})" if known else ""))
     saved = json.loads(path.read_text())
-    known = {f.name for f in dataclasses.fields(LaunchOptions)}  # older studies saved more
-    return LaunchOptions(**{k: v for k, v in saved.items() if k in known})
+    if "features" not in saved:  # before 2026-11-28: selected on val, features not recorded
+        raise InputError(f"--name {name}: made by an earlier vcr-study (it selected on val and "
+                         "did not record its features): launch a new study")
+    return LaunchOptions(**{k: v for k, v in saved.items() if k != "parent_run_id"})
 
 
 def reports_dir(name: str) -> Path:
@@ -152,7 +155,7 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print,
     parent = tracking.open_study(client, options.name, builtin.home(), space.description)
     if not resume:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "study.json", {**dataclasses.asdict(options),
+        write_json(folder / "study.json", {**dataclasses.asdict(options),
                                             "parent_run_id": parent})
         client.log_batch(parent, params=[Param(k, str(v)) for k, v in {
             "space": space.name, "searcher": "grid" if space.is_grid else options.searcher,
@@ -281,10 +284,8 @@ def study_features(options: LaunchOptions, splits: tuple[str, ...],
         options.features = found.settings.to_dict()
         return found
     settings = FeatureSettings.from_dict(options.features, where=where)
-    return features.fixed_features(data, cache, settings, choice, splits, where)
+    return features.fixed_features(data, cache, settings, choice, splits, where, echo=echo)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+def write_json(path: Path, obj: dict) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=str))

@@ -11,8 +11,9 @@ from study.tracking import PARENT_TAG
 
 
 def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
-    """One row per trial run: run id, method, label (a grid row's name, else the method), trial
-    id, status, final status, params and the
+    """One row per trial run: run id, method, label (a labelled grid row's name, else the
+    method), labelled (whether it is a grid row's name), trial id, status, final status, params
+    and the
     last value of every metric (``metrics.*``, ``params.*`` columns, as ``mlflow.search_runs``)."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     rows = []
@@ -26,6 +27,7 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
                 continue
             rows.append({"run_id": run.info.run_id, "method": tags.get("method"),
                          "label": tags.get("label") or tags.get("method"),
+                         "labelled": "label" in tags,
                          "trial_id": tags.get("trial_id"), "status": run.info.status,
                          "final_status": tags.get("final_status"),
                          **{f"params.{k}": v for k, v in run.data.params.items()},

@@ -27,6 +27,7 @@ space is *conditional*, sampled define-by-run. Every key, bound and value is che
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,11 @@ def trial_values(config: dict) -> dict:
     return values
 
 
+def slug(label: str) -> str:
+    """A label as a file or run name: ``softmax 1:4`` -> ``softmax-1-4``."""
+    return re.sub(r"[^\w.]+", "-", label).strip("-")
+
+
 def trial_label(values: dict[str, Any], fixed: dict[str, Any] | None = None) -> str:
     """A grid trial's label, else its method."""
     return str(values.get(LABEL) or values.get("method") or (fixed or {}).get("method", "softmax"))
@@ -189,14 +195,15 @@ def _parse_grid(trials: object, fixed: dict, lines: _Lines) -> list[dict]:
     for i, trial in enumerate(trials):
         if not isinstance(trial, dict):
             raise lines.error(f"trials.{i}", "must be a mapping of TrainConfig keys to values")
-        if LABEL in trial and (not isinstance(trial[LABEL], str) or not trial[LABEL].strip()):
+        if LABEL in trial and (not isinstance(trial[LABEL], str) or not slug(trial[LABEL])):
             raise lines.error(f"trials.{i}.{LABEL}", "must be a non-empty string")
         _check_config({k: v for k, v in {**fixed, **trial}.items() if k != LABEL},
                       f"trials.{i}", lines)
-    labels = [trial_label(t, fixed) for t in trials]
-    for i, label in enumerate(labels):
-        if label in labels[:i] and LABEL in trials[i]:
-            raise lines.error(f"trials.{i}.{LABEL}", f"{label!r} is used twice")
+    slugs = [slug(trial_label(t, fixed)) for t in trials]
+    for i, name in enumerate(slugs):
+        if name in slugs[:i] and LABEL in trials[i]:
+            raise lines.error(f"trials.{i}.{LABEL}", f"{trials[i][LABEL]!r} is used twice (as "
+                                                     "a file name)")
     return trials
 
 

@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from study.spaces import trial_label, trial_values
+from study.spaces import LABEL, slug, trial_values
 from study.uris import is_local
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -166,12 +166,13 @@ class MLflowTracker(Callback):
                 self._best[trial.trial_id] = best
         else:
             params = self.flat_params(trial.config)
-            label = trial_label(trial_values(trial.config))  # a grid row's name, or the method
-            run = client.create_run(self.experiment_id, run_name=f"{label.replace(' ', '-')}-"
-                                    f"{trial.trial_id}", tags={
-                                        PARENT_TAG: self.parent_run_id,
-                                        "trial_id": trial.trial_id, "label": label,
-                                        "method": params["method"], "final_status": "RUNNING"})
+            label = trial_values(trial.config).get(LABEL)  # a labelled grid row's name
+            tags = {PARENT_TAG: self.parent_run_id, "trial_id": trial.trial_id,
+                    "method": params["method"], "final_status": "RUNNING",
+                    **({LABEL: label} if label else {})}
+            run = client.create_run(self.experiment_id, tags=tags,
+                                    run_name=f"{slug(label or params['method'])}-"
+                                             f"{trial.trial_id}")
             run_id = run.info.run_id
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
             client.log_dict(run_id, params, "config.json")

@@ -71,15 +71,24 @@ def test_train_and_predict_reuse_the_features_extracted_with_chosen_options(
     assert code == 0, err  # the checkpoint's data folder and features, without options
     assert len(csv.read_text().splitlines()) == 1 + 9
     assert _entries(home) == extracted
+    code, out, err = cli("evaluate", "--predictions", csv, "--data", synthetic_dir, "--split",
+                         "test")  # the built-in data keeps its test labels aside
+    assert code == 0 and "9 items: Q->A" in out, err
     code, out, err = cli("predict", "--checkpoint", run / "best.pt", "--out", csv,
                          "--text-layer", "-2")
     assert code == 2 and err.count("\n") == 1
     assert "--text-layer -2: " in err and "trained on -1" in err
+    code, out, err = cli("train", "--data", synthetic_dir, "--out", run, "--resume",
+                         "--image-size", "384x192")  # resuming keeps the checkpoint's features
+    assert code == 2 and "--image-size 384x192: " in err and "trained on 256x128" in err
 
     # a second feature set for the same data: a command given no options must ask
     code, out, err = cli("data", "features", synthetic_dir, "--split", "train", "--split", "val",
                          "--image-size", "224x112")
-    assert code == 0, err
+    assert code == 0, err  # the options not given come from the set already extracted
+    assert "extracting features once for train, val" in out and "(layer -1)" in out
+    assert "train text: cached" in out and "train objects: extracted" in out
+    assert "no --text-encoder given" not in err
     code, out, err = cli("train", "--data", synthetic_dir, "--out", tmp_path / "run2")
     assert code == 2 and err.count("\n") == 1
     assert "feature sets are extracted" in err and "--image-size" in err
@@ -112,3 +121,17 @@ def test_a_bad_data_folder_is_one_line_before_anything_is_written(
     assert err.count("\n") == 1 and expected in err, err
     assert not home.exists() or not any((home / "cache").glob("*"))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_study_made_before_features_were_recorded_is_refused_in_one_line(home, cli):
+    folder = home / "studies" / "old"
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text('{"name": "old", "text_encoder": "minilm", '
+                                       '"parent_run_id": "x"}')
+    for command in (("best", "--name", "old"), ("ablations", "--name", "old"),
+                    ("rerun", "--name", "old"), ("launch", "--name", "old", "--resume")):
+        code, out, err = cli(*command)
+        assert code == 2 and err.count("\n") == 1, (command, err)
+        assert "made by an earlier vcr-study" in err and "launch a new study" in err
+    code, out, err = cli("best", "--name", "old", "--metric", "val_q2ar")
+    assert code == 2 and "--metric val_q2ar: studies rank trials on dev_q2ar" in err

@@ -83,6 +83,7 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
         assert (reports / name).stat().st_size > 0, name
     table = (reports / "best_per_method.md").read_text()
     assert "| softmax |" in table and "| teacher |" in table and "gumbel" not in table
+    assert not (reports / "paper_table1.md").exists()  # not the paper's labelled rows
     logged = {a.path for a in client.list_artifacts(parent_run_id("g1"), "ablations")}
     assert "ablations/best_per_method.md" in logged
 
@@ -199,6 +200,10 @@ def test_the_paper_grid_on_chosen_features_then_rerun_without_extracting_again(
     code, out, err = cli("rerun", "--name", "p1", "--method", "new baseline", "--seeds", "2",
                          "--epochs", "1")
     assert code == 0, err
+    assert "test_q2ar" in out and "[" in out  # the held-out test split, with 95% intervals
     assert sorted(p.name for p in (study_home / "cache").iterdir()) == extracted
     code, out, err = cli("rerun", "--name", "p1", "--seeds", "1", "--image-size", "384x192")
     assert code == 2 and "--image-size 384x192: study p1 was trained on 256x128" in err
+    code, out, err = cli("rerun", "--name", "p1", "--method", "teacher")
+    assert code == 2 and "2 rows of the study use it (" in err and "name one" in err
+    assert (study_home / "reports" / "p1" / "submission-new-baseline.csv").is_file()

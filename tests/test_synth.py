@@ -26,7 +26,7 @@ TEST_ONLY_MISSING = {"answer_label", "rationale_label", "answer_orig", "question
 
 def test_exact_vcr_layout(synthetic_dir):
     assert sorted(p.name for p in synthetic_dir.iterdir()) == [
-        "test.jsonl", "train.jsonl", "val.jsonl", "vcr1images"]
+        "test.jsonl", "test_labels.json", "train.jsonl", "val.jsonl", "vcr1images"]
     for split, count in SMALL_SIZES.items():
         lines = read_lines(synthetic_dir / f"{split}.jsonl")
         assert len(lines) == count
@@ -159,3 +159,17 @@ def test_right_rationale_is_linked_to_the_right_answer(many):
                 assert line["rationale_label"] in support, line
             else:
                 assert line["rationale_label"] not in support, line
+
+
+def test_test_labels_are_kept_beside_the_unlabelled_test_split(synthetic_dir):
+    from vcrnet.data.records import held_out_labels, with_held_out_labels
+
+    items = read_split(synthetic_dir, "test")
+    assert all(it.answer_label is None for it in items)  # as VCR's test.jsonl
+    labels = held_out_labels(synthetic_dir, "test")
+    assert set(labels) == {it.annot_id for it in items}
+    assert all(0 <= a < 4 and 0 <= r < 4 for a, r in labels.values())
+    assert held_out_labels(synthetic_dir, "val") is None  # labelled splits keep theirs inline
+    labelled = with_held_out_labels(synthetic_dir, "test", items)
+    assert [(it.answer_label, it.rationale_label) for it in labelled] == [
+        tuple(labels[it.annot_id]) for it in items]

@@ -8,7 +8,7 @@ the rationale columns conditioned on the *gold* answer; Q->AR both right.
 
 The seed paper's Table 1 scored each method its own way (read from its code, docs/fidelity.md
 E2), and some of those decodings cannot be read from the CSV: ``vcrnet.train.evaluate`` computes
-all of them for every method, logged with the prefix ``val_``:
+all of them for every method, logged with the prefixes ``dev_`` and ``val_``:
 
 ===================  =================================================  =========================
 metric               decoding                                           paper's number
@@ -40,11 +40,11 @@ The 16 pair scores are the coupling's (``Coupling.pair_scores``): for ``direct16
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import torch
 
+from vcrnet.atomic import replacing
 from vcrnet.errors import InputError
 
 ANSWER_COLUMNS = [f"answer_{i}" for i in range(4)]
@@ -95,14 +95,12 @@ def write_csv(path: str | Path, annot_ids: list[str], answer_probs: torch.Tensor
     """Write the 21-column CSV atomically."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
+    with replacing(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for annot_id, a, r in zip(annot_ids, answer_probs.tolist(),
                                   rationale_probs.flatten(1).tolist()):
             writer.writerow([annot_id, *(_cell(p) for p in a), *(_cell(p) for p in r)])
-    os.replace(tmp, path)
     return path
 
 

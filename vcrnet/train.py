@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from vcrnet.atomic import replacing, write_text
 from vcrnet.config import TrainConfig
 from vcrnet.couplings import COUPLINGS, Coupling, factorised_pair_scores
 from vcrnet.errors import InputError
@@ -170,7 +170,7 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     text_dim = train_set.text_dim
     train_set, dev_set = dev_split(train_set, config.dev_fraction, config.dev_seed)
-    _write_text(json.dumps(dev_set.annot_ids), out / DEV_ITEMS)
+    write_text(out / DEV_ITEMS, json.dumps(dev_set.annot_ids))
     model, coupling = build(config, text_dim)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
@@ -314,16 +314,9 @@ def _cpu(state: object) -> object:
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_metrics(history: list[dict], path: Path) -> None:
-    _write_text("".join(json.dumps(m) + "\n" for m in history), path)
-
-
-def _write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(m) + "\n" for m in history))

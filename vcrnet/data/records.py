@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,9 @@ SPLITS = ("train", "val", "test")
 LABELED_SPLITS = ("train", "val")
 NUM_CHOICES = 4
 IMAGES_DIR = "vcr1images"
+# the built-in data's test labels beside test.jsonl (which has none, as VCR's): test_labels.json
+# maps annot_id -> [answer_label, rationale_label], so a split never selected on can be scored
+TEST_LABELS_SUFFIX = "_labels.json"
 REQUIRED_KEYS = ("annot_id", "objects", "img_fn", "metadata_fn", "question", "answer_choices",
                  "rationale_choices")
 LABEL_KEYS = ("answer_label", "rationale_label")
@@ -64,6 +67,30 @@ def split_path(root: str | Path, split: str) -> Path:
     if split not in SPLITS:
         raise VCRDataError(root, f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     return Path(root) / f"{split}.jsonl"
+
+
+def held_out_labels(root: str | Path, split: str) -> dict[str, list[int]] | None:
+    """The labels kept beside an unlabelled split (the built-in data's test), or None."""
+    path = Path(root) / f"{split}{TEST_LABELS_SUFFIX}"
+    if split in LABELED_SPLITS or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise VCRDataError(path, f"malformed JSON ({err.msg})") from None
+
+
+def with_held_out_labels(root: str | Path, split: str, items: list[VCRItem]) -> list[VCRItem]:
+    """``items`` with the labels kept beside their split, where there are such labels."""
+    labels = held_out_labels(root, split)
+    if labels is None:
+        return items
+    missing = [it.annot_id for it in items if it.annot_id not in labels]
+    if missing:
+        raise VCRDataError(Path(root) / f"{split}{TEST_LABELS_SUFFIX}",
+                           f"no labels for {missing[0]} ({len(missing)} items)")
+    return [replace(it, answer_label=labels[it.annot_id][0],
+                    rationale_label=labels[it.annot_id][1]) for it in items]
 
 
 def require_splits(root: str | Path, splits: tuple[str, ...], images: bool = False,

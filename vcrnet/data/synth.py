@@ -2,7 +2,9 @@
 
 Written in the exact VCR 1.0 layout (``{train,val,test}.jsonl`` with all 23 keys, test lines without
 labels and ``*_orig``; ``vcr1images/<movie>/<image>.jpg`` and ``.json`` with 5-column boxes, polygon
-``segms``, ``names``, ``width``, ``height``), so that the one reader serves both.
+``segms``, ``names``, ``width``, ``height``), so that the one reader serves both. The test labels
+are kept aside in ``test_labels.json`` (annot_id -> [answer, rationale]): a labelled split that no
+model selects on (``vcr-study rerun`` and ``evaluate --split test`` score it).
 
 Design, so that a study on it means something:
 
@@ -67,7 +69,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vcrnet.data.records import IMAGES_DIR, LABELED_SPLITS, NUM_CHOICES, SPLITS, Token
+from vcrnet.data.records import (
+    IMAGES_DIR,
+    LABELED_SPLITS,
+    NUM_CHOICES,
+    SPLITS,
+    TEST_LABELS_SUFFIX,
+    Token,
+)
 from vcrnet.errors import InputError
 
 COLOURS = {  # name -> RGB
@@ -155,6 +164,14 @@ def _write_split(root: Path, split: str, count: int, rng: np.random.Generator) -
             q = _ASK[kind](scene, rng)
             lines.append(_annotation(split, len(lines), image_number, q_number, stem, scene, q,
                                      rng))
+    if split not in LABELED_SPLITS:  # as VCR: no labels in the file; kept aside for scoring
+        labels = {line["annot_id"]: [line["answer_label"], line["rationale_label"]]
+                  for line in lines}
+        _write_json(root / f"{split}{TEST_LABELS_SUFFIX}", labels)
+        for line in lines:
+            for key in ("answer_label", "rationale_label", "answer_orig", "question_orig",
+                        "rationale_orig"):
+                del line[key]
     with (root / f"{split}.jsonl").open("w", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")
@@ -396,10 +413,6 @@ def _annotation(split: str, index: int, image_number: int, q_number: int, stem: 
         "match_fold": f"{split}-{index % 2}",
         "match_index": index,
     }
-    if split not in LABELED_SPLITS:
-        for key in ("answer_label", "rationale_label", "answer_orig", "question_orig",
-                    "rationale_orig"):
-            del line[key]
     return line
 
 

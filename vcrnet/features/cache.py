@@ -11,6 +11,7 @@ only a temporary folder, which the next extraction on the same host removes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -26,7 +27,14 @@ MANIFEST = "manifest.json"
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
+    """sha256 of a file's bytes; computed once per process for a file left unchanged (split
+    files and ResNet weights are hashed for every cache lookup)."""
+    stat = os.stat(path)
+    return _digest(str(Path(path).absolute()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -153,7 +153,6 @@ def _pad_sentences(per_item: list[list[tuple[np.ndarray, np.ndarray]]]
     return torch.from_numpy(feats), torch.from_numpy(tags), torch.from_numpy(mask)
 
 
-
 def dev_split(dataset: CachedVCRDataset, fraction: float,
               seed: int) -> tuple[CachedVCRDataset, CachedVCRDataset]:
     """Carve a labelled dev split off a training split: ``(rest, dev)``. Whole images go to one
@@ -161,8 +160,9 @@ def dev_split(dataset: CachedVCRDataset, fraction: float,
     until ``fraction`` of the items are in dev. The same split, fraction and seed give the same
     carving, whatever the run's own seed: every trial and every rerun seed selects on one dev."""
     images = dataset.images()
-    order = np.random.default_rng(seed).permutation(np.unique(images))
-    sizes = np.array([np.count_nonzero(images == img) for img in order])
+    unique, counts = np.unique(images, return_counts=True)
+    shuffle = np.random.default_rng(seed).permutation(len(unique))
+    order, sizes = unique[shuffle], counts[shuffle]
     enough = int(np.searchsorted(np.cumsum(sizes), fraction * len(images))) + 1  # first >= it
     dev_images = order[:enough]
     in_dev = np.isin(images, dev_images)

@@ -122,7 +122,7 @@ def cached_settings(data_root: str | Path, splits: tuple[str, ...],
             try:
                 settings = FeatureSettings.from_dict(stored or {}, where=str(entry))
                 paths = entry_paths(data_root, first, cache_root, settings)
-            except (InputError, TypeError):  # an older or foreign entry: not a candidate
+            except (InputError, TypeError, ValueError):  # an older or foreign entry: skip it
                 continue
             if paths[0 if kind == "text" else 1] == entry:
                 parts[entry] = settings

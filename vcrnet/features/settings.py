@@ -98,11 +98,13 @@ class FeatureChoice:
 
 def _parse(key: str, value: object, where: str) -> object:
     if not isinstance(value, str):
+        if key == "image_size" and (not isinstance(value, list | tuple) or len(value) != 2):
+            raise InputError(f"{where}: image_size {value!r} is not [width, height]")
         return tuple(value) if key == "image_size" else value
     try:
         if key == "image_size":
             width, height = (int(v) for v in value.strip("()[] ").replace("x", ",").split(","))
-            return width, height
+            return width, height  # (a count other than 2 is a ValueError too)
         if key in ("text_layer", "max_wordpieces", "image_seed"):
             return int(value)
     except ValueError:

@@ -1,0 +1,32 @@
+"""Files that appear whole or not at all: write a hidden temporary sibling, then rename it over.
+
+    with replacing(path) as tmp:   # tmp keeps path's suffix (savefig, write_html infer the format)
+        torch.save(obj, tmp)
+
+A crash leaves the old file (or none), never a half-written one. (Feature-cache entries are whole
+folders: ``vcrnet.features.cache.building``.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
