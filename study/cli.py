@@ -17,6 +17,7 @@ import typer
 from study import builtin, features
 from vcrnet.data import SPLITS
 from vcrnet.errors import InputError
+from vcrnet.features.settings import MIN_IMAGE_SIDE
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Hyperparameter studies of joint answer-and-rationale models on VCR.")
@@ -59,8 +60,8 @@ def _image_size(value: str) -> tuple[int, int]:
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 768x384",
                                  param_hint="--image-size") from None
-    if width < 32 or height < 32:
-        raise typer.BadParameter(f"{value!r}: both sides must be at least 32 pixels",
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise typer.BadParameter(f"{value!r}: both sides must be at least {MIN_IMAGE_SIDE} pixels",
                                  param_hint="--image-size")
     return width, height
 
@@ -179,7 +180,6 @@ def data_prepare(
 
     Example: vcr-study data prepare
     """
-    from vcrnet.data import SPLITS
     from vcrnet.data.check import check_split
 
     root, _ = features.data_root(data, SPLITS)

@@ -101,9 +101,9 @@ def training_loss(model: JointModel, coupling: Coupling, batch: dict,
     scorer = model.rationale_scorer(batch)
     coupling_loss = coupling.rationale_loss(answer_logits, scorer, batch)
     loss = (answer_loss + loss_ratio * coupling_loss) / (1 + loss_ratio)
-    with torch.no_grad():
+    with torch.no_grad():  # -log p(a*) is the answer loss; add -log p(r* | a*)
         gold = scorer.for_answer(batch["answer_label"])  # [B, 4 rationales]
-        nll = joint_nll(answer_logits, gold, batch["answer_label"], batch["rationale_label"])
+        nll = answer_loss + F.cross_entropy(gold, batch["rationale_label"])
     return loss, {"answer_loss": answer_loss.detach(), "coupling_loss": coupling_loss.detach(),
                   "joint_nll": nll}
 

@@ -76,24 +76,28 @@ class FeatureChoice:
     def __post_init__(self) -> None:
         if self.image_weights is not None:  # stored with the study: must not depend on the cwd
             object.__setattr__(self, "image_weights", str(Path(self.image_weights).absolute()))
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", tuple(self.image_size))
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def matches(self, settings: FeatureSettings) -> bool:
-        return all(getattr(settings, k) == (tuple(v) if k == "image_size" else v)
-                   for k, v in self.given().items())
+        return not self._differences(settings)
 
     def apply(self, default: FeatureSettings) -> FeatureSettings:
         return replace(default, **self.given())
 
     def check_agrees(self, settings: FeatureSettings, where: str) -> None:
         """Options given to a command whose features are fixed (a checkpoint, a study)."""
-        for key, value in self.given().items():
-            if getattr(settings, key) != (tuple(value) if key == "image_size" else value):
-                raise InputError(f"--{key.replace('_', '-')} {_show(key, value)}: {where} was "
-                                 f"trained on {_show(key, getattr(settings, key))}; leave the "
-                                 "option out to use its features")
+        for key, value in self._differences(settings).items():
+            raise InputError(f"--{key.replace('_', '-')} {_show(key, value)}: {where} was "
+                             f"trained on {_show(key, getattr(settings, key))}; leave the "
+                             "option out to use its features")
+
+    def _differences(self, settings: FeatureSettings) -> dict:
+        """The options given whose value ``settings`` does not have."""
+        return {k: v for k, v in self.given().items() if getattr(settings, k) != v}
 
 
 def _parse(key: str, value: object, where: str) -> object:
