@@ -33,16 +33,25 @@ def test_collate_shapes_and_contents(synthetic_dir, synthetic_features):
     assert D == 384
     lq, la = batch["question"].shape[2], batch["answers"].shape[2]
     lc, lr = batch["rationale_query"].shape[3], batch["rationales"].shape[3]
-    k = batch["objects"].shape[1]
+    k, m = batch["object_index"].shape[1], batch["objects"].shape[0]
     expected = {
         "question": (B, 4, lq, D), "question_tags": (B, 4, lq), "question_mask": (B, 4, lq),
+        "question_lengths": (B, 4),
         "answers": (B, 4, la, D), "answer_tags": (B, 4, la), "answer_mask": (B, 4, la),
+        "answer_lengths": (B, 4),
         "rationale_query": (B, 4, 4, lc, D), "rationale_query_tags": (B, 4, 4, lc),
-        "rationale_query_mask": (B, 4, 4, lc), "rationales": (B, 4, 4, lr, D),
-        "rationale_tags": (B, 4, 4, lr), "rationale_mask": (B, 4, 4, lr),
-        "objects": (B, k, 2048), "object_classes": (B, k), "object_mask": (B, k),
-        "boxes": (B, k, 4), "answer_label": (B,), "rationale_label": (B,), "index": (B,)}
+        "rationale_query_mask": (B, 4, 4, lc), "rationale_query_lengths": (B, 4, 4),
+        "rationales": (B, 4, 4, lr, D), "rationale_tags": (B, 4, 4, lr),
+        "rationale_mask": (B, 4, 4, lr), "rationale_lengths": (B, 4, 4),
+        "objects": (m, 2048), "object_index": (B, k), "object_classes": (B, k),
+        "object_mask": (B, k), "boxes": (B, k, 4), "answer_label": (B,), "rationale_label": (B,),
+        "index": (B,)}
     assert {name: tuple(t.shape) for name, t in batch.items()} == expected
+    assert m == batch["object_mask"].sum()  # the real objects, packed
+    assert torch.equal(batch["objects"][batch["object_index"][batch["object_mask"]]],
+                       batch["objects"])
+    for prefix in ("question", "answer", "rationale_query", "rationale"):
+        assert torch.equal(batch[f"{prefix}_lengths"], batch[f"{prefix}_mask"].sum(-1))
     assert batch["question"].dtype == torch.float32 and batch["question_mask"].dtype == torch.bool
     for b in range(B):
         g = ground_item(items[b])

@@ -41,8 +41,11 @@ def test_a_training_batch_of_fewer_than_two_objects_uses_the_running_statistics(
     backbone = R2CBackbone(preset("tiny"), text_dim=12).train()
     norm = backbone.object_norm
     norm.running_mean.fill_(0.5)
-    features = torch.rand(1, 2, 2048)
+    features = torch.rand(objects, 2048)  # the batch's objects, packed
     mask = torch.tensor([[True, False]]) if objects else torch.zeros(1, 2, dtype=torch.bool)
-    out = backbone.encode_objects(features, torch.zeros(1, 2, dtype=torch.long), mask)
+    index = torch.zeros(1, 2, dtype=torch.long)
+    if not objects:  # no rows to point at: the slots read a zero row that is not an object
+        features, index = torch.zeros(1, 2048), index
+    out = backbone.encode_objects(features, index, torch.zeros(1, 2, dtype=torch.long), mask)
     assert out.reps.shape == (1, 2, 16) and torch.isfinite(out.reps).all()
     assert norm.running_mean.eq(0.5).all()  # left unchanged

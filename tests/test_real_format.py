@@ -74,7 +74,7 @@ def test_features_at_r2c_canvas(real_like, tmp_path):
     for split in ("train", "test"):
         found = extract_split(real_like, split, tmp_path, settings, progress=False)
         batch = collate([CachedVCRDataset(found)[0]])
-        assert batch["objects"].shape == (1, 4, 2048)
+        assert batch["objects"].shape == (4, 2048)  # packed: the item's 4 objects
         assert np.isfinite(batch["objects"].numpy()).all()
         # 1920x797 fits 768x384 at scale 0.4, centred with 32 pixels on top
         np.testing.assert_allclose(batch["boxes"][0, 0].numpy(), [0, 32, 768, 351])

@@ -78,10 +78,11 @@ def test_resume_refuses_another_configuration(synthetic_features, tmp_path):
 
 
 class NaNFeatures(CachedVCRDataset):
-    def __getitem__(self, i):
-        item = dict(super().__getitem__(i))
-        item["objects"] = item["objects"] * float("nan")
-        return item
+    @property
+    def arrays(self):
+        a = dict(super().arrays)
+        a["objects"] = np.full_like(a["objects"], np.nan)
+        return a
 
 
 def test_a_nan_loss_stops_training_with_a_clear_error(synthetic_features, tmp_path):
@@ -117,15 +118,14 @@ def test_the_flat_keys_hold_the_coupling_knobs_once():
 
 
 class OneObject(CachedVCRDataset):
-    """Items with only their first object (the whole image)."""
+    """Items with only their first object (the whole image), every word tagged with it."""
 
-    def __getitem__(self, i):
-        item = dict(super().__getitem__(i))
-        for key in ("objects", "boxes", "object_classes"):
-            item[key] = item[key][:1]
-        for key in ("question", "answers", "rationale_query", "rationales"):
-            item[key] = [(text, tags * 0) for text, tags in item[key]]
-        return item
+    @property
+    def arrays(self):
+        a = dict(super().arrays)
+        first = a["rows"][a["offsets"][:-1]]
+        a.update(rows=first, offsets=np.arange(len(first) + 1), tags=np.zeros_like(a["tags"]))
+        return a
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])  # every batch, the last batch (3 items)

@@ -40,6 +40,9 @@ class TrainConfig(CouplingConfig):
     lr_factor: float = 0.5  # ReduceLROnPlateau on dev Q->AR
     lr_patience: int = 1
     lr_cooldown: int = 2
+    # batches of similar length: items sorted by size within buckets of this many batches, the
+    # batches shuffled (vcrnet.features.batches.epoch_order); 0: a plain shuffle
+    bucket_batches: int = 50
     # early stopping: stop after this many epochs without a better dev Q->AR (R2C's own loop
     # trains one more: its patience 3 is 4 here, docs/fidelity.md R1)
     patience: int = 3
@@ -56,6 +59,7 @@ class TrainConfig(CouplingConfig):
             (self.loss_ratio > 0, "loss_ratio", "positive"),
             (self.epochs >= 1, "epochs", "at least 1"),
             (self.batch_size >= 1, "batch_size", "at least 1"),
+            (self.bucket_batches >= 0, "bucket_batches", "0 or more"),
             (self.lr > 0, "lr", "positive"),
             (0 < self.dev_fraction <= 0.5, "dev_fraction", "in (0, 0.5]"),
             *super()._checks(),

@@ -34,15 +34,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
 from vcrnet.atomic import replacing, write_text
 from vcrnet.config import TrainConfig
 from vcrnet.couplings import COUPLINGS, Coupling, factorised_pair_scores
 from vcrnet.errors import InputError
-from vcrnet.features import collate, dev_split
+from vcrnet.features import CachedVCRDataset, dev_split
+from vcrnet.features.batches import Batches, epoch_order, item_sizes, sorted_order
 from vcrnet.leaderboard import score, score_joint16, score_mixture
 from vcrnet.model import JointModel
 
@@ -92,6 +93,14 @@ def build(config: TrainConfig, text_dim: int) -> tuple[JointModel, Coupling]:
     return model, COUPLINGS[config.method](config.coupling())
 
 
+def make_optimizer(model: JointModel, config: TrainConfig) -> torch.optim.Adam:
+    """R2C's Adam (L2 weight decay), fused into one kernel a step on a GPU; call it after the
+    model is on its device."""
+    cuda = next(model.parameters()).is_cuda
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                            fused=cuda)
+
+
 def training_loss(model: JointModel, coupling: Coupling, batch: dict,
                   loss_ratio: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(answer_loss + ratio * coupling_loss) / (1 + ratio)``, and its parts and the joint NLL
@@ -117,28 +126,27 @@ def joint_nll(answer_logits: torch.Tensor, gold_pair_logits: torch.Tensor,
 
 
 @torch.no_grad()
-def predict(model: JointModel, dataset: Dataset, batch_size: int = 64) -> Predictions:
-    """Scores of every item: the rationale conditioned on each answer in turn, and on the answer
-    mixture."""
+def predict(model: JointModel, dataset: CachedVCRDataset, batch_size: int = 64) -> Predictions:
+    """Scores of every item, in the dataset's order: the rationale conditioned on each answer in
+    turn, and on the answer mixture. Items of similar length are batched together (less
+    padding; the order does not matter to a model in eval mode)."""
     model.eval()
     device = next(model.parameters()).device
-    parts: list[list[torch.Tensor]] = [[], [], [], [], []]
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
-        batch = to_device(batch, device)
+    parts: list[list[torch.Tensor]] = [[], [], [], [], [], []]
+    for batch in Batches(dataset, sorted_order(item_sizes(dataset), batch_size), device):
         answer_logits = model.answer_logits(batch)
         scorer = model.rationale_scorer(batch)
         mixture = scorer.mixed(torch.softmax(answer_logits, -1))
         for part, t in zip(parts, (answer_logits, scorer.all_pairs(), mixture,
-                                   batch["answer_label"], batch["rationale_label"])):
+                                   batch["answer_label"], batch["rationale_label"],
+                                   batch["index"])):
             part.append(t)
-    return Predictions(*(torch.cat(part).cpu() for part in parts))
+    *scores, index = (torch.cat(part).cpu() for part in parts)
+    order = torch.argsort(index)
+    return Predictions(*(t[order] for t in scores))
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def evaluate(model: JointModel, dataset: Dataset, batch_size: int = 64,
+def evaluate(model: JointModel, dataset: CachedVCRDataset, batch_size: int = 64,
              coupling: Coupling | None = None) -> dict[str, float]:
     """The metrics of a labelled split, unprefixed (``q2ar``, ``joint_nll``, ...). ``coupling``
     gives the 16-way decoding's pair scores (default: ``log p(a) + log p(r | a)``)."""
@@ -153,12 +161,13 @@ def evaluate(model: JointModel, dataset: Dataset, batch_size: int = 64,
             "joint_nll": joint_nll(p.answer_logits, gold, a, r).item()}
 
 
-def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Path,
-        resume: bool = False, on_epoch: EpochCallback | None = None,
+def fit(config: TrainConfig, train_set: CachedVCRDataset, val_set: CachedVCRDataset,
+        out: str | Path, resume: bool = False, on_epoch: EpochCallback | None = None,
         extra: dict | None = None, device: str = "cpu") -> list[dict]:
     """Train; returns the per-epoch metrics. ``train_set`` is split into training items and the
     dev items every choice is made on (``dev_split``; their annot_ids in ``out/dev_items.json``);
-    ``val_set`` is evaluated and reported every epoch, never selected on. ``extra`` is stored in
+    ``val_set`` is evaluated and reported every epoch, never selected on (dev and val in batches
+    of ``config.batch_size``, as R2C: no more memory than training). ``extra`` is stored in
     the checkpoints (e.g. the feature settings ``predict`` needs). Checkpoints hold CPU tensors.
 
     ``resume`` continues from ``out/checkpoint.pt``. On the CPU a resumed run repeats an
@@ -173,32 +182,35 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
     write_text(out / DEV_ITEMS, json.dumps(dev_set.annot_ids))
     model, coupling = build(config, text_dim)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience,
         cooldown=config.lr_cooldown)
     state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
     if resume and (out / CHECKPOINT).is_file():
         saved = load_checkpoint(out / CHECKPOINT)
-        if saved["config"] != config.to_dict():
+        # keys added since the checkpoint was written take their defaults (bucket_batches)
+        if TrainConfig.from_dict(saved["config"], where=str(out / CHECKPOINT)) != config:
             raise InputError(f"{out / CHECKPOINT}: was trained with another configuration")
         _load_weights(model, saved["model"], out / CHECKPOINT)
         optimizer.load_state_dict(saved["optimizer"])  # moves its state to the model's device
+        for group in optimizer.param_groups:  # fused where it runs now, not where it was saved
+            group["fused"] = next(model.parameters()).is_cuda
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
         if saved.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = {k: saved[k] for k in state}
-    history = state["history"]
+    history, sizes = state["history"], item_sizes(train_set)
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch, started = state["epoch"], time.perf_counter()
         metrics = {"epoch": epoch + 1,
-                   **_train_epoch(model, coupling, train_set, optimizer, config, epoch),
+                   **train_epoch(model, coupling, train_set, optimizer, config, epoch,
+                                 sizes),
                    **coupling.state()}
         for name, dataset in (("dev", dev_set), ("val", val_set)):
             metrics.update({f"{name}_{k}": v for k, v in
-                            evaluate(model, dataset, coupling=coupling).items()})
+                            evaluate(model, dataset, config.batch_size, coupling).items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = time.perf_counter() - started  # training and validation
         scheduler.step(metrics[OBJECTIVE])
@@ -220,35 +232,51 @@ def fit(config: TrainConfig, train_set: Dataset, val_set: Dataset, out: str | Pa
     return history
 
 
-def _train_epoch(model: JointModel, coupling: Coupling, dataset: Dataset,
-                 optimizer: torch.optim.Optimizer, config: TrainConfig,
-                 epoch: int) -> dict[str, float]:
-    """One epoch; the coupling is told each step's position. The losses are summed on the
-    device and checked every ``CHECK_EVERY`` steps and at the end (a NaN stops the run there)."""
+def train_epoch(model: JointModel, coupling: Coupling, dataset: CachedVCRDataset,
+                optimizer: torch.optim.Optimizer, config: TrainConfig,
+                epoch: int, sizes: np.ndarray | None = None) -> dict[str, float]:
+    """One epoch over ``dataset`` in ``epoch_order`` (seeded by the run's seed and the epoch;
+    ``sizes``: ``item_sizes(dataset)``, computed if not given); the coupling is told each step's
+    position. The losses are summed on the device and checked every ``CHECK_EVERY`` steps and
+    at the end (a NaN stops the run there): no step waits for the device otherwise."""
     model.train()
-    order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
-                        generator=order)
+    device = next(model.parameters()).device
+    batches = Batches(dataset, epoch_batches(dataset, config, epoch, sizes), device)
     totals: dict[str, torch.Tensor] = {}
     items, start = 0, time.perf_counter()
-    device = next(model.parameters()).device
-    for step, batch in enumerate(loader):
-        coupling.set_position(epoch, step, len(loader))
-        batch = to_device(batch, device)
-        loss, parts = training_loss(model, coupling, batch, config.loss_ratio)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+    for step, batch in enumerate(batches):
+        coupling.set_position(epoch, step, len(batches))
+        loss, parts = train_step(model, coupling, batch, optimizer, config)
         n = len(batch["index"])
         items += n
         for key, value in {"loss": loss.detach(), **parts}.items():
             totals[key] = totals[key] + value * n if key in totals else value * n
-        if (step + 1) % CHECK_EVERY == 0 or step + 1 == len(loader):
+        if (step + 1) % CHECK_EVERY == 0 or step + 1 == len(batches):
             _check_finite(totals["loss"], epoch)
     seconds = time.perf_counter() - start
     return {**{f"train_{k}": v.item() / items for k, v in totals.items()},
             "train_items_per_s": items / seconds, "train_seconds": seconds}
+
+
+def train_step(model: JointModel, coupling: Coupling, batch: dict,
+               optimizer: torch.optim.Optimizer,
+               config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step (forward, backward, clip, Adam); ``training_loss``'s values."""
+    loss, parts = training_loss(model, coupling, batch, config.loss_ratio)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss, parts
+
+
+def epoch_batches(dataset: CachedVCRDataset, config: TrainConfig, epoch: int,
+                  sizes: np.ndarray | None = None) -> list[np.ndarray]:
+    """The positions of each batch of training ``epoch`` (0-based), a function of the run's
+    seed and the epoch only (a resumed run repeats them)."""
+    sizes = item_sizes(dataset) if sizes is None else sizes
+    return epoch_order(sizes, config.batch_size, config.seed * 100_003 + epoch,
+                       config.bucket_batches)
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:

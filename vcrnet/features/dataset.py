@@ -1,24 +1,33 @@
-"""A PyTorch Dataset over a split's cached features, and the collate function that pads batches.
+"""A PyTorch Dataset over a split's cached features, and the batch the model reads.
 
-``collate`` returns a dict of tensors (B items; L* the longest sentence of the batch, K the most
-objects; D the text width; float32 features, bool masks, long indexes)::
+The batch, a dict of tensors (B items; L* the longest sentence of the batch, K the most objects,
+M the batch's objects in all; D the text width; float32 features, bool masks, long indexes)::
 
     question          [B, 4, Lq, D]     the question encoded beside answer i
     question_tags     [B, 4, Lq]        object index per word (0 = whole image, also padding)
     question_mask     [B, 4, Lq]
+    question_lengths  [B, 4]            the mask's row sums, kept on the host (CPU) wherever the
+                                        rest is: the LSTMs' packing needs them there, and reading
+                                        them off a GPU would wait for it
     answers           [B, 4, La, D]     answer i
-    answer_tags, answer_mask
+    answer_tags, answer_mask, answer_lengths
     rationale_query   [B, 4, 4, Lc, D]  question + answer a, encoded beside rationale r
-    rationale_query_tags, rationale_query_mask
+    rationale_query_tags, rationale_query_mask, rationale_query_lengths
     rationales        [B, 4, 4, Lr, D]  rationale r, encoded beside question + answer a
-    rationale_tags, rationale_mask
-    objects           [B, K, 2048]      object 0 is the whole image
+    rationale_tags, rationale_mask, rationale_lengths
+    objects           [M, 2048]         the batch's objects, packed: item b's are its rows
+                                        object_index[b, :n_b]; object 0 is the whole image
+    object_index      [B, K]            row of ``objects`` per object slot (0 on padding)
     object_classes    [B, K]
     object_mask       [B, K]
     boxes             [B, K, 4]         canvas pixels, x1 y1 x2 y2
     answer_label      [B]               -1 on test
     rationale_label   [B]               -1 on test
     index             [B]               the item's position in the split
+
+Two ways make it: ``collate`` pads a list of ``dataset[i]`` items on the host, item by item (the
+plain reference); ``vcrnet.features.batches`` gathers packed float16 rows and pads on the device
+(the training and evaluation path, the same batch bit for bit).
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ from vcrnet.features.extract import PAIRS_PER_ITEM, SplitFeatures
 
 TEXT_FIELDS = ("question", "answers", "rationale_query", "rationales")
 _TAG_NAMES = {"question": "question", "answers": "answer", "rationale_query": "rationale_query",
-              "rationales": "rationale"}
+              "rationales": "rationale"}  # the prefix of each field's _tags, _mask, _lengths
+HOST_KEYS = tuple(f"{prefix}_lengths" for prefix in _TAG_NAMES.values())  # stay on the CPU
 
 
 class CachedVCRDataset(Dataset):
@@ -107,7 +117,7 @@ class CachedVCRDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad a list of ``CachedVCRDataset`` items into the batch documented above."""
+    """Pad a list of ``CachedVCRDataset`` items into the batch documented above, on the host."""
     batch: dict[str, torch.Tensor] = {}
     for name in TEXT_FIELDS:
         feats, tags, mask = _pad_sentences([it[name] for it in items])
@@ -115,23 +125,27 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
             feats = feats.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
             tags = tags.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
             mask = mask.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
+        prefix = _TAG_NAMES[name]
         batch[name] = feats
-        batch[f"{_TAG_NAMES[name]}_tags"] = tags
-        batch[f"{_TAG_NAMES[name]}_mask"] = mask
-    k = max(len(it["objects"]) for it in items)
-    objects = torch.zeros(len(items), k, items[0]["objects"].shape[1])
+        batch.update({f"{prefix}_tags": tags, f"{prefix}_mask": mask,
+                      f"{prefix}_lengths": mask.sum(-1)})
+    counts = [len(it["objects"]) for it in items]
+    k = max(counts)
+    starts = np.cumsum([0, *counts[:-1]])
+    object_index = torch.zeros(len(items), k, dtype=torch.long)
     boxes = torch.zeros(len(items), k, 4)
     classes = torch.zeros(len(items), k, dtype=torch.long)
     object_mask = torch.zeros(len(items), k, dtype=torch.bool)
-    for b, it in enumerate(items):
-        n = len(it["objects"])
-        objects[b, :n] = torch.from_numpy(np.asarray(it["objects"], dtype=np.float32))
+    for b, (it, n) in enumerate(zip(items, counts)):
+        object_index[b, :n] = torch.arange(starts[b], starts[b] + n)
         boxes[b, :n] = torch.from_numpy(np.asarray(it["boxes"], dtype=np.float32))
         classes[b, :n] = torch.from_numpy(np.asarray(it["object_classes"], dtype=np.int64))
         object_mask[b, :n] = True
+    objects = torch.from_numpy(np.concatenate([np.asarray(it["objects"], dtype=np.float32)
+                                               for it in items]))
     labels = torch.from_numpy(np.stack([it["labels"] for it in items]).astype(np.int64))
-    batch.update(objects=objects, boxes=boxes, object_classes=classes, object_mask=object_mask,
-                 answer_label=labels[:, 0], rationale_label=labels[:, 1],
+    batch.update(objects=objects, object_index=object_index, boxes=boxes, object_classes=classes,
+                 object_mask=object_mask, answer_label=labels[:, 0], rationale_label=labels[:, 1],
                  index=torch.tensor([it["index"] for it in items], dtype=torch.long))
     return batch
 

@@ -8,7 +8,7 @@ One backbone scores N (query, response) pairs against an item's objects:
    ResNet block it fine-tuned; our features are frozen and cached, so that head would train only
    itself: it is left out.)
 2. grounding: each word's text vector joined with the object it is tagged with, through a shared
-   BiLSTM (query and response alike);
+   BiLSTM (query and response alike, in one call);
 3. contextualisation: bilinear attention from each response word to the query words and to the
    objects;
 4. reasoning: ``[response | attended objects | attended query]`` through a 2-layer BiLSTM;
@@ -16,6 +16,10 @@ One backbone scores N (query, response) pairs against an item's objects:
 
 Steps 2-3 and 4-5 are separate methods so that a coupling can mix the contextualised pairs of the 4
 answers before reasoning (``vcrnet.couplings.softmax``).
+
+The LSTMs run on packed sequences, sorted by the lengths the batch carries on the host
+(``Sentences.lengths``): no step waits for the GPU to say how long a sentence is, and the query
+and the response share one grounding call (its steps are the longer sentence's, not the sum).
 
 ``r2c_init`` initialises as R2C's AllenNLP configuration (``default.json``'s initializer): LSTM
 input-to-hidden weights xavier-uniform, hidden-to-hidden weights orthogonal, biases 0 except the
@@ -75,6 +79,21 @@ def preset(name: str, **overrides) -> BackboneConfig:
 
 
 @dataclass
+class Sentences:
+    """N padded sentences: ``text [N, L, D]``, ``tags [N, L]`` (the object of each word),
+    ``mask [N, L]``; ``lengths [N]`` the mask's row sums on the CPU (None: read off the mask,
+    which on a GPU waits for it)."""
+
+    text: torch.Tensor
+    tags: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor | None = None
+
+    def host_lengths(self) -> torch.Tensor:
+        return self.lengths if self.lengths is not None else self.mask.sum(1).cpu()
+
+
+@dataclass
 class Objects:
     """An item's objects after projection: ``reps [B, K, object_dim]``, ``mask [B, K]``."""
 
@@ -90,6 +109,7 @@ class Contextualized:
     attended_query: torch.Tensor  # [N, Lr, 2h]
     attended_objects: torch.Tensor  # [N, Lr, object_dim]
     mask: torch.Tensor  # [N, Lr] bool
+    lengths: torch.Tensor | None  # [N] on the CPU (None: unknown there)
 
 
 class R2CBackbone(nn.Module):
@@ -116,15 +136,16 @@ class R2CBackbone(nn.Module):
         if c.r2c_init:
             _r2c_init(self)
 
-    def encode_objects(self, features: torch.Tensor, classes: torch.Tensor,
+    def encode_objects(self, features: torch.Tensor, index: torch.Tensor, classes: torch.Tensor,
                        mask: torch.Tensor) -> Objects:
-        """``features [B, K, 2048]``, ``classes [B, K]``, ``mask [B, K]`` -> projected objects."""
+        """``features [M, 2048]``: the batch's objects, packed; ``index [B, K]``: the row of
+        each slot; ``classes``, ``mask [B, K]`` -> projected objects. The features are
+        standardised over the real objects only (the packed rows), then laid out in slots."""
         if self.config.zero_object_features:
-            features = torch.zeros_like(features)
-        else:  # statistics over the real objects only, not the padding
-            features = features.masked_scatter(mask.unsqueeze(-1),
-                                               self._standardize(features[mask]))
-        reps = self.object_proj(torch.cat([features, self.class_embed(classes)], dim=-1))
+            slots = features.new_zeros(*index.shape, features.shape[-1])
+        else:
+            slots = self._standardize(features)[index]  # [B, K, 2048]
+        reps = self.object_proj(torch.cat([slots, self.class_embed(classes)], dim=-1))
         return Objects(reps, mask)
 
     def _standardize(self, rows: torch.Tensor) -> torch.Tensor:
@@ -137,42 +158,76 @@ class R2CBackbone(nn.Module):
                                 eps=norm.eps)
         return norm(rows)
 
-    def contextualize(self, query: torch.Tensor, query_tags: torch.Tensor,
-                      query_mask: torch.Tensor, response: torch.Tensor,
-                      response_tags: torch.Tensor, response_mask: torch.Tensor,
-                      objects: Objects, item_of_pair: torch.Tensor) -> Contextualized:
-        """Ground and attend N pairs. Text ``[N, L, D]``, tags and masks ``[N, L]``;
-        ``item_of_pair [N]`` is the item (row of ``objects``) each pair belongs to."""
+    def contextualize(self, query: Sentences, response: Sentences, objects: Objects,
+                      item_of_pair: torch.Tensor) -> Contextualized:
+        """Ground and attend N pairs; ``item_of_pair [N]`` is the item (row of ``objects``) each
+        pair belongs to."""
         obj = objects.reps[item_of_pair]  # [N, K, od]
         obj_mask = objects.mask[item_of_pair]
-        q = self._ground(query, query_tags, query_mask, obj)  # [N, Lq, 2h]
-        r = self._ground(response, response_tags, response_mask, obj)  # [N, Lr, 2h]
-        attended_query = _attend(r, self.query_attention, q, query_mask)
+        q, r = self._ground(query, response, obj)  # [N, Lq, 2h], [N, Lr, 2h]
+        attended_query = _attend(r, self.query_attention, q, query.mask)
         attended_objects = _attend(r, self.object_attention, obj, obj_mask)
-        return Contextualized(r, attended_query, attended_objects, response_mask)
+        return Contextualized(r, attended_query, attended_objects, response.mask,
+                              response.lengths)
 
     def reason(self, x: Contextualized) -> torch.Tensor:
         """Contextualised pairs -> one logit each, ``[N]``."""
         inputs = torch.cat([x.response, x.attended_objects, x.attended_query], dim=-1)
-        reasoned = self._lstm(self.reasoning, inputs, x.mask)  # [N, Lr, 2h]
+        lengths = x.lengths if x.lengths is not None else x.mask.sum(1).cpu()
+        reasoned = self._lstm(self.reasoning, inputs, lengths)  # [N, Lr, 2h]
         pooled = torch.cat([reasoned, x.response, x.attended_query], dim=-1)
         pooled = pooled.masked_fill(~x.mask.unsqueeze(-1), float("-inf")).amax(dim=1)
         return self.final_mlp(pooled).squeeze(-1)
 
-    def _ground(self, text: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor,
-                obj: torch.Tensor) -> torch.Tensor:
-        tagged = torch.gather(obj, 1, tags.unsqueeze(-1).expand(-1, -1, obj.shape[-1]))
-        return self._lstm(self.grounding, torch.cat([text, tagged], dim=-1), mask)
+    def _ground(self, query: Sentences, response: Sentences,
+                obj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both sentences of each pair through the grounding BiLSTM, in one call:
+        ``[N, Lq, 2h]``, ``[N, Lr, 2h]``. The input is written once, straight into its sorted
+        rows (no padded copies of the two halves, no sorted copy of the whole)."""
+        n, lq, lr = query.text.shape[0], query.text.shape[1], response.text.shape[1]
+        order = _sort(torch.cat([query.host_lengths(), response.host_lengths()]), obj.device)
+        x = obj.new_zeros(2 * n, max(lq, lr), query.text.shape[2] + obj.shape[2])
+        for s, rows in ((query, order.position[:n]), (response, order.position[n:])):
+            words = torch.gather(obj, 1, s.tags.unsqueeze(-1).expand(-1, -1, obj.shape[-1]))
+            x[rows, :s.text.shape[1]] = torch.cat([s.text, words], dim=-1)
+        out = self._packed(self.grounding, x, order).index_select(0, order.position)
+        return out[:n, :lq], out[n:, :lr]
 
-    def _lstm(self, lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _lstm(self, lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``x [N, L, d]``, ``lengths [N]`` on the CPU -> ``[N, L, out]``, zero past each
+        length."""
+        order = _sort(lengths, x.device)
+        return self._packed(lstm, x.index_select(0, order.order), order).index_select(
+            0, order.position)
+
+    def _packed(self, lstm: nn.LSTM, x: torch.Tensor, order: _Sorted) -> torch.Tensor:
+        """``x [N, L, d]`` already in ``order``'s rows -> the LSTM's ``[N, L, out]``, same
+        rows."""
         if self.training and self.config.rnn_dropout > 0:  # one dropout mask per sequence
             keep = 1 - self.config.rnn_dropout
             x = x * torch.bernoulli(x.new_full((x.shape[0], 1, x.shape[2]), keep)) / keep
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out
+        out, _ = lstm(pack_padded_sequence(x, order.lengths, batch_first=True))
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+
+@dataclass
+class _Sorted:
+    """N sequences sorted longest first, as packing needs them."""
+
+    lengths: torch.Tensor  # [N] sorted, on the CPU
+    order: torch.Tensor  # [N] on the device: sorted row i is sequence order[i]
+    position: torch.Tensor  # [N] on the device: sequence j is sorted row position[j]
+
+
+def _sort(lengths: torch.Tensor, device: torch.device) -> _Sorted:
+    """Sort on the host and send the permutation to the device without a wait
+    (``pack_padded_sequence(enforce_sorted=False)`` would copy it there synchronously)."""
+    lengths = lengths.clamp(min=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    both = torch.cat([order, torch.argsort(order)])  # the sort and its inverse
+    if device.type == "cuda":
+        both = both.pin_memory().to(device, non_blocking=True)
+    return _Sorted(lengths[order], both[:len(order)], both[len(order):])
 
 
 def _r2c_init(backbone: R2CBackbone) -> None:

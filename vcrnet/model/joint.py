@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vcrnet.model.backbone import BackboneConfig, Contextualized, Objects, R2CBackbone
+from vcrnet.model.backbone import BackboneConfig, Contextualized, Objects, R2CBackbone, Sentences
 
 Batch = dict[str, torch.Tensor]  # as made by vcrnet.features.collate
 NUM_CHOICES = 4
@@ -29,10 +29,8 @@ class JointModel(nn.Module):
         objects = _objects(module, batch)
         b = batch["question"].shape[0]
         x = module.contextualize(
-            batch["question"].flatten(0, 1), batch["question_tags"].flatten(0, 1),
-            batch["question_mask"].flatten(0, 1), batch["answers"].flatten(0, 1),
-            batch["answer_tags"].flatten(0, 1), batch["answer_mask"].flatten(0, 1), objects,
-            torch.arange(b, device=objects.reps.device).repeat_interleave(NUM_CHOICES))
+            sentences(batch, "question", "question"), sentences(batch, "answers", "answer"),
+            objects, torch.arange(b, device=objects.reps.device).repeat_interleave(NUM_CHOICES))
         return module.reason(x).view(b, NUM_CHOICES)
 
     def rationale_scorer(self, batch: Batch) -> RationaleScorer:
@@ -49,6 +47,12 @@ class RationaleScorer:
 
     The 16 pairs' groundings are made once per scorer and shared by ``all_pairs``, ``mixed`` and
     a later ``for_answer`` (which then reasons over the 4 pairs picked from them).
+
+    A rationale has the same words beside every answer, so its length does not depend on the
+    answer (``vcrnet.features.batches.gather`` checks it): ``mixed`` and ``for_answer`` take the
+    lengths of answer 0's row. A ``for_answer`` before any grounding reads its queries' lengths
+    off the device (the answers are chosen there): one wait per call, which the teacher
+    baselines make twice a step (their loss, and the logged joint NLL given the gold answer).
     """
 
     def __init__(self, module: R2CBackbone, batch: Batch):
@@ -60,9 +64,10 @@ class RationaleScorer:
     def for_answer(self, answers: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(self.size, device=self.objects.reps.device)
         if self._pairs is not None:
-            x = _pick(self._pairs, rows * NUM_CHOICES + answers)
+            x = _pick(self._pairs, rows * NUM_CHOICES + answers, self._rationale_lengths())
         else:
             pick = {k: self.batch[k][rows, answers] for k in _PAIR_KEYS}  # [B, 4(r), ...]
+            pick["rationale_lengths"] = self._rationale_lengths()
             x = self._contextualize(pick, pairs_per_item=NUM_CHOICES)
         return self.module.reason(x).view(self.size, NUM_CHOICES)
 
@@ -79,7 +84,7 @@ class RationaleScorer:
 
         mask = x.mask.view(self.size, NUM_CHOICES, NUM_CHOICES, -1)[:, 0].flatten(0, 1)
         mixed = Contextualized(mix(x.response), mix(x.attended_query),
-                               mix(x.attended_objects), mask)
+                               mix(x.attended_objects), mask, self._rationale_lengths())
         return self.module.reason(mixed).view(self.size, NUM_CHOICES)
 
     def _all_contextualized(self) -> Contextualized:
@@ -88,31 +93,46 @@ class RationaleScorer:
                                               pairs_per_item=NUM_CHOICES * NUM_CHOICES)
         return self._pairs
 
+    def _rationale_lengths(self) -> torch.Tensor | None:
+        """``[B*4]`` on the CPU: rationale r of item b's length (any answer's row), or None if
+        the batch has no lengths on the host."""
+        lengths = self.batch.get("rationale_lengths")
+        return None if lengths is None else lengths[:, 0].flatten()
+
     def _contextualize(self, source: Batch, pairs_per_item: int) -> Contextualized:
-        flat = {k: source[k].flatten(0, source[k].dim() - (3 if k in _FEATURES else 2))
-                for k in _PAIR_KEYS}
         return self.module.contextualize(
-            flat["rationale_query"], flat["rationale_query_tags"], flat["rationale_query_mask"],
-            flat["rationales"], flat["rationale_tags"], flat["rationale_mask"], self.objects,
+            sentences(source, "rationale_query", "rationale_query"),
+            sentences(source, "rationales", "rationale"), self.objects,
             torch.arange(self.size, device=self.objects.reps.device).repeat_interleave(
                 pairs_per_item))
 
 
 _PAIR_KEYS = ("rationale_query", "rationale_query_tags", "rationale_query_mask", "rationales",
               "rationale_tags", "rationale_mask")
-_FEATURES = ("rationale_query", "rationales")
 
 
-def _pick(pairs: Contextualized, groups: torch.Tensor) -> Contextualized:
+def sentences(batch: Batch, field: str, prefix: str) -> Sentences:
+    """A text field of the batch (``[B, ..., L, D]``) as ``[N, L, *]`` sentences; its host
+    lengths where the batch has them."""
+    text = batch[field]
+    lengths = batch.get(f"{prefix}_lengths")
+    return Sentences(text.flatten(0, text.dim() - 3), batch[f"{prefix}_tags"].flatten(0, -2),
+                     batch[f"{prefix}_mask"].flatten(0, -2),
+                     None if lengths is None else lengths.flatten())
+
+
+def _pick(pairs: Contextualized, groups: torch.Tensor,
+          lengths: torch.Tensor | None) -> Contextualized:
     """The 4 rationales of answer group ``groups [B]`` (item * 4 + answer) of the 16 pairs
-    ``[B*16, Lr, *]`` -> ``[B*4, Lr, *]``."""
+    ``[B*16, Lr, *]`` -> ``[B*4, Lr, *]``; ``lengths [B*4]`` theirs (on the host)."""
 
     def pick(t: torch.Tensor) -> torch.Tensor:
         return t.view(-1, NUM_CHOICES, *t.shape[1:])[groups].flatten(0, 1)
 
     return Contextualized(pick(pairs.response), pick(pairs.attended_query),
-                          pick(pairs.attended_objects), pick(pairs.mask))
+                          pick(pairs.attended_objects), pick(pairs.mask), lengths)
 
 
 def _objects(module: R2CBackbone, batch: Batch) -> Objects:
-    return module.encode_objects(batch["objects"], batch["object_classes"], batch["object_mask"])
+    return module.encode_objects(batch["objects"], batch["object_index"],
+                                 batch["object_classes"], batch["object_mask"])

@@ -1,0 +1,233 @@
+"""The input path of training and evaluation: batches gathered packed on the host, padded on the
+device.
+
+``collate`` pads every item on the host in float32, ~0.4 GB per batch of 96 at VCR's shape: more
+than a GPU should wait for. Here a batch travels as the cache stores it:
+
+1. ``gather`` (host, in a background thread ``prefetch`` batches ahead): the batch's word and
+   object rows in float16, packed (no padding), with the integer indexes saying which row each
+   padded slot reads; into pinned memory when bound for a GPU. Whole-array numpy gathers, no
+   loop over items.
+2. copies to the device, non-blocking, on a side stream on a GPU (the next batch's copy runs while
+   this one trains);
+3. ``unpad`` (device): float32 and padded by one index per field. The result is the batch
+   documented in ``vcrnet.features.dataset``, bit for bit what ``collate`` makes
+   (tests/test_batches.py).
+
+``epoch_order`` makes each epoch's batches: a seeded shuffle, then, with ``bucket_batches``, items
+sorted by size within buckets of that many batches and the batches shuffled again, so that a
+batch's sentences have similar lengths (less padding) while every batch is still a random draw of
+its bucket. ``Batches`` puts the three steps together for a list of batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from vcrnet.data.records import NUM_CHOICES
+from vcrnet.errors import InputError
+from vcrnet.features.dataset import _TAG_NAMES, HOST_KEYS, TEXT_FIELDS, CachedVCRDataset
+
+_PAIR_FIELDS = {  # field -> (pairs of the item's 20, context (True) or choice words)
+    "question": (slice(0, NUM_CHOICES), True), "answers": (slice(0, NUM_CHOICES), False),
+    "rationale_query": (slice(NUM_CHOICES, None), True),
+    "rationales": (slice(NUM_CHOICES, None), False)}
+
+
+def item_sizes(dataset: CachedVCRDataset) -> np.ndarray:
+    """``[len]``: the padded word rows each item would need in a batch of its own (the 4
+    question-answer pairs at their longest, the 16 query-rationale pairs at theirs): what length
+    buckets sort by."""
+    index = np.asarray(dataset.arrays["index"][dataset.items])  # [N, 20, 3]
+    ctx, choice = index[..., 1], index[..., 2]
+    q = slice(0, NUM_CHOICES)
+    r = slice(NUM_CHOICES, None)
+    return (NUM_CHOICES * (ctx[:, q].max(1) + choice[:, q].max(1))
+            + NUM_CHOICES ** 2 * (ctx[:, r].max(1) + choice[:, r].max(1)))
+
+
+def epoch_order(sizes: np.ndarray, batch_size: int, seed: int,
+                bucket_batches: int = 0) -> list[np.ndarray]:
+    """The positions of each batch of an epoch, drawn with ``seed``. ``bucket_batches`` > 1:
+    length buckets of that many batches (module docstring); 0 or 1: a plain shuffle. Every item
+    once; ``ceil(n / batch_size)`` batches either way."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(sizes))
+    if bucket_batches <= 1:
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    bucket = batch_size * bucket_batches
+    for s in range(0, len(order), bucket):
+        part = order[s:s + bucket]
+        order[s:s + bucket] = part[np.argsort(sizes[part], kind="stable")]
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_order(sizes: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches of items of similar size, for evaluation (where the order does not matter)."""
+    order = np.argsort(sizes, kind="stable")
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def gather(dataset: CachedVCRDataset, positions: np.ndarray,
+           pin: bool = False) -> dict[str, torch.Tensor]:
+    """The packed host batch of the items at ``positions``: ``text [R + 1, D]`` and ``objects
+    [M, 2048]`` float16 rows (text's last row zero: padding reads it), each text field's
+    ``<field>_rows`` (the row of each padded slot) and its tags, mask and lengths, the object
+    slots' ``object_index``, classes, mask and boxes, labels and positions."""
+    a, positions = dataset.arrays, np.asarray(positions, dtype=np.int64)
+    items = dataset.items[positions]
+    index = np.asarray(a["index"][items])  # [B, 20, 3]: first row, context, choice words
+    first, ctx, choice = index[..., 0], index[..., 1], index[..., 2]
+    pair_rows = (ctx + choice).ravel()
+    starts = np.cumsum(pair_rows) - pair_rows  # each pair's first row in the packed text
+    total = int(pair_rows.sum())
+    text = _empty((total + 1, a["text"].shape[1]), torch.float16, pin)
+    tags = np.zeros(total + 1, dtype=np.int16)
+    for source, target in ((a["text"], text.numpy()), (a["tags"], tags)):
+        _copy_ranges(source, first.ravel(), pair_rows, target)
+    text[total] = 0
+    tags = tags.astype(np.int64)
+    starts = starts.reshape(first.shape)
+    rationale_words = choice[:, NUM_CHOICES:].reshape(-1, NUM_CHOICES, NUM_CHOICES)
+    if (rationale_words != rationale_words[:, :1]).any():  # the model relies on it (joint.py)
+        raise InputError(f"{dataset.text_entry}: a rationale's word count differs between the "
+                         "answers it is encoded beside")
+    batch = {"text": text}
+    for name in TEXT_FIELDS:
+        pairs, context = _PAIR_FIELDS[name]
+        begin = starts[:, pairs] + (0 if context else ctx[:, pairs])
+        lengths = (ctx if context else choice)[:, pairs]
+        if name.startswith("rationale"):
+            begin = begin.reshape(-1, NUM_CHOICES, NUM_CHOICES)
+            lengths = lengths.reshape(-1, NUM_CHOICES, NUM_CHOICES)
+        slots = np.arange(lengths.max())
+        mask = slots < lengths[..., None]
+        rows = np.where(mask, begin[..., None] + slots, total)
+        prefix = _TAG_NAMES[name]
+        batch.update({f"{name}_rows": torch.from_numpy(rows),
+                      f"{prefix}_tags": torch.from_numpy(tags[rows]),
+                      f"{prefix}_mask": torch.from_numpy(mask),
+                      f"{prefix}_lengths": torch.from_numpy(lengths.astype(np.int64))})
+    batch.update(_gather_objects(a, items, pin))
+    labels = np.asarray(dataset.labels[positions], dtype=np.int64)
+    batch.update(answer_label=torch.from_numpy(np.ascontiguousarray(labels[:, 0])),
+                 rationale_label=torch.from_numpy(np.ascontiguousarray(labels[:, 1])),
+                 index=torch.from_numpy(positions))
+    if pin:  # a copy from pageable memory may wait for the device: pin the small ones too
+        batch = {k: v if k in HOST_KEYS or v.is_pinned() else v.pin_memory()
+                 for k, v in batch.items()}
+    return batch
+
+
+def _gather_objects(a: dict[str, np.ndarray], items: np.ndarray,
+                    pin: bool) -> dict[str, torch.Tensor]:
+    lo, hi = np.asarray(a["offsets"][items]), np.asarray(a["offsets"][items + 1])
+    counts = hi - lo
+    starts = np.cumsum(counts) - counts
+    rows = np.asarray(a["rows"][np.repeat(lo - starts, counts) + np.arange(counts.sum())])
+    objects = _empty((len(rows), a["objects"].shape[1]), torch.float16, pin)
+    np.take(a["objects"], rows, axis=0, out=objects.numpy(), mode="clip")
+    slots = np.arange(counts.max())
+    mask = slots < counts[:, None]
+    object_index = np.where(mask, starts[:, None] + slots, 0)
+    classes = np.where(mask, np.asarray(a["classes"][rows], dtype=np.int64)[object_index], 0)
+    boxes = np.where(mask[..., None], np.asarray(a["boxes"][rows])[object_index], 0)
+    return {"objects": objects, "object_index": torch.from_numpy(object_index),
+            "object_classes": torch.from_numpy(classes), "object_mask": torch.from_numpy(mask),
+            "boxes": torch.from_numpy(boxes.astype(np.float32))}
+
+
+def _copy_ranges(source: np.ndarray, first: np.ndarray, lengths: np.ndarray,
+                 target: np.ndarray) -> None:
+    """Rows ``first[i] : first[i] + lengths[i]`` of ``source``, for each i in turn, into
+    ``target`` back to back; ranges that follow each other in ``source`` (an item's 20 pairs)
+    are copied as one (a memcpy of ~0.8 MB an item at VCR's shape, not 540 row copies)."""
+    dest = np.cumsum(lengths) - lengths
+    breaks = np.flatnonzero(first[1:] != first[:-1] + lengths[:-1]) + 1
+    for s, e in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(first)]])):
+        n = dest[e - 1] + lengths[e - 1] - dest[s]
+        target[dest[s]:dest[s] + n] = source[first[s]:first[s] + n]
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, pin: bool) -> torch.Tensor:
+    """A host buffer: pinned (from torch's caching host allocator, reused batch after batch) for
+    a GPU; else numpy's, which asks for huge pages (torch's own CPU allocations fault 4 KiB pages
+    one by one: 4x slower to fill at ~80 MB a batch, measured)."""
+    if pin:
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+    return torch.from_numpy(np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype))
+
+
+def unpad(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A packed batch (``gather``'s, on any device) -> the padded float32 batch, on that
+    device."""
+    text = packed["text"]
+    batch = {k: v for k, v in packed.items()
+             if k != "text" and not k.endswith("_rows")}
+    for name in TEXT_FIELDS:  # gathered in float16, then widened: 4x faster than the other
+        rows = packed[f"{name}_rows"]  # way round on a CPU, measured
+        batch[name] = text.index_select(0, rows.flatten()).view(*rows.shape, -1).float()
+    batch["objects"] = packed["objects"].float()
+    return batch
+
+
+class Batches:
+    """The batches at ``order`` (lists of positions), padded on ``device``, in that order; each
+    gathered ``prefetch`` batches ahead in a background thread (0: when asked for)."""
+
+    def __init__(self, dataset: CachedVCRDataset, order: list[np.ndarray],
+                 device: torch.device | str = "cpu", prefetch: int = 2):
+        self.dataset, self.order = dataset, order
+        self.device, self.prefetch = torch.device(device), prefetch
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending: collections.deque = collections.deque()
+            positions = iter(self.order)
+            for p in positions:  # the first batches, then one more for each taken
+                pending.append(pool.submit(gather, self.dataset, p, cuda))
+                if len(pending) > self.prefetch:
+                    break
+            copied = self._copy(pending.popleft().result(), stream) if pending else None
+            while copied is not None:
+                for p in positions:
+                    pending.append(pool.submit(gather, self.dataset, p, cuda))
+                    break
+                following = self._copy(pending.popleft().result(), stream) if pending else None
+                yield unpad(self._ready(*copied))
+                copied = following
+
+    def _copy(self, host: dict[str, torch.Tensor], stream: torch.cuda.Stream | None
+              ) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
+        """Start copying a host batch to the device (on ``stream``; the lengths stay); the
+        event marks the end of this batch's copies."""
+        if stream is None:
+            return {k: v.to(self.device) for k, v in host.items()}, None
+        with torch.cuda.stream(stream):
+            batch = {k: v if k in HOST_KEYS else v.to(self.device, non_blocking=True)
+                     for k, v in host.items()}
+            return batch, stream.record_event()
+
+    @staticmethod
+    def _ready(batch: dict[str, torch.Tensor],
+               copied: torch.cuda.Event | None) -> dict[str, torch.Tensor]:
+        """Make the compute stream wait for this batch's copies (not the next one's, already
+        under way), and tell the allocator which stream uses their memory."""
+        if copied is not None:
+            current = torch.cuda.current_stream()
+            current.wait_event(copied)
+            for v in batch.values():
+                if v.is_cuda:
+                    v.record_stream(current)
+        return batch
