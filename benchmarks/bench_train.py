@@ -18,7 +18,7 @@ from study import features
 from vcrnet.config import TrainConfig
 from vcrnet.couplings import COUPLINGS
 from vcrnet.features import CachedVCRDataset, FeatureChoice, collate
-from vcrnet.train import build, training_loss
+from vcrnet.train import build, train_step
 
 
 def step_rate(method: str, batches: list[dict], preset: str) -> float:
@@ -27,18 +27,10 @@ def step_rate(method: str, batches: list[dict], preset: str) -> float:
     model, coupling = build(config, text_dim=batches[0]["question"].shape[-1])
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-
-    def step(batch: dict) -> None:
-        loss, _ = training_loss(model, coupling, batch, config.loss_ratio)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-
-    step(batches[0])  # warm-up
+    train_step(model, coupling, batches[0], optimizer, config)  # warm-up
     start = time.perf_counter()
     for batch in batches[1:]:
-        step(batch)
+        train_step(model, coupling, batch, optimizer, config)
     return sum(len(b["index"]) for b in batches[1:]) / (time.perf_counter() - start)
 
 

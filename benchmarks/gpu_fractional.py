@@ -1,14 +1,17 @@
 """1, 2 and 4 trials at once on one GPU (what ``--gpus-per-trial 1, 0.5, 0.25`` packs): the
-aggregate training items per second of each.
+aggregate training items per second, end to end through the real training path.
 
 Ray's fractional GPUs are bookkeeping: a trial of ``--gpus-per-trial 0.25`` is a process that sees
 the whole GPU, next to three others. This script starts the same processes itself (Ray is not
-installed on the lent GPU machine, which reaches no package index), each limited to its share of
-the GPU's memory, training the ``r2c`` preset on batches shaped like VCR with BERT-base features
-(as ``gpu_train_speed.py``). All start timing together, train for ``--seconds``, and report
-their items; the aggregate is their sum over the window. Prints JSON and writes it to $OUT.
+installed on the lent GPU machine), each limited to its share of the GPU's memory and to 2 CPU
+threads (``--cpus-per-trial 2``), each running ``vcrnet.train.train_epoch`` (packed gather in a
+background thread, copies, padding on the GPU, the step) over its own ``--batches`` batches of a
+VCR-shaped cache (``benchmarks/vcr_speed.py`` writes it, or reuses the one at ``--cache``). All
+warm up, then start together; the aggregate is their items over the longest one's time. Run it
+under CUDA MPS (``nvidia-cuda-mps-control -d`` first) and without. Prints JSON, writes it to
+``--out`` or ``$OUT/gpu_fractional.json``.
 
-    python benchmarks/gpu_fractional.py --method softmax --seconds 20
+    python benchmarks/gpu_fractional.py --method softmax --cache /tmp/vcr-speed
 """
 
 from __future__ import annotations
@@ -21,38 +24,42 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.gpu_train_speed import B, random_batch, training_step  # noqa: E402
+from benchmarks import vcr_speed  # noqa: E402
+from vcrnet.config import TrainConfig  # noqa: E402
+from vcrnet.train import train_epoch  # noqa: E402
 
 
-def trial(rank: int, share: float, method: str, seconds: float, start, results) -> None:
-    torch.set_num_threads(2)  # --cpus-per-trial 2
+def trial(rank: int, share: float, args: argparse.Namespace, start, results) -> None:
+    torch.set_num_threads(2)
     torch.cuda.set_per_process_memory_fraction(share)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     device = torch.device("cuda")
-    torch.manual_seed(rank)
-    step = training_step(method, random_batch(device), device)
-
-    for _ in range(5):
-        step()
+    dataset = vcr_speed.make_dataset(args, args.cache)
+    n = args.batches * args.batch_size
+    mine = dataset.subset(np.random.default_rng(rank).permutation(len(dataset))[:n])
+    config = TrainConfig(method=args.method, preset="r2c", batch_size=args.batch_size,
+                         num_samples=64, seed=rank)
+    model, coupling, optimizer = vcr_speed.trainer(config, dataset.text_dim, device)
+    train_epoch(model, coupling, mine.subset(np.arange(3 * args.batch_size)), optimizer,
+                config, 0)
     torch.cuda.synchronize()
     start.wait()  # every trial warmed up: the window opens for all at once
-    began, steps = time.perf_counter(), 0
-    while time.perf_counter() - began < seconds:
-        step()
-        steps += 1
+    began = time.perf_counter()
+    train_epoch(model, coupling, mine, optimizer, config, 1)
     torch.cuda.synchronize()
-    results.put({"rank": rank, "items": steps * B, "seconds": time.perf_counter() - began,
+    results.put({"rank": rank, "items": n, "seconds": time.perf_counter() - began,
                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30})
 
 
-def run(n: int, method: str, seconds: float) -> dict:
+def run(n: int, args: argparse.Namespace) -> dict:
     ctx = mp.get_context("spawn")
     start, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=trial, args=(r, 1.0 / n, method, seconds, start, results))
+    procs = [ctx.Process(target=trial, args=(r, 1.0 / n, args, start, results))
              for r in range(n)]
     for p in procs:
         p.start()
@@ -69,24 +76,36 @@ def run(n: int, method: str, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="softmax")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--trials", default="1,2,4")
+    parser.add_argument("--label", default="", help="e.g. 'mps': kept in the report")
+    cache_args = vcr_speed.parse_args(["--batches", "40"])  # the cache's shape, as vcr_speed's
+    for key in ("questions", "dim", "batch_size", "batches", "seed"):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int,
+                            default=getattr(cache_args, key))
+    parser.add_argument("--cache", type=Path, required=True,
+                        help="the VCR-shaped cache's folder (written if absent)")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    args.lengths_from = None
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return
+    vcr_speed.make_dataset(args, args.cache)  # once, before the trials read it
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "method": args.method, "preset": "r2c", "batch": B, "seconds": args.seconds,
-              "runs": []}
-    for n in (1, 2, 4):
-        report["runs"].append(run(n, args.method, args.seconds))
+              "method": args.method, "preset": "r2c", "batch": args.batch_size,
+              "label": args.label, "runs": []}
+    for n in map(int, args.trials.split(",")):
+        report["runs"].append(run(n, args))
         print(json.dumps(report["runs"][-1]), flush=True)
     one = report["runs"][0]["aggregate_items_per_s"]
     report["speedup"] = {str(r["trials"]): round(r["aggregate_items_per_s"] / one, 2)
                          for r in report["runs"]}
     text = json.dumps(report, indent=2)
     print(text)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "gpu_fractional.json").write_text(text)
+    out = args.out or (Path(os.environ["OUT"], f"gpu_fractional{args.label}.json")
+                       if os.environ.get("OUT") else None)
+    if out:
+        out.write_text(text)
 
 
 if __name__ == "__main__":
