@@ -44,8 +44,8 @@ def test_collate_shapes_and_contents(synthetic_dir, synthetic_features):
         "rationales": (B, 4, 4, lr, D), "rationale_tags": (B, 4, 4, lr),
         "rationale_mask": (B, 4, 4, lr), "rationale_lengths": (B, 4, 4),
         "objects": (m, 2048), "object_index": (B, k), "object_classes": (B, k),
-        "object_mask": (B, k), "boxes": (B, k, 4), "answer_label": (B,), "rationale_label": (B,),
-        "index": (B,)}
+        "object_mask": (B, k), "boxes": (B, k, 4), "answer_label": (B,), "host_answer_label": (B,),
+        "rationale_label": (B,), "index": (B,)}
     assert {name: tuple(t.shape) for name, t in batch.items()} == expected
     assert m == batch["object_mask"].sum()  # the real objects, packed
     assert torch.equal(batch["objects"][batch["object_index"][batch["object_mask"]]],

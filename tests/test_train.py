@@ -77,6 +77,21 @@ def test_resume_refuses_another_configuration(synthetic_features, tmp_path):
         fit(tiny(epochs=1, lr=1e-2), data, data, tmp_path, resume=True)
 
 
+def test_resume_accepts_a_checkpoint_from_before_a_key_existed(synthetic_features, tmp_path):
+    """A key added later (``bucket_batches``) takes its default in an older checkpoint."""
+    data = CachedVCRDataset(synthetic_features)
+
+    def crash_after_first_epoch(metrics, out):
+        raise Crash
+
+    with pytest.raises(Crash):
+        fit(tiny(epochs=2), data, data, tmp_path, on_epoch=crash_after_first_epoch)
+    saved = load_checkpoint(tmp_path / CHECKPOINT)
+    del saved["config"]["bucket_batches"]
+    torch.save(saved, tmp_path / CHECKPOINT)
+    assert len(fit(tiny(epochs=2), data, data, tmp_path, resume=True)) == 2
+
+
 class NaNFeatures(CachedVCRDataset):
     @property
     def arrays(self):

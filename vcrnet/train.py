@@ -46,6 +46,7 @@ from vcrnet.features import CachedVCRDataset, dev_split
 from vcrnet.features.batches import Batches, epoch_order, item_sizes, sorted_order
 from vcrnet.leaderboard import score, score_joint16, score_mixture
 from vcrnet.model import JointModel
+from vcrnet.model.joint import host_answer_labels
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -111,7 +112,7 @@ def training_loss(model: JointModel, coupling: Coupling, batch: dict,
     coupling_loss = coupling.rationale_loss(answer_logits, scorer, batch)
     loss = (answer_loss + loss_ratio * coupling_loss) / (1 + loss_ratio)
     with torch.no_grad():  # -log p(a*) is the answer loss; add -log p(r* | a*)
-        gold = scorer.for_answer(batch["answer_label"])  # [B, 4 rationales]
+        gold = scorer.for_answer(host_answer_labels(batch))  # [B, 4 rationales]
         nll = answer_loss + F.cross_entropy(gold, batch["rationale_label"])
     return loss, {"answer_loss": answer_loss.detach(), "coupling_loss": coupling_loss.detach(),
                   "joint_nll": nll}

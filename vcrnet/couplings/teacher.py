@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vcrnet.couplings.base import Coupling
+from vcrnet.model.joint import host_answer_labels
 
 
 class TeacherCoupling(Coupling):
@@ -16,8 +17,8 @@ class TeacherCoupling(Coupling):
     answer_gradient = "none"
 
     def rationale_loss(self, answer_logits, scorer, batch) -> torch.Tensor:
-        gold = batch["answer_label"]
-        wrong = (gold + torch.randint(1, 4, gold.shape, device=gold.device)) % 4  # 3 wrong ones
-        use_gold = torch.rand(gold.shape, device=gold.device) < self.config.correct_answer_rate
+        gold = host_answer_labels(batch)  # drawn on the host: the scorer then waits for nothing
+        wrong = (gold + torch.randint(1, 4, gold.shape)) % 4  # one of the 3 wrong ones
+        use_gold = torch.rand(gold.shape) < self.config.correct_answer_rate
         answers = torch.where(use_gold, gold, wrong)
         return F.cross_entropy(scorer.for_answer(answers), batch["rationale_label"])

@@ -117,6 +117,7 @@ def gather(dataset: CachedVCRDataset, positions: np.ndarray,
     batch.update(_gather_objects(a, items, pin))
     labels = np.asarray(dataset.labels[positions], dtype=np.int64)
     batch.update(answer_label=torch.from_numpy(np.ascontiguousarray(labels[:, 0])),
+                 host_answer_label=torch.from_numpy(np.ascontiguousarray(labels[:, 0])),
                  rationale_label=torch.from_numpy(np.ascontiguousarray(labels[:, 1])),
                  index=torch.from_numpy(positions))
     if pin:  # a copy from pageable memory may wait for the device: pin the small ones too

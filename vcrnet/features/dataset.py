@@ -22,6 +22,8 @@ M the batch's objects in all; D the text width; float32 features, bool masks, lo
     object_mask       [B, K]
     boxes             [B, K, 4]         canvas pixels, x1 y1 x2 y2
     answer_label      [B]               -1 on test
+    host_answer_label [B]               the same, kept on the host (the teacher baselines draw
+                                        their answers there)
     rationale_label   [B]               -1 on test
     index             [B]               the item's position in the split
 
@@ -46,7 +48,8 @@ from vcrnet.features.extract import PAIRS_PER_ITEM, SplitFeatures
 TEXT_FIELDS = ("question", "answers", "rationale_query", "rationales")
 _TAG_NAMES = {"question": "question", "answers": "answer", "rationale_query": "rationale_query",
               "rationales": "rationale"}  # the prefix of each field's _tags, _mask, _lengths
-HOST_KEYS = tuple(f"{prefix}_lengths" for prefix in _TAG_NAMES.values())  # stay on the CPU
+HOST_KEYS = (*(f"{prefix}_lengths" for prefix in _TAG_NAMES.values()),
+             "host_answer_label")  # stay on the CPU
 
 
 class CachedVCRDataset(Dataset):
@@ -145,7 +148,8 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
                                                for it in items]))
     labels = torch.from_numpy(np.stack([it["labels"] for it in items]).astype(np.int64))
     batch.update(objects=objects, object_index=object_index, boxes=boxes, object_classes=classes,
-                 object_mask=object_mask, answer_label=labels[:, 0], rationale_label=labels[:, 1],
+                 object_mask=object_mask, answer_label=labels[:, 0],
+                 host_answer_label=labels[:, 0].clone(), rationale_label=labels[:, 1],
                  index=torch.tensor([it["index"] for it in items], dtype=torch.long))
     return batch
 

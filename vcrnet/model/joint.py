@@ -50,9 +50,10 @@ class RationaleScorer:
 
     A rationale has the same words beside every answer, so its length does not depend on the
     answer (``vcrnet.features.batches.gather`` checks it): ``mixed`` and ``for_answer`` take the
-    lengths of answer 0's row. A ``for_answer`` before any grounding reads its queries' lengths
-    off the device (the answers are chosen there): one wait per call, which the teacher
-    baselines make twice a step (their loss, and the logged joint NLL given the gold answer).
+    lengths of answer 0's row. A ``for_answer`` before any grounding needs its queries' lengths
+    on the host: given answers on the host (the teacher baselines draw theirs there) it reads
+    them off the batch's host lengths and sends the answers to the device without a wait; given
+    answers on the device it reads the lengths back from there (one wait).
     """
 
     def __init__(self, module: R2CBackbone, batch: Batch):
@@ -62,12 +63,23 @@ class RationaleScorer:
         self._pairs: Contextualized | None = None  # the 16 pairs, [B*16, Lr, *], once made
 
     def for_answer(self, answers: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(self.size, device=self.objects.reps.device)
-        if self._pairs is not None:
-            x = _pick(self._pairs, rows * NUM_CHOICES + answers, self._rationale_lengths())
+        """``answers [B]``, on the host or the batch's device."""
+        device = self.objects.reps.device
+        on_host = answers.device.type == "cpu"
+        if on_host and device.type != "cpu":
+            answers_on_device = answers.pin_memory().to(device, non_blocking=True)
         else:
-            pick = {k: self.batch[k][rows, answers] for k in _PAIR_KEYS}  # [B, 4(r), ...]
+            answers_on_device = answers
+        rows = torch.arange(self.size, device=device)
+        if self._pairs is not None:
+            x = _pick(self._pairs, rows * NUM_CHOICES + answers_on_device,
+                      self._rationale_lengths())
+        else:
+            pick = {k: self.batch[k][rows, answers_on_device] for k in _PAIR_KEYS}  # [B, 4(r)]
             pick["rationale_lengths"] = self._rationale_lengths()
+            query_lengths = self.batch.get("rationale_query_lengths")  # [B, 4 a, 4 r], host
+            if on_host and query_lengths is not None:
+                pick["rationale_query_lengths"] = query_lengths[torch.arange(self.size), answers]
             x = self._contextualize(pick, pairs_per_item=NUM_CHOICES)
         return self.module.reason(x).view(self.size, NUM_CHOICES)
 
@@ -109,6 +121,12 @@ class RationaleScorer:
 
 _PAIR_KEYS = ("rationale_query", "rationale_query_tags", "rationale_query_mask", "rationales",
               "rationale_tags", "rationale_mask")
+
+
+def host_answer_labels(batch: Batch) -> torch.Tensor:
+    """``[B]`` the gold answers on the host: the batch's host copy, else read back (a wait)."""
+    host = batch.get("host_answer_label")
+    return host if host is not None else batch["answer_label"].cpu()
 
 
 def sentences(batch: Batch, field: str, prefix: str) -> Sentences:
