@@ -42,7 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vcrnet.config import TrainConfig  # noqa: E402
 from vcrnet.data.records import NUM_CHOICES  # noqa: E402
 from vcrnet.features import CachedVCRDataset, SplitFeatures, cache, collate  # noqa: E402
-from vcrnet.features.batches import Batches, epoch_order, gather, item_sizes  # noqa: E402
+from vcrnet.features.batches import (  # noqa: E402
+    Batches,
+    epoch_order,
+    gather,
+    item_sizes,
+    padded_text_rows,
+)
 from vcrnet.features.extract import PAIRS_PER_ITEM  # noqa: E402
 from vcrnet.train import (  # noqa: E402
     build,
@@ -227,15 +233,10 @@ def same_as_collate(dataset: CachedVCRDataset, order: list[np.ndarray],
 
 def padded_rows(dataset: CachedVCRDataset, order: list[np.ndarray]) -> float:
     """Text rows per item once padded (the model's inputs), over ``order``'s batches."""
-    rows = 0
-    a = dataset.arrays
-    for b in order:
-        index = np.asarray(a["index"][dataset.items[b]])  # [B, 20, 3]
-        ctx, choice = index[..., 1], index[..., 2]
-        q, r = slice(0, NUM_CHOICES), slice(NUM_CHOICES, None)
-        rows += len(b) * (NUM_CHOICES * (ctx[:, q].max() + choice[:, q].max())
-                          + NUM_CHOICES ** 2 * (ctx[:, r].max() + choice[:, r].max()))
-    return rows / sum(len(b) for b in order)
+    index = dataset.arrays["index"]
+    rows = sum(len(b) * padded_text_rows(np.asarray(index[dataset.items[b]]), axis=None)
+               for b in order)
+    return float(rows) / sum(len(b) for b in order)
 
 
 def measure(args: argparse.Namespace, dataset: CachedVCRDataset) -> dict:

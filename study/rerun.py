@@ -79,6 +79,7 @@ def rerun(client: MlflowClient, parent_run_id: str, chosen: dict, config: TrainC
     test_labels = _test_labels(extra.get("data"), test_set.annot_ids)
     train_set, val_set = CachedVCRDataset(features["train"]), CachedVCRDataset(features["val"])
     results, folders = [], []
+    test_predictions = {}  # seed -> its best checkpoint's test predictions, where scored
     name = slug(chosen.get("approach", config.method))
     for seed in range(seeds):
         seed_config = config.replace(seed=seed, epochs=epochs or config.epochs)
@@ -104,7 +105,8 @@ def rerun(client: MlflowClient, parent_run_id: str, chosen: dict, config: TrainC
         best = max(history, key=lambda m: m[OBJECTIVE])  # chosen on dev, reported on val
         results.append({k: best[k] for k in ("epoch", OBJECTIVE, *SUMMARY_METRICS)})
         if test_labels is not None:  # the built-in data: a test split never selected on
-            test = _score_test(load_model(folder / BEST)[0], test_set, test_labels)
+            test_predictions[seed] = predict(load_model(folder / BEST)[0], test_set)
+            test = _score_test(test_predictions[seed], test_labels)
             client.log_batch(run_id, metrics=[Metric(k, v, int(time.time() * 1000), best["epoch"])
                                               for k, v in test.items()])
             results[-1].update(test)
@@ -112,8 +114,9 @@ def rerun(client: MlflowClient, parent_run_id: str, chosen: dict, config: TrainC
         client.set_terminated(run_id, FINISHED)
         folders.append((folder, run_id))
     best_seed = max(range(seeds), key=lambda s: results[s][OBJECTIVE])
-    model, _, _ = load_model(folders[best_seed][0] / BEST)
-    p = predict(model, test_set)
+    p = test_predictions.get(best_seed)
+    if p is None:
+        p = predict(load_model(folders[best_seed][0] / BEST)[0], test_set)
     submission = write_csv(out.parent / f"submission-{name}.csv", test_set.annot_ids,
                            p.answer_probs, p.rationale_probs)
     client.log_artifact(folders[best_seed][1], str(submission))
@@ -140,9 +143,8 @@ def _test_labels(data: str | None, annot_ids: list[str]):
     return pairs[:, 0], pairs[:, 1]
 
 
-def _score_test(model, test_set, labels) -> dict[str, float]:
+def _score_test(p, labels) -> dict[str, float]:
+    """The test metrics of predictions ``p`` (``vcrnet.train.Predictions``)."""
     from vcrnet.leaderboard import score
-    from vcrnet.train import predict
 
-    p = predict(model, test_set)
     return {f"test_{k}": v for k, v in score(p.answer_probs, p.rationale_probs, *labels).items()}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -40,15 +41,19 @@ _PAIR_FIELDS = {  # field -> (pairs of the item's 20, context (True) or choice w
 
 
 def item_sizes(dataset: CachedVCRDataset) -> np.ndarray:
-    """``[len]``: the padded word rows each item would need in a batch of its own (the 4
-    question-answer pairs at their longest, the 16 query-rationale pairs at theirs): what length
+    """``[len]``: the padded word rows each item would need in a batch of its own: what length
     buckets sort by."""
-    index = np.asarray(dataset.arrays["index"][dataset.items])  # [N, 20, 3]
+    return padded_text_rows(np.asarray(dataset.arrays["index"][dataset.items]), axis=1)
+
+
+def padded_text_rows(index: np.ndarray, axis: int | None) -> np.ndarray:
+    """Padded word rows per item: the 4 question-answer pairs at their longest, the 16
+    query-rationale pairs at theirs. ``index [N, 20, 3]`` (the cache's); the longest taken over
+    ``axis``: 1, each item alone (``[N]``); None, the N items as one batch (a scalar)."""
     ctx, choice = index[..., 1], index[..., 2]
-    q = slice(0, NUM_CHOICES)
-    r = slice(NUM_CHOICES, None)
-    return (NUM_CHOICES * (ctx[:, q].max(1) + choice[:, q].max(1))
-            + NUM_CHOICES ** 2 * (ctx[:, r].max(1) + choice[:, r].max(1)))
+    q, r = slice(0, NUM_CHOICES), slice(NUM_CHOICES, None)
+    return (NUM_CHOICES * (ctx[:, q].max(axis) + choice[:, q].max(axis))
+            + NUM_CHOICES ** 2 * (ctx[:, r].max(axis) + choice[:, r].max(axis)))
 
 
 def epoch_order(sizes: np.ndarray, batch_size: int, seed: int,
@@ -59,19 +64,20 @@ def epoch_order(sizes: np.ndarray, batch_size: int, seed: int,
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sizes))
     if bucket_batches <= 1:
-        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    bucket = batch_size * bucket_batches
-    for s in range(0, len(order), bucket):
-        part = order[s:s + bucket]
-        order[s:s + bucket] = part[np.argsort(sizes[part], kind="stable")]
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        return _chunks(order, batch_size)
+    for bucket in _chunks(order, batch_size * bucket_batches):  # views: sorted in place
+        bucket[:] = bucket[np.argsort(sizes[bucket], kind="stable")]
+    batches = _chunks(order, batch_size)
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def sorted_order(sizes: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches of items of similar size, for evaluation (where the order does not matter)."""
-    order = np.argsort(sizes, kind="stable")
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return _chunks(np.argsort(sizes, kind="stable"), batch_size)
+
+
+def _chunks(order: np.ndarray, size: int) -> list[np.ndarray]:
+    return [order[s:s + size] for s in range(0, len(order), size)]
 
 
 def gather(dataset: CachedVCRDataset, positions: np.ndarray,
@@ -87,7 +93,7 @@ def gather(dataset: CachedVCRDataset, positions: np.ndarray,
     pair_rows = (ctx + choice).ravel()
     starts = np.cumsum(pair_rows) - pair_rows  # each pair's first row in the packed text
     total = int(pair_rows.sum())
-    text = _empty((total + 1, a["text"].shape[1]), torch.float16, pin)
+    text = _empty((total + 1, a["text"].shape[1]), pin)
     tags = np.zeros(total + 1, dtype=np.int16)
     for source, target in ((a["text"], text.numpy()), (a["tags"], tags)):
         _copy_ranges(source, first.ravel(), pair_rows, target)
@@ -132,7 +138,7 @@ def _gather_objects(a: dict[str, np.ndarray], items: np.ndarray,
     counts = hi - lo
     starts = np.cumsum(counts) - counts
     rows = np.asarray(a["rows"][np.repeat(lo - starts, counts) + np.arange(counts.sum())])
-    objects = _empty((len(rows), a["objects"].shape[1]), torch.float16, pin)
+    objects = _empty((len(rows), a["objects"].shape[1]), pin)
     np.take(a["objects"], rows, axis=0, out=objects.numpy(), mode="clip")
     slots = np.arange(counts.max())
     mask = slots < counts[:, None]
@@ -156,13 +162,13 @@ def _copy_ranges(source: np.ndarray, first: np.ndarray, lengths: np.ndarray,
         target[dest[s]:dest[s] + n] = source[first[s]:first[s] + n]
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, pin: bool) -> torch.Tensor:
-    """A host buffer: pinned (from torch's caching host allocator, reused batch after batch) for
-    a GPU; else numpy's, which asks for huge pages (torch's own CPU allocations fault 4 KiB pages
-    one by one: 4x slower to fill at ~80 MB a batch, measured)."""
+def _empty(shape: tuple[int, ...], pin: bool) -> torch.Tensor:
+    """A float16 host buffer: pinned (from torch's caching host allocator, reused batch after
+    batch) for a GPU; else numpy's, which asks for huge pages (torch's own CPU allocations fault
+    4 KiB pages one by one: 4x slower to fill at ~80 MB a batch, measured)."""
     if pin:
-        return torch.empty(shape, dtype=dtype, pin_memory=True)
-    return torch.from_numpy(np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype))
+        return torch.empty(shape, dtype=torch.float16, pin_memory=True)
+    return torch.from_numpy(np.empty(shape, dtype=np.float16))
 
 
 def unpad(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -194,17 +200,13 @@ class Batches:
         cuda = self.device.type == "cuda"
         stream = torch.cuda.Stream(self.device) if cuda else None
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending: collections.deque = collections.deque()
-            positions = iter(self.order)
-            for p in positions:  # the first batches, then one more for each taken
-                pending.append(pool.submit(gather, self.dataset, p, cuda))
-                if len(pending) > self.prefetch:
-                    break
+            positions = iter(self.order)  # the first batches, then one more for each taken
+            pending = collections.deque(pool.submit(gather, self.dataset, p, cuda)
+                                        for p in itertools.islice(positions, self.prefetch + 1))
             copied = self._copy(pending.popleft().result(), stream) if pending else None
             while copied is not None:
-                for p in positions:
+                if (p := next(positions, None)) is not None:
                     pending.append(pool.submit(gather, self.dataset, p, cuda))
-                    break
                 following = self._copy(pending.popleft().result(), stream) if pending else None
                 yield unpad(self._ready(*copied))
                 copied = following

@@ -90,7 +90,19 @@ class Sentences:
     lengths: torch.Tensor | None = None
 
     def host_lengths(self) -> torch.Tensor:
-        return self.lengths if self.lengths is not None else self.mask.sum(1).cpu()
+        return host_lengths(self.lengths, self.mask)
+
+
+def host_lengths(lengths: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    """``lengths`` where known on the host, else the mask's row sums (read back: a wait)."""
+    return lengths if lengths is not None else mask.sum(1).cpu()
+
+
+def send(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without a wait (copied from pinned memory)."""
+    if device.type == "cpu":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
@@ -173,8 +185,7 @@ class R2CBackbone(nn.Module):
     def reason(self, x: Contextualized) -> torch.Tensor:
         """Contextualised pairs -> one logit each, ``[N]``."""
         inputs = torch.cat([x.response, x.attended_objects, x.attended_query], dim=-1)
-        lengths = x.lengths if x.lengths is not None else x.mask.sum(1).cpu()
-        reasoned = self._lstm(self.reasoning, inputs, lengths)  # [N, Lr, 2h]
+        reasoned = self._lstm(self.reasoning, inputs, host_lengths(x.lengths, x.mask))
         pooled = torch.cat([reasoned, x.response, x.attended_query], dim=-1)
         pooled = pooled.masked_fill(~x.mask.unsqueeze(-1), float("-inf")).amax(dim=1)
         return self.final_mlp(pooled).squeeze(-1)
@@ -224,9 +235,7 @@ def _sort(lengths: torch.Tensor, device: torch.device) -> _Sorted:
     (``pack_padded_sequence(enforce_sorted=False)`` would copy it there synchronously)."""
     lengths = lengths.clamp(min=1)
     order = torch.argsort(lengths, descending=True, stable=True)
-    both = torch.cat([order, torch.argsort(order)])  # the sort and its inverse
-    if device.type == "cuda":
-        both = both.pin_memory().to(device, non_blocking=True)
+    both = send(torch.cat([order, torch.argsort(order)]), device)  # the sort and its inverse
     return _Sorted(lengths[order], both[:len(order)], both[len(order):])
 
 

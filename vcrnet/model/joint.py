@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vcrnet.model.backbone import BackboneConfig, Contextualized, Objects, R2CBackbone, Sentences
+from vcrnet.model.backbone import (
+    BackboneConfig,
+    Contextualized,
+    Objects,
+    R2CBackbone,
+    Sentences,
+    send,
+)
 
 Batch = dict[str, torch.Tensor]  # as made by vcrnet.features.collate
 NUM_CHOICES = 4
@@ -66,10 +73,7 @@ class RationaleScorer:
         """``answers [B]``, on the host or the batch's device."""
         device = self.objects.reps.device
         on_host = answers.device.type == "cpu"
-        if on_host and device.type != "cpu":
-            answers_on_device = answers.pin_memory().to(device, non_blocking=True)
-        else:
-            answers_on_device = answers
+        answers_on_device = send(answers, device) if on_host else answers
         rows = torch.arange(self.size, device=device)
         if self._pairs is not None:
             x = _pick(self._pairs, rows * NUM_CHOICES + answers_on_device,
