@@ -95,15 +95,20 @@ ImageWeightsOption = Annotated[Path | None, typer.Option(
 ImageSizeOption = Annotated[str | None, typer.Option(
     help="Canvas WIDTHxHEIGHT the images are fitted into (default: 768x384 as R2C; 384x192 for "
          "the built-in data).", rich_help_panel="Features")]
+StorageOption = Annotated[str | None, typer.Option(
+    "--feature-storage", help="float16, or int8 (a scale per row): half the bytes on disk "
+    "(docs/features.md). Default: the features already extracted, else float16.",
+    rich_help_panel="Features")]
 
 
 def _feature_choice(text_encoder: str | None, text_layer: int | None,
-                    image_weights: Path | None, image_size: str | None):
+                    image_weights: Path | None, image_size: str | None, storage: str | None):
     from vcrnet.features import FeatureChoice
 
     return FeatureChoice(text_encoder=text_encoder, text_layer=text_layer,
                          image_weights=str(image_weights) if image_weights else None,
-                         image_size=_image_size(image_size) if image_size else None)
+                         image_size=_image_size(image_size) if image_size else None,
+                         storage=storage)
 
 
 @data_app.command("synth")
@@ -151,19 +156,58 @@ def data_features(
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
+    address: Annotated[str | None, typer.Option(
+        help="Extract on this Ray cluster's workers (default: in this process).",
+        envvar="RAY_ADDRESS", rich_help_panel="Where")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Extraction workers (default: with --address, one per GPU of the cluster; "
+             "without, 0: in this process; N > 0: a local Ray with N).",
+        rich_help_panel="Where")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(
+        help="GPUs per worker (default: 1 on a cluster, 0 on a local Ray without GPU).",
+        rich_help_panel="Where")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option(
+        help="CPUs per worker: its threads for images and wordpieces (default: 4 with a GPU, "
+             "else 1).", rich_help_panel="Where")] = None,
 ) -> None:
-    """Extract text and object features once into the cache (reused when present).
+    """Extract text and object features once into the cache (reused when present), in shards:
+    an interrupted extraction resumes from the shards it finished.
 
     Example: vcr-study data features ~/vcr1 --text-encoder bert-base-uncased \\
     --image-weights ~/resnet50-0676ba61.pth
+
+    On a cluster's GPU workers: vcr-study data features /mnt/shared/vcr1 --address auto \\
+    --text-encoder bert-base-uncased --image-weights /mnt/shared/resnet50-0676ba61.pth
     """
-    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
+    run = _extraction_runner(address, workers, gpus_per_worker, cpus_per_worker)
     found = features.resolve(data, cache, choice, _splits(split), echo=typer.echo,
-                             split_option=True, data_option="DATA")
+                             split_option=True, data_option="DATA", run=run)
     for name, entries in found.splits.items():
         for kind, entry in (("text", entries.text), ("objects", entries.objects)):
             state = "extracted" if kind in entries.computed else "cached"
             typer.echo(f"{name} {kind}: {state} {entry}")
+
+
+def _extraction_runner(address: str | None, workers: int | None, gpus: float | None,
+                       cpus: float | None):
+    """Where ``data features`` computes shards: None (this process), or a Ray's workers."""
+    if not address and not workers:
+        return None
+    import torch
+
+    from study import cluster
+    from study.extraction import Workers, on_ray
+
+    gpus = gpus if gpus is not None else float(bool(address) or torch.cuda.is_available())
+    chosen = Workers(count=workers, gpus=gpus, cpus=cpus or (4.0 if gpus else 1.0))
+    chosen.check()
+    if address:
+        cluster.check_address(address)
+        cluster.check_reachable(address)
+    cluster.connect(address)
+    return on_ray(chosen)
 
 
 @data_app.command("prepare")
@@ -175,6 +219,7 @@ def data_prepare(
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
 ) -> None:
     """Generate (once) the built-in synthetic dataset, check it and extract its features.
 
@@ -186,7 +231,7 @@ def data_prepare(
     typer.echo(f"data: {root}")
     for split in SPLITS:
         typer.echo("\n".join(check_split(root, split).lines()))
-    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     found = features.resolve(None if data is None else root, cache, choice, SPLITS,
                              echo=typer.echo)
     for split, entries in found.splits.items():
@@ -229,6 +274,7 @@ def train(
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
 ) -> None:
     """Train one configuration, one epoch's metrics a line.
 
@@ -242,7 +288,7 @@ def train(
     if epochs is not None:
         values["epochs"] = epochs
     config = TrainConfig.from_dict(values, where="--set")
-    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     if resume and (out / CHECKPOINT).is_file():  # go on with the features it was trained on
         found = _checkpoint_features(out / CHECKPOINT, load_checkpoint(out / CHECKPOINT), data,
                                      cache, choice, ("train", "val"))
@@ -277,6 +323,7 @@ def predict_command(
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
 ) -> None:
     """Write the 21-column VCR leaderboard CSV (probabilities) for every item of a split, on
     the features the checkpoint was trained on (and its data folder, unless --data is given).
@@ -288,7 +335,7 @@ def predict_command(
     from vcrnet.train import load_model, predict
 
     model, _, saved = load_model(checkpoint)
-    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     found = _checkpoint_features(checkpoint, saved, data, cache, choice, (_splits([split])[0],))
     dataset = CachedVCRDataset(found.splits[split])
     if dataset.text_dim != saved["text_dim"]:
@@ -366,9 +413,14 @@ def launch_command(
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
     max_failures: Annotated[int, typer.Option(
         help="Retries of a failed trial, from its last checkpoint.")] = 2,
+    local_cache: Annotated[Path | None, typer.Option(
+        help="A folder on each node's local disk: the node's first trial copies the feature "
+             "cache there, the others wait, all read it there (default: $VCR_STUDY_LOCAL_CACHE "
+             "on the node, else the cache itself).")] = None,
 ) -> None:
     """Run a study: Ray Tune trials, Optuna search, ASHA early stopping, MLflow tracking.
 
@@ -388,8 +440,9 @@ def launch_command(
         asha=asha, grace_period=grace_period, overrides=overrides, seed=seed,
         data=str(data.absolute()) if data else None,
         cache=str(cache.absolute()) if cache else None, address=address,
-        tracking_uri=tracking_uri, max_failures=max_failures)
-    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+        tracking_uri=tracking_uri, max_failures=max_failures,
+        local_cache=str(local_cache.absolute()) if local_cache else None)
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     best = launch(options, resume=resume, echo=typer.echo, choice=choice)
     _print_best(best, METRIC)
     typer.echo(f"\nstudy {options.name or '(see above)'} done. Open the MLflow UI with: "
@@ -427,14 +480,15 @@ def best_command(
 
     from mlflow.tracking import MlflowClient
 
-    from study.launch import METRIC, load_options, parent_run_id, tracking_uri
+    from study import store
+    from study.launch import METRIC
     from study.results import best_per_method
 
     if metric != METRIC:  # trials record their best epoch on the selection metric only
         raise InputError(f"--metric {metric}: studies rank trials on {METRIC}, the dev split "
                          "they select on; every other metric is shown at that epoch")
-    options = load_options(name)
-    best = best_per_method(MlflowClient(tracking_uri(options)), parent_run_id(name), metric)
+    options, parent = store.load(name)
+    best = best_per_method(MlflowClient(store.tracking_uri(options)), parent, metric)
     if as_json:
         typer.echo(json.dumps(best, indent=2))
     else:
@@ -451,14 +505,13 @@ def ablations_command(name: Annotated[str, typer.Option(help="The study.")]) -> 
     """
     from mlflow.tracking import MlflowClient
 
-    from study import paper
+    from study import paper, store
     from study.ablations import build_report
-    from study.launch import load_options, parent_run_id, reports_dir, study_dir, tracking_uri
 
-    options = load_options(name)
-    out = reports_dir(name)
-    written = build_report(MlflowClient(tracking_uri(options)), parent_run_id(name), out,
-                           study_dir(name) / "optuna.journal", name,
+    options, parent = store.load(name)
+    out = store.reports_dir(name)
+    written = build_report(MlflowClient(store.tracking_uri(options)), parent, out,
+                           store.journal_path(name), name,
                            comparable=paper.comparable(options.data))
     if not written:
         typer.echo("no trial runs yet: nothing to report")
@@ -512,6 +565,7 @@ def rerun_command(
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
 ) -> None:
     """Train the winning config to completion with K seeds; write the test leaderboard CSV.
     Uses the study's own data and features (feature options may only repeat them).
@@ -520,27 +574,20 @@ def rerun_command(
     """
     from mlflow.tracking import MlflowClient
 
-    from study.launch import (
-        METRIC,
-        load_options,
-        parent_run_id,
-        reports_dir,
-        study_features,
-        tracking_uri,
-    )
+    from study import store
+    from study.launch import METRIC, study_features
     from study.rerun import rerun, winning_config
     from study.results import best_per_method
 
-    options = load_options(name)
-    client = MlflowClient(tracking_uri(options))
-    parent = parent_run_id(name)
+    options, parent = store.load(name)
+    client = MlflowClient(store.tracking_uri(options))
     chosen, config = winning_config(best_per_method(client, parent, METRIC), method)
     typer.echo(f"re-running trial {chosen['trial_id']} ({chosen['approach']}) with {seeds} "
                "seed(s)")
-    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size)
+    choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     found = study_features(options, ("train", "val", "test"), choice, where=f"study {name}")
     result = rerun(client, parent, chosen, config, found.splits, found.extra(),
-                   reports_dir(name) / "rerun", seeds, epochs, echo=typer.echo)
+                   store.reports_dir(name) / "rerun", seeds, epochs, echo=typer.echo)
     typer.echo(f"{chosen['approach']} ({config.method}), {seeds} seed(s), each at its best "
                "epoch on dev; validation (never selected on): mean +- std [95% interval]")
     for key in result.mean:

@@ -26,7 +26,8 @@ AUTH_HELP = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH
 
 
 def connect(address: str | None) -> None:
-    """``ray.init``: a local Ray when ``address`` is None, else join the cluster there."""
+    """``ray.init``: a local Ray when ``address`` is None, else join the cluster there (checked
+    by the caller: ``check_address``, ``check_reachable``)."""
     import ray
 
     kwargs = dict(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
@@ -34,8 +35,6 @@ def connect(address: str | None) -> None:
     if address is None:
         ray.init(**kwargs)
         return
-    check_address(address)
-    check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except ray.exceptions.AuthenticationError as error:

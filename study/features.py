@@ -32,9 +32,10 @@ from vcrnet.features import (
     SplitFeatures,
     cached_settings,
     entry_paths,
-    extract_split,
+    extract_splits,
 )
 from vcrnet.features import cache as cache_entry
+from vcrnet.features.extract import RunShards
 from vcrnet.features.text import DEFAULT_TEXT_ENCODER
 
 Echo = Callable[[str], None]
@@ -75,9 +76,11 @@ def data_root(data: Path | None, splits: tuple[str, ...], images: bool = True,
 
 def resolve(data: Path | None, cache: Path | None, choice: FeatureChoice,
             splits: tuple[str, ...], echo: Echo = print, progress: bool = True,
-            split_option: bool = False, data_option: str = "--data") -> Features:
-    """The features of ``splits``, by the rule above; extracts what is missing.
-    ``split_option``/``data_option``: how the command takes splits and data (for messages)."""
+            split_option: bool = False, data_option: str = "--data",
+            run: RunShards | None = None) -> Features:
+    """The features of ``splits``, by the rule above; extracts what is missing (``run``: where
+    the shards are computed, default this process). ``split_option``/``data_option``: how the
+    command takes splits and data (for messages)."""
     root, is_builtin = data_root(data, splits, images=False, split_option=split_option,
                                  data_option=data_option)
     cache = (cache or builtin.default_cache_dir()).absolute()
@@ -99,23 +102,23 @@ def resolve(data: Path | None, cache: Path | None, choice: FeatureChoice,
         if not is_builtin and not extracted:
             fallback = functools.partial(_warn_offline_defaults, choice, settings)
     return Features(root, settings, _extract(root, cache, settings, splits, progress, echo,
-                                             split_option, data_option, fallback))
+                                             split_option, data_option, fallback, run))
 
 
 def fixed_features(data: Path | None, cache: Path | None, settings: FeatureSettings,
                    choice: FeatureChoice, splits: tuple[str, ...], where: str,
-                   echo: Echo = print) -> Features:
+                   echo: Echo = print, run: RunShards | None = None) -> Features:
     """The features of a checkpoint or a study (``where``): options may only agree with them."""
     choice.check_agrees(settings, where)
     root, _ = data_root(data, splits, images=False)
     cache = (cache or builtin.default_cache_dir()).absolute()
-    return Features(root, settings, _extract(root, cache, settings, splits, True, echo))
+    return Features(root, settings, _extract(root, cache, settings, splits, True, echo, run=run))
 
 
 def _extract(root: Path, cache: Path, settings: FeatureSettings, splits: tuple[str, ...],
              progress: bool, echo: Echo, split_option: bool = False,
-             data_option: str = "--data",
-             warn: Callable[[], None] | None = None) -> dict[str, SplitFeatures]:
+             data_option: str = "--data", warn: Callable[[], None] | None = None,
+             run: RunShards | None = None) -> dict[str, SplitFeatures]:
     """Each split's entries; the missing ones extracted (the images checked first, then
     ``warn`` about the settings, then said)."""
     missing = [s for s in splits if not all(cache_entry.is_complete(p) for p in
@@ -126,7 +129,7 @@ def _extract(root: Path, cache: Path, settings: FeatureSettings, splits: tuple[s
             warn()
         echo(f"extracting features once for {', '.join(missing)} into {cache}: "
              f"{settings.describe()}")
-    return {s: extract_split(root, s, cache, settings, progress) for s in splits}
+    return extract_splits(root, splits, cache, settings, progress, run)
 
 
 def _warn_offline_defaults(choice: FeatureChoice, settings: FeatureSettings) -> None:

@@ -1,105 +1,29 @@
 """``vcr-study launch``: a study on Ray Tune, searched by Optuna (or a grid), stopped early by ASHA,
-tracked in MLflow.
-
-Where things go (all absolute, under ``builtin.home()``):
-
-- ``studies/<name>/study.json``: the launch options, so that ``--resume`` and ``best`` find the
-  study; ``studies/<name>/optuna.journal``: the Optuna study (optuna-dashboard reads it);
-- ``ray_results/<name>/``: Ray Tune's experiment and the trials' checkpoints;
-- ``mlflow.db`` and ``mlartifacts/``: the MLflow store (or ``--tracking-uri``).
+tracked in MLflow. Where its files go, and its record: ``study.store``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from study import builtin, cluster, features, uris
+from study import builtin, cluster, features, store, uris
 from study.spaces import SearchSpace, load_space
+from study.store import LaunchOptions
 from study.trainable import resolve_config, train_trial
-from vcrnet.atomic import write_text
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
 from vcrnet.features import FeatureChoice, FeatureSettings
+from vcrnet.features.extract import RunShards
 from vcrnet.train import OBJECTIVE
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 METRIC, MODE = OBJECTIVE, "max"  # trials are compared on the dev split, never on val
-SEARCHERS = ("tpe", "random")
-
-
-@dataclass
-class LaunchOptions:
-    name: str = ""  # "" -> study-YYYYmmdd-HHMMSS
-    space: str = "default"
-    trials: int = 8  # for a distribution space; a grid runs each of its trials once
-    concurrent: int = 2
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    searcher: str = "tpe"
-    asha: bool = True
-    grace_period: int = 1
-    overrides: dict = field(default_factory=dict)  # --set, and --epochs
-    seed: int = 0
-    data: str | None = None
-    cache: str | None = None
-    features: dict | None = None  # FeatureSettings.to_dict(), resolved when the study starts
-    address: str | None = None
-    tracking_uri: str | None = None
-    max_failures: int = 2
-
-    def check(self) -> None:
-        checks = [(self.trials >= 1, "--trials", "at least 1"),
-                  (self.concurrent >= 1, "--concurrent", "at least 1"),
-                  (self.cpus_per_trial > 0, "--cpus-per-trial", "positive"),
-                  (self.gpus_per_trial >= 0, "--gpus-per-trial", "0 or more"),
-                  (self.searcher in SEARCHERS, "--searcher", f"one of {', '.join(SEARCHERS)}"),
-                  (self.grace_period >= 1, "--grace-period", "at least 1"),
-                  (self.max_failures >= 0, "--max-failures", "0 or more")]
-        for ok, option, expected in checks:
-            if not ok:
-                raise InputError(f"{option}: must be {expected}")
-        if self.name and not all(c.isalnum() or c in "-_." for c in self.name):
-            raise InputError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.'")
-
-
-def study_dir(name: str) -> Path:
-    return builtin.home() / "studies" / name
-
-
-def storage_root() -> Path:
-    return builtin.home() / "ray_results"
-
-
-def load_options(name: str) -> LaunchOptions:
-    path = study_dir(name) / "study.json"
-    if not path.is_file():
-        known = sorted(p.name for p in (builtin.home() / "studies").glob("*") if p.is_dir())
-        raise InputError(f"--name {name}: no such study under {builtin.home()}"
-                         + (f" (there are: {', '.join(known)})" if known else ""))
-    saved = json.loads(path.read_text())
-    if "features" not in saved:  # before 2026-11-28: selected on val, features not recorded
-        raise InputError(f"--name {name}: made by an earlier vcr-study (it selected on val and "
-                         "did not record its features): launch a new study")
-    return LaunchOptions(**{k: v for k, v in saved.items() if k != "parent_run_id"})
-
-
-def reports_dir(name: str) -> Path:
-    return builtin.home() / "reports" / name
-
-
-def parent_run_id(name: str) -> str:
-    return json.loads((study_dir(name) / "study.json").read_text())["parent_run_id"]
-
-
-def tracking_uri(options: LaunchOptions) -> str:
-    from study.tracking import default_tracking_uri
-
-    return options.tracking_uri or default_tracking_uri(builtin.home())
 
 
 class FlatParams:
@@ -116,16 +40,32 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print,
            choice: FeatureChoice = FeatureChoice()) -> list[dict]:
     """Run (or resume) a study to its end; returns the best trial per method. ``choice``: the
     feature options given (``study.features`` resolves them; a resumed study keeps its own)."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
-    from ray import tune
+    from study import results, tracking
 
-    from study import progress, results, searchers, tracking
+    options, space = _resolved_options(options, resume)
+    address = _preflight_checks(options)
+    found = _features(options, choice, address, echo)  # trials only read them
+    _start_ray(address, found)
+    client, parent = _open_study(options, space, found.settings, resume)
+    tuner = _build_or_restore_tuner(options, space, found, parent, resume, echo)
+    status = tracking.KILLED  # unless the study runs to its end
+    try:
+        tuner.fit()
+        _fail_orphaned_optuna_trials(options.name, echo)
+        status = tracking.FINISHED
+    finally:
+        _close_study(client, parent, status, echo)
+    return results.best_per_method(client, parent, METRIC)
 
+
+def _resolved_options(options: LaunchOptions, resume: bool) -> tuple[LaunchOptions, SearchSpace]:
+    """The options the study runs with (a resumed study's own, from its record), checked and
+    named, and its search space; refused before anything is written where a new study would take
+    the name of one that exists."""
     if resume:
         if not options.name:
             raise InputError("--resume: needs --name of the study to continue")
-        options = load_options(options.name)
+        options = store.load(options.name).options
     options.check()
     options.name = options.name or time.strftime("study-%Y%m%d-%H%M%S")
     if options.tracking_uri:  # a password in the URI is never saved with the study
@@ -133,70 +73,124 @@ def launch(options: LaunchOptions, resume: bool = False, echo=print,
     space = load_space(options.space)
     options.space = str(space.path)
     _check_overrides(space, options.overrides)
-    folder = study_dir(options.name)
-    experiment_path = storage_root() / options.name
-    if not resume and folder.exists():
+    if not resume and store.study_dir(options.name).exists():
         raise InputError(f"--name {options.name}: a study of that name exists; pass --resume "
                          "to continue it, or choose another name")
+    return options, space
 
-    cluster.check_store(tracking_uri(options))
+
+def _preflight_checks(options: LaunchOptions) -> str | None:
+    """The tracking store, and a cluster's address, checked before features are resolved;
+    returns the cluster's address (None: a local Ray)."""
+    uri = store.tracking_uri(options)
+    cluster.check_store(uri)
     address = options.address or os.environ.get("RAY_ADDRESS") or None
     if address:
         cluster.check_address(address)
-        cluster.check_tracking(tracking_uri(options))
+        cluster.check_tracking(uri)
         cluster.check_reachable(address)
-    found = study_features(options, ("train", "val"), choice, echo=echo)  # trials only read it
-    entries = found.paths()
+    return address
+
+
+def _features(options: LaunchOptions, choice: FeatureChoice, address: str | None,
+              echo) -> features.Features:
+    """The trials' features; on a cluster, those missing extracted on its workers (joined
+    first), with a GPU each if the trials have GPUs."""
+    if not address:
+        return study_features(options, ("train", "val"), choice, echo=echo)
+    from study.extraction import Workers, on_ray
+
     cluster.connect(address)
-    if address:  # trials may run on other nodes: they must see the cache and the results
-        cluster.check_shared({f"feature cache ({split})": Path(path) for split, paths
-                              in entries.items() for path in paths}, storage_root())
-    client = MlflowClient(tracking_uri(options))
+    gpus = 1.0 if options.gpus_per_trial > 0 else 0.0
+    workers = Workers(gpus=gpus, cpus=max(1.0, options.cpus_per_trial))
+    return study_features(options, ("train", "val"), choice, echo=echo, run=on_ray(workers))
+
+
+def _start_ray(address: str | None, found: features.Features) -> None:
+    """A local Ray; or, on the cluster at ``address`` (joined), a check that its every node sees
+    the trials' inputs and results."""
+    if not address:
+        cluster.connect(None)
+        return
+    cluster.check_shared({f"feature cache ({split})": Path(path) for split, paths
+                          in found.paths().items() for path in paths}, store.storage_root())
+
+
+def _open_study(options: LaunchOptions, space: SearchSpace, settings: FeatureSettings,
+                resume: bool) -> tuple[MlflowClient, str]:
+    """The MLflow client and the study's parent run; a new study's record is saved once that run
+    exists (so ``--resume`` always finds it), and its options are logged on it."""
+    from mlflow.tracking import MlflowClient
+
+    from study import tracking
+
+    client = MlflowClient(store.tracking_uri(options))
     parent = tracking.open_study(client, options.name, builtin.home(), space.description)
     if not resume:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / "study.json", {**dataclasses.asdict(options),
-                                            "parent_run_id": parent})
-        client.log_batch(parent, params=[Param(k, str(v)) for k, v in {
-            "space": space.name, "searcher": "grid" if space.is_grid else options.searcher,
-            "asha": options.asha, "trials": len(space.trials) if space.is_grid
-            else options.trials, "concurrent": options.concurrent, "seed": options.seed,
-            **{f"set.{k}": v for k, v in options.overrides.items()},
-            **{f"features.{k}": v for k, v in found.settings.to_dict().items()}}.items()])
-        client.log_artifact(parent, str(space.path))
+        store.save(store.StudyRecord(options, parent))
+        _log_options(client, parent, options, space, settings)
+    return client, parent
 
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, space_path=options.space, features=entries,
+
+def _log_options(client: MlflowClient, parent: str, options: LaunchOptions, space: SearchSpace,
+                 settings: FeatureSettings) -> None:
+    from mlflow.entities import Param
+
+    params = {"space": space.name, "searcher": "grid" if space.is_grid else options.searcher,
+              "asha": options.asha,
+              "trials": len(space.trials) if space.is_grid else options.trials,
+              "concurrent": options.concurrent, "seed": options.seed,
+              **{f"set.{k}": v for k, v in options.overrides.items()},
+              **{f"features.{k}": v for k, v in settings.to_dict().items()}}
+    client.log_batch(parent, params=[Param(k, str(v)) for k, v in params.items()])
+    client.log_artifact(parent, str(space.path))
+
+
+def _build_or_restore_tuner(options: LaunchOptions, space: SearchSpace, found: features.Features,
+                            parent: str, resume: bool, echo):
+    """Tune's experiment, restored where ``--resume`` finds one Tune saved, else a new one."""
+    from ray import tune
+
+    from study import progress, tracking
+
+    trainable = _trainable(options, found)
+    experiment = store.experiment_dir(options.name)
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        echo(f"resuming study {options.name} from {experiment}")
+        return tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True,
+                                  resume_errored=False)
+    tracker = tracking.MLflowTracker(store.tracking_uri(options), parent,
+                                     FlatParams(options.space, options.overrides), METRIC)
+    return _new_tuner(options, space, trainable, [tracker, progress.Progress(METRIC, echo)])
+
+
+def _trainable(options: LaunchOptions, found: features.Features):
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(train_trial, space_path=options.space, features=found.paths(),
                              extra=found.extra(), cpus=options.cpus_per_trial,
-                             overrides=options.overrides),
+                             overrides=options.overrides, local_cache=options.local_cache),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
-    if resume and tune.Tuner.can_restore(str(experiment_path)):
-        echo(f"resuming study {options.name} from {experiment_path}")
-        tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True,
-                                   resume_errored=False)
-    else:
-        tracker = tracking.MLflowTracker(tracking_uri(options), parent,
-                                         FlatParams(options.space, options.overrides), METRIC)
-        tuner = _new_tuner(options, space, trainable, experiment_path, folder,
-                           [tracker, progress.Progress(METRIC, echo)])
-    status = tracking.FINISHED
-    try:
-        tuner.fit()
-        journal = folder / "optuna.journal"
-        if journal.is_file() and searchers.fail_orphans(str(journal), options.name):
-            echo("marked the Optuna trials a driver restart left RUNNING as FAIL")
-    except BaseException:
-        status = tracking.KILLED
-        raise
-    finally:
-        left = tracking.close_study(client, parent, status)
-        if left:
-            echo(f"marked {left} trial run(s) left RUNNING as KILLED")
-    return results.best_per_method(client, parent, METRIC)
 
 
-def _new_tuner(options: LaunchOptions, space: SearchSpace, trainable, experiment_path: Path,
-               folder: Path, callbacks: list):
+def _fail_orphaned_optuna_trials(name: str, echo) -> None:
+    from study import searchers
+
+    journal = store.journal_path(name)
+    if journal.is_file() and searchers.fail_orphans(str(journal), name):
+        echo("marked the Optuna trials a driver restart left RUNNING as FAIL")
+
+
+def _close_study(client: MlflowClient, parent: str, status: str, echo) -> None:
+    from study import tracking
+
+    left = tracking.close_study(client, parent, status)
+    if left:
+        echo(f"marked {left} trial run(s) left RUNNING as KILLED")
+
+
+def _new_tuner(options: LaunchOptions, space: SearchSpace, trainable, callbacks: list):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -208,9 +202,9 @@ def _new_tuner(options: LaunchOptions, space: SearchSpace, trainable, experiment
         param_space, search_alg, samples = {"grid": tune.grid_search(space.trials)}, None, 1
     else:
         param_space, samples = {}, options.trials
-        search_alg = _optuna_search(options, space, folder)
+        search_alg = _optuna_search(options, space)
     run_config = tune.RunConfig(
-        name=options.name, storage_path=str(experiment_path.parent), callbacks=callbacks,
+        name=options.name, storage_path=str(store.storage_root()), callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
@@ -239,7 +233,7 @@ def tpe_sampler(seed: int, trials: int):
                                           group=True)
 
 
-def _optuna_search(options: LaunchOptions, space: SearchSpace, folder: Path):
+def _optuna_search(options: LaunchOptions, space: SearchSpace):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -249,7 +243,7 @@ def _optuna_search(options: LaunchOptions, space: SearchSpace, folder: Path):
         sampler = tpe_sampler(options.seed, options.trials)
     else:
         sampler = optuna.samplers.RandomSampler(seed=options.seed)
-    storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    storage = JournalStorage(JournalFileBackend(str(store.journal_path(options.name))))
     return RestartSafeOptunaSearch(space.suggest, metric=METRIC, mode=MODE, sampler=sampler,
                                    study_name=options.name, storage=storage)
 
@@ -274,18 +268,17 @@ def _check_overrides(space: SearchSpace, overrides: dict) -> None:
 
 def study_features(options: LaunchOptions, splits: tuple[str, ...],
                    choice: FeatureChoice = FeatureChoice(), where: str = "the study",
-                   echo=print) -> features.Features:
+                   echo=print, run: RunShards | None = None) -> features.Features:
     """The study's features of ``splits``: resolved from ``choice`` when the study starts (and
-    recorded in ``options.features``), the recorded ones afterwards (options may only agree)."""
+    recorded in ``options.features``), the recorded ones afterwards (options may only agree);
+    those missing extracted by ``run`` (default: in this process)."""
     data = Path(options.data).absolute() if options.data else None
     cache = Path(options.cache).absolute() if options.cache else None
     if options.features is None:
-        found = features.resolve(data, cache, choice, splits, echo=echo)
+        found = features.resolve(data, cache, choice, splits, echo=echo, run=run)
         options.features = found.settings.to_dict()
         return found
     settings = FeatureSettings.from_dict(options.features, where=where)
-    return features.fixed_features(data, cache, settings, choice, splits, where, echo=echo)
+    return features.fixed_features(data, cache, settings, choice, splits, where, echo=echo,
+                                   run=run)
 
-
-def write_json(path: Path, obj: dict) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=str))

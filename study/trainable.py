@@ -1,12 +1,14 @@
 """The Ray Tune function trainable: a thin wrapper around ``vcrnet.train.fit``.
 
 It turns the trial's flat config into a TrainConfig (through the search space), reads the shared
-feature cache (never recomputes it), resumes from Tune's checkpoint when there is one, and reports
-every epoch with a checkpoint. Everything it is handed is an absolute path: trials change directory.
+feature cache (never recomputes it; from a copy on the node's local disk when asked,
+``vcrnet.features.stage``), resumes from Tune's checkpoint when there is one, and reports every
+epoch with a checkpoint. Everything it is handed is an absolute path: trials change directory.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +21,7 @@ from study.spaces import load_space, trial_values
 from vcrnet.config import TrainConfig
 from vcrnet.features import CachedVCRDataset
 from vcrnet.features.extract import SplitFeatures
+from vcrnet.features.stage import LOCAL_CACHE_VARIABLE, stage
 from vcrnet.train import CHECKPOINT, METRICS, fit
 
 
@@ -29,18 +32,24 @@ def resolve_config(space_path: str, config: dict, overrides: dict) -> TrainConfi
 
 
 def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str, str]],
-                extra: dict, cpus: float, overrides: dict) -> None:
+                extra: dict, cpus: float, overrides: dict, local_cache: str | None = None) -> None:
+    """``local_cache``: a folder on the node's local disk to read the cache from (copied there
+    by the node's first trial); None: ``$VCR_STUDY_LOCAL_CACHE`` on the node, if set."""
     torch.set_num_threads(max(1, int(cpus)))
     train_config = resolve_config(space_path, config, overrides)
     node_id = ray.get_runtime_context().get_node_id()
+    local_cache = local_cache or os.environ.get(LOCAL_CACHE_VARIABLE) or None
+    entries = {}
     for split, paths in features.items():
         for path in paths:
             if not Path(path).exists():
                 raise FileNotFoundError(f"feature cache ({split}) {path}: not visible on Ray node "
                                         f"{node_id[:12]}; it must be on storage every node "
                                         "mounts at the same path")
-    train_set, val_set = (CachedVCRDataset(SplitFeatures(Path(text), Path(objects), ()))
-                          for text, objects in (features["train"], features["val"]))
+        entries[split] = [stage(Path(p), Path(local_cache)) if local_cache else Path(p)
+                          for p in paths]
+    train_set, val_set = (CachedVCRDataset(SplitFeatures(text, objects, ()))
+                          for text, objects in (entries["train"], entries["val"]))
     out = Path(tune.get_context().get_trial_dir()).absolute() / "run"
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()

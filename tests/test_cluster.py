@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_until_answers
+from conftest import SMALL_SETTINGS, free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
+from test_features import assert_same_features
 
 from study.results import trial_runs
+from vcrnet.features import CachedVCRDataset, SplitFeatures, entry_paths, extract_splits
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -78,6 +80,15 @@ class Cluster:
             assert time.monotonic() < deadline, f"not {count} live Ray nodes in {timeout} s"
             time.sleep(1)
 
+    def head_node_id(self) -> str:
+        probe = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
+                 "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+                 "'node:__internal_head__' in n['Resources']][0])")
+        done = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1]
+
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
@@ -127,12 +138,16 @@ def launch(cluster: Cluster, home: Path, synthetic_dir, cache, *args, timeout=60
 
 
 def test_a_study_runs_across_nodes(cluster, tmp_path, synthetic_dir, synthetic_features):
-    home = tmp_path / "home"
+    home, local = tmp_path / "home", tmp_path / "node-local"
     with_password = cluster.tracking_uri.replace("http://", "http://alice:s3cret-pw@")
     done = launch(cluster, home, synthetic_dir, synthetic_features.text.parent, "--name", "c1",
                   "--trials", "4", "--epochs", "2", "--concurrent", "2",
-                  "--tracking-uri", with_password)
+                  "--tracking-uri", with_password, "--local-cache", local)
     assert done.returncode == 0, done.stderr[-3000:]
+    # the trials read the cache from the node-local copy (one here: both nodes share this disk)
+    staged = {p.name for p in local.iterdir() if (p / "manifest.json").is_file()}
+    assert len(staged) == 4  # train and val, text and objects
+    assert {synthetic_features.text.name, synthetic_features.objects.name} <= staged
 
     client = MlflowClient(cluster.tracking_uri)
     parent = json.loads((home / "studies" / "c1" / "study.json").read_text())["parent_run_id"]
@@ -163,6 +178,29 @@ def test_a_study_runs_across_nodes(cluster, tmp_path, synthetic_dir, synthetic_f
     assert best.returncode == 0, best.stderr[-2000:]
     assert {b["method"] for b in json.loads(best.stdout)} <= {"softmax", "gumbel", "teacher"}
     assert json.loads(best.stdout)
+
+
+def test_features_are_extracted_on_the_worker_node(cluster, tmp_path, synthetic_dir):
+    """``data features --address``: the shards run on the cluster's other node, not on the
+    driver's, and make the features one process makes."""
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-m", "study.cli", "data", "features", str(synthetic_dir), "--cache",
+         str(cache), "--split", "val", "--image-size", "256x128", "--address", cluster.address,
+         "--gpus-per-worker", "0", "--cpus-per-worker", "1"], env=cluster.env,
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "val text: extracted" in done.stdout and "val objects: extracted" in done.stdout
+    head = cluster.head_node_id()
+    for manifest in cache.glob("val-*/manifest.json"):
+        workers = json.loads(manifest.read_text())["extracted_on"]
+        assert workers and head not in workers, (workers, head)
+    local = tmp_path / "local"
+    extract_splits(synthetic_dir, ("val",), local, SMALL_SETTINGS, progress=False)
+    assert_same_features(CachedVCRDataset(SplitFeatures(*entry_paths(synthetic_dir, "val",
+                                                                     local, SMALL_SETTINGS))),
+                         CachedVCRDataset(SplitFeatures(*entry_paths(synthetic_dir, "val",
+                                                                     cache, SMALL_SETTINGS))))
 
 
 def test_a_local_store_is_refused_with_a_cluster(cluster, tmp_path, synthetic_dir,

@@ -16,6 +16,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from study.cluster import check_address, check_tracking
 from study.tracking import default_tracking_uri
 from vcrnet.errors import InputError
+from vcrnet.features.stage import LOCAL_CACHE_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
@@ -119,3 +120,13 @@ def test_a_local_store_is_refused_with_a_cluster():
 def test_bad_addresses_are_refused(address):
     with pytest.raises(InputError, match="--address"):
         check_address(address)
+
+
+def test_gpu_workers_read_the_cache_from_their_nvme():
+    start = command("worker_start_ray_commands", "ray start")
+    folder = re.search(rf"{LOCAL_CACHE_VARIABLE}=(\S+)\s+RAY_AUTH_MODE=token ray start", start)
+    assert folder, start  # in the raylet's environment: every trial on the node inherits it
+    setup = commands("worker_setup_commands")
+    mount = re.search(r"sudo mount \S+ (/\S+);", setup)
+    assert mount and Path(folder.group(1)).is_relative_to(mount.group(1))
+    assert f"mkdir -p {folder.group(1)}" in setup

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.launch import load_options, parent_run_id, storage_root, tracking_uri
+from study import store
 from study.results import trial_runs
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def trial_pids(name: str) -> list[int]:
 
 
 def checkpoints(name: str) -> list[Path]:
-    return sorted(storage_root().glob(f"{name}/*/checkpoint_*/checkpoint.pt"))
+    return sorted(store.experiment_dir(name).glob("*/checkpoint_*/checkpoint.pt"))
 
 
 class Saboteur(threading.Thread):
@@ -102,8 +102,9 @@ def test_a_trial_killed_mid_training_resumes_from_its_checkpoint(
     saboteur.join(timeout=10)
     assert saboteur.done, saboteur.error
     assert code == 0, err
-    client = MlflowClient(tracking_uri(load_options("f1")))
-    runs = trial_runs(client, parent_run_id("f1"))
+    options, parent = store.load("f1")
+    client = MlflowClient(store.tracking_uri(options))
+    runs = trial_runs(client, parent)
     assert len(runs) == 1  # one run, though the trial ran twice
     run = client.get_run(runs["run_id"].iloc[0])
     assert run.info.status == "FINISHED" and run.data.tags["final_status"] == "COMPLETED"
@@ -134,8 +135,9 @@ def test_a_truncated_checkpoint_fails_its_trial_with_the_reason_and_the_study_go
     assert saboteur.done, saboteur.error
     assert code == 0, err
     assert "1 failed" in out
-    client = MlflowClient(tracking_uri(load_options("f2")))
-    runs = trial_runs(client, parent_run_id("f2")).set_index("trial_id")
+    options, parent = store.load("f2")
+    client = MlflowClient(store.tracking_uri(options))
+    runs = trial_runs(client, parent).set_index("trial_id")
     assert len(runs) == 2
     victim = {t for t in runs.index for path in cut if f"_{t}_" in path.parent.parent.name}
     assert len(victim) == 1, (victim, cut)
@@ -167,7 +169,7 @@ def test_eight_concurrent_trials_reporting_every_step_lose_no_metric_point(
         tune.with_resources(chatty, {"cpu": 0.25}),
         param_space={"x": tune.grid_search([i / 8 for i in range(1, 9)])},
         tune_config=tune.TuneConfig(max_concurrent_trials=8),
-        run_config=tune.RunConfig(name="load", storage_path=str(storage_root()),
+        run_config=tune.RunConfig(name="load", storage_path=str(store.storage_root()),
                                   callbacks=[tracker], verbose=0))
     grid = tuner.fit()
     assert not grid.errors

@@ -16,7 +16,7 @@ import torch
 from conftest import SMALL_SETTINGS, read_lines
 
 from vcrnet.data import ground_item, read_split, write_synthetic
-from vcrnet.features import CachedVCRDataset, collate, extract_split
+from vcrnet.features import CachedVCRDataset, collate, extract_split, extract_splits
 from vcrnet.features import extract as extract_module
 from vcrnet.features.cache import is_complete
 from vcrnet.features.text import TextEncoder, resolve_text_encoder
@@ -126,31 +126,43 @@ def test_second_run_encodes_nothing_and_new_settings_make_a_new_entry(synthetic_
     assert third.objects == first.objects
 
 
-def test_a_failed_extraction_leaves_no_entry(synthetic_dir, tmp_path, monkeypatch):
+def test_a_failed_extraction_resumes_from_its_finished_shards(synthetic_dir, tmp_path,
+                                                                monkeypatch):
     calls = []
 
-    def fail_on_second_batch(*args, **kwargs):
+    def fail_on_third_batch(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt  # like Ctrl-C half-way through the images
         return original(*args, **kwargs)
 
-    original = extract_module._extract_images
-    monkeypatch.setattr(extract_module, "_extract_images", fail_on_second_batch)
+    original = extract_module.ShardWorker._run_images
+    monkeypatch.setattr(extract_module.ShardWorker, "_run_images", fail_on_third_batch)
+    shards = {"shard_items": 10, "shard_images": 2}  # 3 text shards; objects: 4 of 2 images
     with pytest.raises(KeyboardInterrupt):
-        extract_split(synthetic_dir, "train", tmp_path, SMALL_SETTINGS, progress=False)
-    # the text entry was finished before; the objects entry left nothing behind
-    assert [p.name.split("-")[1] for p in tmp_path.iterdir()] == ["text"]
+        extract_splits(synthetic_dir, ("train",), tmp_path, SMALL_SETTINGS, progress=False,
+                       **shards)
+    # the text entry was finished; the objects entry is not there, only its first shards
+    assert [p.name.split("-")[1] for p in tmp_path.iterdir() if is_complete(p)] == ["text"]
+    partial = next(tmp_path.glob(".train-objects-*.partial"))
+    finished = {p: p.stat().st_mtime_ns for p in partial.glob("features-*.npy")}
+    assert len(finished) == 2 and not list(partial.glob(".*tmp*"))  # a batch is a shard here
     monkeypatch.undo()
-    done = extract_split(synthetic_dir, "train", tmp_path, SMALL_SETTINGS, progress=False)
+    done = extract_splits(synthetic_dir, ("train",), tmp_path, SMALL_SETTINGS, progress=False,
+                          shard_items=5, shard_images=1)["train"]  # resumed: its own sizes kept
     assert done.computed == ["objects"] and len(CachedVCRDataset(done)) == 24
+    kept = {p.name: (done.objects / p.name).stat().st_mtime_ns for p in finished}
+    assert kept == {p.name: t for p, t in finished.items()}  # not computed again
+    manifest = json.loads((done.objects / "manifest.json").read_text())
+    assert manifest["shards"] == len(list(done.objects.glob("features-*.npy"))) > 2
+    assert not list(tmp_path.glob(".*"))  # nothing partial left
 
 
 KILL_SCRIPT = """
 import sys
-from vcrnet.features import FeatureSettings, extract_split
-extract_split(sys.argv[1], "train", sys.argv[2], FeatureSettings(image_size=(256, 128)),
-              progress=False)
+from vcrnet.features import FeatureSettings, extract_splits
+extract_splits(sys.argv[1], ("train",), sys.argv[2], FeatureSettings(image_size=(256, 128)),
+               progress=False, shard_items=10)
 """
 
 
@@ -160,18 +172,50 @@ def test_a_killed_extraction_is_never_taken_as_complete(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, data, cache], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.time() + 120
-    while time.time() < deadline and not list(cache.glob(".train-text-*.tmp-*/features.npy")):
+    while time.time() < deadline and not list(cache.glob(".train-text-*.partial/features-*")):
         time.sleep(0.1)
-    time.sleep(1.0)  # well inside the text extraction (several seconds for 120 items)
+    time.sleep(0.5)  # inside the text extraction (12 shards, several seconds)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert list(cache.glob(".train-text-*.tmp-*")), "the kill came too late to test anything"
-    assert not [p for p in cache.iterdir() if not p.name.startswith(".")]
+    written = list(cache.glob(".train-text-*.partial/features-*.npy"))
+    assert 0 < len(written) < 12, "the kill came too early or too late to test anything"
+    assert not [p for p in cache.iterdir() if not p.name.startswith(".")]  # nothing complete
+    stamps = {p.name: p.stat().st_mtime_ns for p in written}
     done = extract_split(data, "train", cache, SMALL_SETTINGS, progress=False)
     assert done.computed == ["text", "objects"]
     assert is_complete(done.text) and is_complete(done.objects)
-    assert not list(cache.glob(".*tmp*"))  # the dead process's temporary was removed
+    assert {n: (done.text / n).stat().st_mtime_ns for n in stamps} == stamps  # kept, not redone
+    assert not list(cache.glob(".*"))  # the dead process's temporary and the partials are gone
     assert len(CachedVCRDataset(done)) == 120
+
+
+def test_sharded_extraction_reads_as_one_process_wrote_it(synthetic_dir, synthetic_features,
+                                                          tmp_path):
+    """Shards of a few items and images, read through ShardedRows: the same batches."""
+    sharded = extract_splits(synthetic_dir, ("train",), tmp_path, SMALL_SETTINGS, progress=False,
+                             shard_items=5, shard_images=3)["train"]
+    assert json.loads((sharded.text / "manifest.json").read_text())["shards"] == 5
+    one, many = CachedVCRDataset(synthetic_features), CachedVCRDataset(sharded)
+    assert_same_features(one, many)
+
+
+def assert_same_features(one: CachedVCRDataset, other: CachedVCRDataset) -> None:
+    """Every array equal, the float16 features to float16 tolerance (the encoders batch
+    differently), and the batches the model reads too."""
+    for name, array in one.arrays.items():
+        mine, theirs = np.asarray(array[:]), np.asarray(other.arrays[name][:])
+        assert mine.shape == theirs.shape, name
+        if name in ("text", "objects"):
+            np.testing.assert_allclose(theirs.astype(np.float32), mine.astype(np.float32),
+                                       rtol=2e-3, atol=2e-3, err_msg=name)
+        else:
+            assert np.array_equal(mine, theirs), name
+    from vcrnet.features.batches import gather
+
+    positions = np.arange(len(one))[::-1].copy()
+    for key, value in gather(one, positions).items():
+        np.testing.assert_allclose(gather(other, positions)[key].float().numpy(),
+                                   value.float().numpy(), rtol=2e-3, atol=2e-3, err_msg=key)
 
 
 def test_cli_features_then_cached(synthetic_dir, tmp_path, cli):
@@ -191,6 +235,7 @@ def test_cli_features_then_cached(synthetic_dir, tmp_path, cli):
     (("--image-weights", "/nonexistent/resnet.pth"), "--image-weights /nonexistent/resnet.pth"),
     (("--text-encoder", "/nonexistent/encoder"), "--text-encoder '/nonexistent/encoder'"),
     (("--text-layer", "9"), "--text-layer 9"),
+    (("--feature-storage", "int4"), "--feature-storage int4"),
 ])
 def test_cli_features_bad_options(synthetic_dir, tmp_path, cli, args, message):
     code, out, err = cli("data", "features", synthetic_dir, "--cache", tmp_path, "--split", "val",
@@ -227,3 +272,26 @@ def test_prepare_builtin_generates_checks_and_extracts(tmp_path, cli, monkeypatc
     assert len(read_lines(tmp_path / "home/data/synthetic-seed0/train.jsonl")) == 6
     code, out, _ = cli("data", "prepare")
     assert code == 0 and "test features (cached)" in out
+
+
+def test_int8_storage_halves_the_bytes_and_reads_within_a_few_percent(synthetic_dir,
+                                                                    synthetic_features,
+                                                                    tmp_path):
+    from dataclasses import replace
+
+    found = extract_splits(synthetic_dir, ("train",), tmp_path,
+                           replace(SMALL_SETTINGS, storage="int8"), progress=False,
+                           shard_items=10, shard_images=3)["train"]
+    full, small = CachedVCRDataset(synthetic_features), CachedVCRDataset(found)
+    for name in ("text", "objects"):
+        exact = np.asarray(full.arrays[name][:], dtype=np.float32)
+        read = small.arrays[name][:]
+        assert read.dtype == np.float16 and read.shape == exact.shape
+        error = (np.linalg.norm(read.astype(np.float32) - exact, axis=1)
+                 / np.maximum(np.linalg.norm(exact, axis=1), 1e-6))
+        assert error.mean() < 0.03 and error.max() < 0.1, (name, error.mean(), error.max())
+    size = {e: sum(p.stat().st_size for p in e.iterdir()) for e in (synthetic_features.text,
+                                                                     found.text)}
+    assert size[found.text] < 0.55 * size[synthetic_features.text]
+    item = small[3]  # the plain item path reads it too
+    assert item["question"][0][0].dtype == np.float16

@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
 
-from study.launch import load_options, parent_run_id, tracking_uri
+from study import store
 from study.results import trial_runs
 
 pytestmark = pytest.mark.slow
@@ -49,8 +49,9 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
                              space, "--max-failures", "0")
     assert code == 0, err
     assert "1 failed" in out
-    client = MlflowClient(tracking_uri(load_options("g1")))
-    runs = trial_runs(client, parent_run_id("g1"))
+    options, parent = store.load("g1")
+    client = MlflowClient(store.tracking_uri(options))
+    runs = trial_runs(client, parent)
     assert len(runs) == 3 and runs["trial_id"].is_unique
     assert set(runs["status"]) <= {"FINISHED", "FAILED"}
     failed = runs[runs["method"] == "gumbel"].iloc[0]
@@ -60,7 +61,7 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     for run_id in ok["run_id"]:  # every epoch once, in order
         steps = [m.step for m in client.get_metric_history(run_id, "val_q2ar")]
         assert steps == [1, 2]
-    assert client.get_run(parent_run_id("g1")).info.status == "FINISHED"
+    assert client.get_run(parent).info.status == "FINISHED"
     # the resolved config is an artifact, the params hold the method
     run = client.get_run(ok["run_id"].iloc[0])
     assert run.data.params["method"] in ("softmax", "teacher")
@@ -85,7 +86,7 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     table = (reports / "best_per_method.md").read_text()
     assert "| softmax |" in table and "| teacher |" in table and "gumbel" not in table
     assert not (reports / "paper_table1.md").exists()  # not the paper's labelled rows
-    logged = {a.path for a in client.list_artifacts(parent_run_id("g1"), "ablations")}
+    logged = {a.path for a in client.list_artifacts(parent, "ablations")}
     assert "ablations/best_per_method.md" in logged
 
     # re-run the winner of one method with 2 seeds, and write the test submission
@@ -96,13 +97,13 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     submission = reports / "submission-softmax.csv"
     lines = submission.read_text().splitlines()
     assert len(lines) == 1 + 9 and lines[0].startswith("annot_id,answer_0")
-    reruns = client.search_runs([client.get_run(parent_run_id("g1")).info.experiment_id],
+    reruns = client.search_runs([client.get_run(parent).info.experiment_id],
                                 "tags.rerun_of != ''")
     assert len(reruns) == 2 and {r.data.tags["seed"] for r in reruns} == {"0", "1"}
-    assert len(trial_runs(client, parent_run_id("g1"))) == 3  # reruns are not trials
+    assert len(trial_runs(client, parent)) == 3  # reruns are not trials
 
     # the MLflow UI of `vcr-study ui`, rendered by a real headless browser
-    experiment_id = client.get_run(parent_run_id("g1")).info.experiment_id
+    experiment_id = client.get_run(parent).info.experiment_id
     with _ui(study_home) as port:
         page = _render(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}")
         assert "g1" in page  # the study's experiment and parent run
@@ -152,8 +153,9 @@ def test_an_optuna_study_on_the_smoke_space(ray_local, study_home, cli, syntheti
                              "smoke", "--trials", "4", "--epochs", "2")
     assert code == 0, err
     assert (study_home / "studies" / "s1" / "optuna.journal").is_file()
-    client = MlflowClient(tracking_uri(load_options("s1")))
-    runs = trial_runs(client, parent_run_id("s1"))
+    options, parent = store.load("s1")
+    client = MlflowClient(store.tracking_uri(options))
+    runs = trial_runs(client, parent)
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
     assert "metrics.best_dev_q2ar" in runs
     code, out, err = cli("ablations", "--name", "s1")  # reads the Optuna journal too

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.launch import load_options, parent_run_id, tracking_uri
+from study import store
 from study.results import trial_runs
 
 pytestmark = pytest.mark.slow
@@ -43,22 +43,24 @@ def test_a_killed_study_resumes_to_the_requested_trials(tmp_path, monkeypatch, s
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
     monkeypatch.setenv("VCR_STUDY_HOME", str(home))
-    client = MlflowClient(tracking_uri(load_options("k1")))
-    before = trial_runs(client, parent_run_id("k1"))
+    options, parent = store.load("k1")
+    client = MlflowClient(store.tracking_uri(options))
+    before = trial_runs(client, parent)
     assert len(before) < 4 or "RUNNING" in set(before["status"])  # killed mid-study
     before_history = {r: client.get_metric_history(r, "val_q2ar") for r in before["run_id"]}
 
     resumed = subprocess.run([sys.executable, "-m", "study.cli", "launch", "--name", "k1",
                               "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = trial_runs(client, parent_run_id("k1"))
+    assert store.load("k1") == (options, parent)  # --resume rewrites no record
+    after = trial_runs(client, parent)
     assert len(after) == 4 and after["trial_id"].is_unique
     assert set(after["status"]) == {"FINISHED"}
     assert set(before["run_id"]) <= set(after["run_id"])  # the old runs were reused
     for run_id in after["run_id"]:  # no epoch logged twice
         steps = [m.step for m in client.get_metric_history(run_id, "val_q2ar")]
         assert steps == sorted(set(steps)) and steps[-1] <= 2
-    assert client.get_run(parent_run_id("k1")).info.status == "FINISHED"
+    assert client.get_run(parent).info.status == "FINISHED"
     # no finished trial trained again: its epochs kept their first timestamps
     for run_id in before[before["status"] == "FINISHED"]["run_id"]:
         first = {m.step: m.timestamp for m in before_history[run_id]}

@@ -4,22 +4,25 @@
         torch.save(obj, tmp)
 
 A crash leaves the old file (or none), never a half-written one. (Feature-cache entries are whole
-folders: ``vcrnet.features.cache.building``.)
+folders: ``vcrnet.features.cache``, whose shard files use this.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``."""
+    """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``. The
+    temporary's name says whose it is (``.<stem>.tmp-<host>-<pid><suffix>``): on shared storage
+    several machines may write one folder."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{socket.gethostname()}-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

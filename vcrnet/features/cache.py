@@ -1,11 +1,23 @@
 """The feature cache on disk: fingerprinted folders that appear only when complete.
 
 A cache entry is a folder ``<cache>/<split>-<kind>-<fingerprint>/`` of ``.npy`` arrays (opened
-memory-mapped) and a ``manifest.json``. The fingerprint hashes everything the arrays depend on
-(the split file's content, the encoder, the settings), so a changed input gives a new entry and an
-unchanged one is reused. An entry is written into a hidden temporary sibling and renamed into place
-at the end: a folder with the final name is always complete, and an interrupted extraction leaves
-only a temporary folder, which the next extraction on the same host removes.
+memory-mapped) and a ``manifest.json``, written last, that lists every other file with its size
+(``"files"``: what a copy is verified against, ``vcrnet.features.stage``). The fingerprint hashes
+everything the arrays depend on (the split file's content, the encoder, the settings), so a
+changed input gives a new entry and an unchanged one is reused. A folder with the final name is
+always complete:
+
+- ``building``: an entry written in one go, into a hidden temporary sibling renamed into place at
+  the end; an interrupted write leaves only the temporary, which the next one on the host removes;
+- ``partial_dir`` + ``shard_file`` + ``finish``: an entry written in shards, possibly by several
+  machines at once, into the hidden ``.<entry>.partial/``; each shard file appears whole (a
+  temporary file renamed), so an interrupted extraction resumes from the shards it finished, and
+  ``finish`` renames the folder into place once they all are there.
+
+A large array can be stored in shards, ``<name>-00000.npy``, ``<name>-00001.npy``, ... (the
+manifest's ``"shards"`` says how many), and, with the manifest's ``"storage": "int8"``, as int8
+codes with a float32 scale per row in ``scales-NNNNN.npy`` (``quantize``): ``open_rows`` reads
+either as one float16 array.
 """
 
 from __future__ import annotations
@@ -22,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_VERSION = 2
+from vcrnet.atomic import replacing
+
+CACHE_VERSION = 3  # 3: features in shards, the manifest lists the files
 MANIFEST = "manifest.json"
 
 
@@ -64,21 +78,56 @@ def read_manifest(entry: Path) -> dict:
 def building(entry: Path, manifest: dict) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it becomes ``entry``, else it is removed."""
     entry.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(entry)
-    tmp = entry.parent / f".{entry.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+    _remove_stale_temporaries(entry.parent, f".{entry.name}.tmp-", shutil.rmtree)
+    tmp = entry.parent / f".{entry.name}.tmp-{_owner()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        _fsync_folder(tmp)
-        try:
-            os.rename(tmp, entry)
-        except OSError:
-            if not is_complete(entry):  # not "another process finished it first"
-                raise
+        finish(tmp, entry, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def partial_dir(entry: Path) -> Path:
+    """Where ``entry`` is built in shards (kept across interruptions: the finished shards)."""
+    return entry.parent / f".{entry.name}.partial"
+
+
+def shard_name(name: str, number: int) -> str:
+    return f"{name}-{number:05d}"
+
+
+@contextlib.contextmanager
+def shard_file(folder: Path, name: str, shape: tuple[int, ...],
+               dtype: str) -> Iterator[np.memmap]:
+    """A memory-mapped ``<name>.npy`` of ``folder`` to fill: written to a temporary file (the
+    dead's removed first), synced and renamed on success, removed on failure."""
+    _remove_stale_temporaries(folder, f".{name}.tmp-", _unlink)
+    with replacing(folder / f"{name}.npy") as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield array
+        array.flush()
+        del array
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def finish(folder: Path, entry: Path, manifest: dict) -> None:
+    """Make the filled ``folder`` the complete ``entry``: the manifest (with every file's size)
+    written last, then one rename. Another process having finished it first is fine."""
+    for leftover in folder.glob(".*"):  # temporaries of shard writers that died
+        _unlink(leftover)
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2,
+                                              sort_keys=True))
+    fsync_folder(folder)
+    try:
+        os.rename(folder, entry)
+    except OSError:
+        if not is_complete(entry):  # not "another process finished it first"
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def open_array(entry: Path, name: str) -> np.ndarray:
@@ -91,13 +140,128 @@ def new_array(folder: Path, name: str, shape: tuple[int, ...], dtype: str) -> np
     return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
 
-def _remove_stale_temporaries(entry: Path) -> None:
-    """Remove temporaries of ``entry`` left by dead processes of this host."""
-    prefix = f".{entry.name}.tmp-{socket.gethostname()}-"
-    for tmp in entry.parent.glob(f"{prefix}*"):
-        pid = tmp.name.removeprefix(prefix)
+SCALES = "scales"
+QUANTIZE_ROWS = 1 << 16  # rows quantized at a time (float32 scratch: ~200 MB at 768 wide)
+
+
+def open_rows(entry: Path, name: str) -> np.ndarray | ShardedRows | QuantizedRows:
+    """A cached array stored whole (``<name>.npy``) or in the manifest's ``"shards"``, in
+    float16 or int8 (read as float16), memory-mapped read-only."""
+    manifest = read_manifest(entry)
+    shards = manifest.get("shards")
+    if shards is None:
+        return open_array(entry, name)
+    rows = _joined([open_array(entry, shard_name(name, k)) for k in range(shards)])
+    if manifest.get("storage", "float16") == "float16":
+        return rows
+    return QuantizedRows(rows, _joined([open_array(entry, shard_name(SCALES, k))
+                                        for k in range(shards)]))
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray | ShardedRows:
+    return parts[0] if len(parts) == 1 else ShardedRows(parts)
+
+
+def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rows [R, D]`` -> int8 codes ``[R, D]`` and a float32 scale per row ``[R]``, such that
+    ``rows ~ codes * scale[:, None]``: each row's largest magnitude becomes 127."""
+    codes = np.empty(rows.shape, dtype=np.int8)
+    scales = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), QUANTIZE_ROWS):
+        part = np.asarray(rows[start:start + QUANTIZE_ROWS], dtype=np.float32)
+        scale = np.abs(part).max(axis=1, initial=0.0) / 127
+        np.rint(np.divide(part, scale[:, None], out=np.zeros_like(part),
+                          where=scale[:, None] > 0), out=part)
+        codes[start:start + len(part)] = part
+        scales[start:start + len(part)] = scale
+    return codes, scales
+
+
+class QuantizedRows:
+    """int8 rows and their scales read as float16 rows: slices and ``np.take`` (as
+    ``ShardedRows``), each read dequantized."""
+
+    def __init__(self, codes: np.ndarray | ShardedRows, scales: np.ndarray | ShardedRows):
+        self.codes, self.scales = codes, scales
+        self.shape, self.dtype = codes.shape, np.dtype(np.float16)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        return _dequantized(np.asarray(self.codes[key]), np.asarray(self.scales[key]))
+
+    def take(self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None,
+             mode: str = "raise") -> np.ndarray:
+        values = _dequantized(np.take(self.codes, rows, axis=0),
+                              np.take(self.scales, rows, axis=0))
+        if out is None:
+            return values
+        out[...] = values
+        return out
+
+
+def _dequantized(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    return (codes * scales[:, None]).astype(np.float16)
+
+
+class ShardedRows:
+    """Shard arrays read as one, concatenated along rows: ``len``, ``shape``, ``dtype``, slices
+    of rows and ``np.take(rows, [rows], axis=0, out=...)`` (what the readers use)."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.bounds = np.cumsum([0, *(len(p) for p in parts)])
+        self.shape = (int(self.bounds[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        if not isinstance(key, slice):
+            return self.take(np.asarray(key), axis=0)
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("ShardedRows: only row slices with step 1")
+        first = int(np.searchsorted(self.bounds, start, side="right")) - 1
+        if first < len(self.parts) and stop <= self.bounds[first + 1]:  # one shard: a view
+            return self.parts[first][start - self.bounds[first]:stop - self.bounds[first]]
+        return self.take(np.arange(start, stop), axis=0)
+
+    def take(self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None,
+             mode: str = "raise") -> np.ndarray:
+        if axis != 0:
+            raise IndexError("ShardedRows: rows only (axis=0)")
+        rows = np.asarray(rows, dtype=np.int64)
+        if out is None:
+            out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        shard = np.searchsorted(self.bounds, rows, side="right") - 1
+        for k in np.unique(shard):
+            picked = shard == k
+            out[picked] = self.parts[k][rows[picked] - self.bounds[k]]
+        return out
+
+
+def _owner() -> str:
+    """This process, in a temporary's name: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_stale_temporaries(folder: Path, prefix: str, remove) -> None:
+    """Remove temporaries (``<prefix><host>-<pid>...``) of dead processes of this host."""
+    mine = f"{prefix}{socket.gethostname()}-"
+    for tmp in folder.glob(f"{mine}*"):
+        pid = tmp.name.removeprefix(mine).split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp)
+
+
+def _unlink(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -110,7 +274,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     for path in folder.iterdir():
         with open(path, "rb") as f:
             os.fsync(f.fileno())

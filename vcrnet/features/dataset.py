@@ -92,8 +92,8 @@ class CachedVCRDataset(Dataset):
         if self._arrays is None:
             t, o = self.text_entry, self.object_entry
             self._arrays = {
-                "text": cache.open_array(t, "features"), "tags": cache.open_array(t, "tags"),
-                "index": cache.open_array(t, "index"), "objects": cache.open_array(o, "features"),
+                "text": cache.open_rows(t, "features"), "tags": cache.open_array(t, "tags"),
+                "index": cache.open_array(t, "index"), "objects": cache.open_rows(o, "features"),
                 "boxes": cache.open_array(o, "boxes"), "classes": cache.open_array(o, "classes"),
                 "offsets": cache.open_array(o, "offsets"), "rows": cache.open_array(o, "rows"),
             }

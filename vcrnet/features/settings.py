@@ -21,6 +21,7 @@ from vcrnet.errors import InputError
 from vcrnet.features.text import DEFAULT_TEXT_ENCODER, DEFAULT_TEXT_LAYER, MAX_WORDPIECES
 
 MIN_IMAGE_SIDE = 32
+STORAGES = ("float16", "int8")  # how the feature rows are stored (cache.open_rows reads both)
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,11 @@ class FeatureSettings:
     image_weights: str | None = None  # None: the torchvision cache, else a seeded random init
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE  # (width, height) of the canvas
     image_seed: int = 0
+    storage: str = "float16"  # or "int8": a scale per row, half the bytes (docs/features.md)
 
     def __post_init__(self) -> None:
+        if self.storage not in STORAGES:
+            raise InputError(f"storage {self.storage!r}: must be one of {', '.join(STORAGES)}")
         width, height = self.image_size
         if min(width, height) < MIN_IMAGE_SIDE:
             raise InputError(f"image_size {width}x{height}: both sides must be at least "
@@ -60,8 +64,9 @@ class FeatureSettings:
         found = find_image_weights(self.image_weights) if self.image_weights is None else None
         weights = self.image_weights or (f"ResNet-50 {found}" if found else
                                          f"random ResNet-50 (seed {self.image_seed})")
+        stored = "" if self.storage == "float16" else f", stored in {self.storage}"
         return (f"text {self.text_encoder} (layer {self.text_layer}), image {weights} at "
-                f"{self.image_size[0]}x{self.image_size[1]}")
+                f"{self.image_size[0]}x{self.image_size[1]}{stored}")
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,12 @@ class FeatureChoice:
     text_layer: int | None = None
     image_weights: str | None = None
     image_size: tuple[int, int] | None = None
+    storage: str | None = None
 
     def __post_init__(self) -> None:
+        if self.storage is not None and self.storage not in STORAGES:
+            raise InputError(f"--feature-storage {self.storage}: must be one of "
+                             f"{', '.join(STORAGES)}")
         if self.image_weights is not None:  # stored with the study: must not depend on the cwd
             object.__setattr__(self, "image_weights", str(Path(self.image_weights).absolute()))
         if self.image_size is not None:

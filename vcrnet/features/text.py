@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from vcrnet.errors import InputError
+from vcrnet.features.threads import prefetched
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_TEXT_LAYER = -2
@@ -75,45 +76,68 @@ class TextEncoder:
         self.device = device
         self.dim = int(self.model.config.hidden_size)
 
-    @torch.inference_mode()
     def encode(self, pairs: list[tuple[list[str], list[str]]],
                batch_size: int = 64) -> list[EncodedPair]:
         """Per-word vectors for each (context, choice) pair, in the order given."""
-        out: list[EncodedPair | None] = [None] * len(pairs)
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            for i, encoded in zip(chunk, self._encode_batch([pairs[i] for i in chunk])):
-                out[i] = encoded
-        return out  # type: ignore[return-value]
+        sizes = [len(c) + len(r) for c, r in pairs]
+        rows = np.zeros((sum(sizes), self.dim), dtype=np.float32)
+        self.encode_into(pairs, rows, batch_size)
+        starts = np.cumsum(sizes) - sizes
+        return [EncodedPair(rows[s:s + len(c)], rows[s + len(c):s + len(c) + len(r)])
+                for s, (c, r) in zip(starts, pairs)]
 
-    def _encode_batch(self, pairs: list[tuple[list[str], list[str]]]) -> list[EncodedPair]:
+    @torch.inference_mode()
+    def encode_into(self, pairs: list[tuple[list[str], list[str]]], out: np.ndarray,
+                    batch_size: int | None = None) -> None:
+        """Write each pair's word vectors, context words then choice words, pair after pair,
+        into ``out [words, D]``. Pairs are batched by length (sorted: little padding); the next
+        batch is tokenised in a thread while the encoder runs; on a GPU in bfloat16."""
+        batch_size = batch_size or (256 if self.device.startswith("cuda") else 64)
+        sizes = np.array([len(c) + len(r) for c, r in pairs], dtype=np.int64)
+        starts = np.cumsum(sizes) - sizes
+        order = np.argsort(sizes, kind="stable")
+        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        half = out.dtype == np.float16
+        tokenised = prefetched(lambda chunk: self._tokenise([pairs[i] for i in chunk]), batches)
+        for chunk, (inputs, word_rows) in zip(batches, tokenised):
+            n = sizes[chunk]  # the batch's pairs' words, back to back -> each pair's own rows
+            rows = np.repeat(starts[chunk] - (np.cumsum(n) - n), n) + np.arange(n.sum())
+            out[rows] = self._pool(inputs, word_rows, int(n.sum()), half)
+
+    def _tokenise(self, pairs: list[tuple[list[str], list[str]]]) -> tuple[dict, np.ndarray]:
+        """The encoder's inputs, and ``[B, L]``: the word (row of the batch's words, pairs back
+        to back) each wordpiece belongs to, -1 for special tokens and padding."""
         batch = self.tokenizer([p[0] for p in pairs], [p[1] for p in pairs],
                                is_split_into_words=True, truncation="longest_first",
                                max_length=self.max_wordpieces, padding=True,
                                return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = self.model(**inputs, output_hidden_states=True).hidden_states[self.hidden_index]
-        hidden = hidden.float().cpu()
-        results = []
+        word_rows = np.full(batch["input_ids"].shape, -1, dtype=np.int64)
+        first = 0
         for b, (context, choice) in enumerate(pairs):
-            n_ctx = len(context)
-            rows, positions = [], []
             for pos, (word, seq) in enumerate(zip(batch.word_ids(b), batch.sequence_ids(b))):
                 if word is not None:
-                    rows.append(word if seq == 0 else n_ctx + word)
-                    positions.append(pos)
-            n_words = n_ctx + len(choice)
-            sums = torch.zeros(n_words, self.dim)
-            counts = torch.zeros(n_words)
-            index = torch.tensor(rows, dtype=torch.long)
-            sums.index_add_(0, index, hidden[b, positions])
-            counts.index_add_(0, index, torch.ones(len(rows)))
-            if bool((counts == 0).any()):
-                _warn_truncated(self.max_wordpieces)
-            vectors = (sums / counts.clamp(min=1).unsqueeze(1)).numpy()
-            results.append(EncodedPair(vectors[:n_ctx], vectors[n_ctx:]))
-        return results
+                    word_rows[b, pos] = first + (word if seq == 0 else len(context) + word)
+            first += len(context) + len(choice)
+        return dict(batch), word_rows
+
+    def _pool(self, inputs: dict, word_rows: np.ndarray, words: int, half: bool) -> np.ndarray:
+        """Each word's wordpieces averaged: ``[words, D]``, float16 if ``half`` (from the
+        device: half the bytes) else float32; a word without wordpieces: zeros."""
+        inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16,
+                            enabled=self.device.startswith("cuda")):
+            hidden = self.model(**inputs, output_hidden_states=True
+                                ).hidden_states[self.hidden_index]
+        rows = torch.from_numpy(word_rows).to(self.device)
+        kept = rows >= 0
+        index = rows[kept]
+        sums = torch.zeros(words, self.dim, device=self.device)
+        sums.index_add_(0, index, hidden[kept].float())
+        counts = torch.bincount(index, minlength=words)
+        if bool((counts == 0).any()):
+            _warn_truncated(self.max_wordpieces)
+        pooled = sums / counts.clamp(min=1).unsqueeze(1)
+        return (pooled.half() if half else pooled).cpu().numpy()
 
 
 def _warn_truncated(max_wordpieces: int) -> None:
