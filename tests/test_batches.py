@@ -36,6 +36,25 @@ def test_the_packed_path_makes_collates_batches(dataset, prefetch):
         assert_same_batch(batch, collate([dataset[int(i)] for i in positions]))
 
 
+def test_int8_rows_are_widened_on_the_device_as_the_host_would(synthetic_dir, tmp_path):
+    """int8 text travels as codes and scales; ``unpad`` makes collate's float16-rounded rows."""
+    from dataclasses import replace
+
+    from conftest import SMALL_SETTINGS
+
+    from vcrnet.features import extract_splits
+
+    found = extract_splits(synthetic_dir, ("val",), tmp_path,
+                           replace(SMALL_SETTINGS, storage="int8"), progress=False,
+                           shard_items=4, shard_images=2)["val"]
+    quantized = CachedVCRDataset(found)
+    packed = gather(quantized, np.arange(len(quantized)))
+    assert packed["text"].dtype == torch.int8 and packed["text_scales"].dtype == torch.float32
+    for positions in sorted_order(item_sizes(quantized), 4):
+        assert_same_batch(unpad(gather(quantized, positions)),
+                          collate([quantized[int(i)] for i in positions]))
+
+
 def test_a_subset_serves_its_own_items(dataset):
     view = dataset.subset(np.array([20, 3, 11]))
     assert_same_batch(unpad(gather(view, np.array([2, 0]))), collate([view[2], view[0]]))

@@ -32,6 +32,7 @@ import torch
 
 from vcrnet.data.records import NUM_CHOICES
 from vcrnet.errors import InputError
+from vcrnet.features.cache import QuantizedRows
 from vcrnet.features.dataset import _TAG_NAMES, HOST_KEYS, TEXT_FIELDS, CachedVCRDataset
 
 _PAIR_FIELDS = {  # field -> (pairs of the item's 20, context (True) or choice words)
@@ -83,7 +84,8 @@ def _chunks(order: np.ndarray, size: int) -> list[np.ndarray]:
 def gather(dataset: CachedVCRDataset, positions: np.ndarray,
            pin: bool = False) -> dict[str, torch.Tensor]:
     """The packed host batch of the items at ``positions``: ``text [R + 1, D]`` and ``objects
-    [M, 2048]`` float16 rows (text's last row zero: padding reads it), each text field's
+    [M, 2048]`` float16 rows (text's last row zero: padding reads it; int8-stored text stays int8
+    here, with ``text_scales [R + 1]``, and is widened on the device), each text field's
     ``<field>_rows`` (the row of each padded slot) and its tags, mask and lengths, the object
     slots' ``object_index``, classes, mask and boxes, labels and positions."""
     a, positions = dataset.arrays, np.asarray(positions, dtype=np.int64)
@@ -93,9 +95,18 @@ def gather(dataset: CachedVCRDataset, positions: np.ndarray,
     pair_rows = (ctx + choice).ravel()
     starts = np.cumsum(pair_rows) - pair_rows  # each pair's first row in the packed text
     total = int(pair_rows.sum())
-    text = _empty((total + 1, a["text"].shape[1]), pin)
+    text_rows, extra = a["text"], {}
+    quantized = isinstance(text_rows, QuantizedRows)  # int8: codes and scales, as stored
+    text = _empty((total + 1, text_rows.shape[1]), pin, np.int8 if quantized else np.float16)
     tags = np.zeros(total + 1, dtype=np.int16)
-    for source, target in ((a["text"], text.numpy()), (a["tags"], tags)):
+    copies = [(a["tags"], tags)]
+    if quantized:
+        extra["text_scales"] = torch.zeros(total + 1, dtype=torch.float32)
+        copies += [(text_rows.codes, text.numpy()),
+                   (text_rows.scales, extra["text_scales"].numpy())]
+    else:
+        copies.append((text_rows, text.numpy()))
+    for source, target in copies:
         _copy_ranges(source, first.ravel(), pair_rows, target)
     text[total] = 0
     tags = tags.astype(np.int64)
@@ -104,7 +115,7 @@ def gather(dataset: CachedVCRDataset, positions: np.ndarray,
     if (rationale_words != rationale_words[:, :1]).any():  # the model relies on it (joint.py)
         raise InputError(f"{dataset.text_entry}: a rationale's word count differs between the "
                          "answers it is encoded beside")
-    batch = {"text": text}
+    batch = {"text": text, **extra}
     for name in TEXT_FIELDS:
         pairs, context = _PAIR_FIELDS[name]
         begin = starts[:, pairs] + (0 if context else ctx[:, pairs])
@@ -162,21 +173,24 @@ def _copy_ranges(source: np.ndarray, first: np.ndarray, lengths: np.ndarray,
         target[dest[s]:dest[s] + n] = source[first[s]:first[s] + n]
 
 
-def _empty(shape: tuple[int, ...], pin: bool) -> torch.Tensor:
-    """A float16 host buffer: pinned (from torch's caching host allocator, reused batch after
-    batch) for a GPU; else numpy's, which asks for huge pages (torch's own CPU allocations fault
-    4 KiB pages one by one: 4x slower to fill at ~80 MB a batch, measured)."""
+def _empty(shape: tuple[int, ...], pin: bool, dtype: type = np.float16) -> torch.Tensor:
+    """A host buffer: pinned (from torch's caching host allocator, reused batch after batch) for
+    a GPU; else numpy's, which asks for huge pages (torch's own CPU allocations fault 4 KiB pages
+    one by one: 4x slower to fill at ~80 MB a batch, measured)."""
     if pin:
-        return torch.empty(shape, dtype=torch.float16, pin_memory=True)
-    return torch.from_numpy(np.empty(shape, dtype=np.float16))
+        return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype,
+                           pin_memory=True)
+    return torch.from_numpy(np.empty(shape, dtype=dtype))
 
 
 def unpad(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A packed batch (``gather``'s, on any device) -> the padded float32 batch, on that
     device."""
     text = packed["text"]
+    if "text_scales" in packed:  # int8 rows: widened here, rounded to float16 as the host would
+        text = (text.float() * packed["text_scales"].unsqueeze(1)).half()
     batch = {k: v for k, v in packed.items()
-             if k != "text" and not k.endswith("_rows")}
+             if k not in ("text", "text_scales") and not k.endswith("_rows")}
     for name in TEXT_FIELDS:  # gathered in float16, then widened: 4x faster than the other
         rows = packed[f"{name}_rows"]  # way round on a CPU, measured
         batch[name] = text.index_select(0, rows.flatten()).view(*rows.shape, -1).float()
