@@ -27,14 +27,14 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study import builtin, launch, results
+from study import builtin, launch, results, store
 from vcrnet.data.synth import write_synthetic
 
 
 def trials_in_order(client: MlflowClient, name: str) -> list[list[tuple[int, float]]]:
     """Every trial of study ``name`` as its (time logged, val Q->AR) points by epoch, trials in
     the order they started."""
-    runs = results.trial_runs(client, launch.parent_run_id(name))
+    runs = results.trial_runs(client, store.load(name).parent_run_id)
     trials = []
     for run_id in runs["run_id"]:
         history = sorted(client.get_metric_history(run_id, launch.METRIC), key=lambda m: m.step)
@@ -80,11 +80,11 @@ def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epo
                                    asha=asha, seed=seed, overrides={"epochs": epochs},
                                    data=str(data), concurrent=2, cpus_per_trial=1)
     wall = None
-    if not launch.study_dir(name).exists():
+    if not store.study_dir(name).exists():
         start = time.perf_counter()
         launch.launch(options, echo=lambda line: None)
         wall = round(time.perf_counter() - start)
-    return trials_in_order(MlflowClient(launch.tracking_uri(options)), name), wall
+    return trials_in_order(MlflowClient(store.tracking_uri(options)), name), wall
 
 
 def main() -> None:

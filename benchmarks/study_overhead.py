@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from study import features, launch, results
+from study import features, launch, results, store
 from vcrnet.config import TrainConfig
 from vcrnet.features import CachedVCRDataset, FeatureChoice
 from vcrnet.train import fit
@@ -45,8 +45,8 @@ def main() -> None:
     launch.launch(options, echo=lambda line: print(line, flush=True))
     study_wall = time.perf_counter() - start
 
-    client = MlflowClient(launch.tracking_uri(options))
-    runs = results.trial_runs(client, launch.parent_run_id(args.name))
+    client = MlflowClient(store.tracking_uri(options))
+    runs = results.trial_runs(client, store.load(args.name).parent_run_id)
     runs = runs.sort_values("trial_id")
     trials = []
     for _, row in runs.iterrows():

@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--text-only-seeds", type=int, default=1)
     parser.add_argument("--out", type=Path, help="run folders (reused)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--feature-storage", default=None, help="float16 (default) or int8")
     parser.add_argument("--table", type=Path, help="only print the table of this JSON")
     args = parser.parse_args()
     if args.table:
@@ -125,7 +126,7 @@ def main() -> None:
         return
     if args.out is None:
         parser.error("--out is required")
-    found = resolve(None, None, FeatureChoice(), ("train", "val"))
+    found = resolve(None, None, FeatureChoice(storage=args.feature_storage), ("train", "val"))
     train, val = (CachedVCRDataset(found.splits[s]) for s in ("train", "val"))
     team = team_questions(found.data, val)
     rows = []

@@ -91,8 +91,9 @@ def folder_lengths(data: Path, split: str, n: int,
 
 
 def write_cache(root: Path, lengths: dict[str, np.ndarray], dim: int,
-                rng: np.random.Generator) -> SplitFeatures:
-    """The two cache entries of a split with these lengths, in the extraction's layout."""
+                rng: np.random.Generator, storage: str = "float16") -> SplitFeatures:
+    """The two cache entries of a split with these lengths, in the extraction's layout (one
+    shard; ``storage`` int8: codes and a scale per row, ``cache.quantize``)."""
     q, a, r = lengths["question"], lengths["answer"], lengths["rationale"]
     n_obj = lengths["objects"]
     n = len(q)
@@ -103,24 +104,28 @@ def write_cache(root: Path, lengths: dict[str, np.ndarray], dim: int,
     index = np.stack([(np.cumsum(pair_rows) - pair_rows).reshape(n, PAIRS_PER_ITEM), ctx,
                       choice], -1)
     ids = [f"bench-{i}" for i in range(n)]
-    settings = {"bench": True, "n": n, "dim": dim, "seed": int(rng.integers(1 << 30))}
+    settings = {"bench": True, "n": n, "dim": dim, "seed": int(rng.integers(1 << 30)),
+                "storage": storage}
+    stored = {"shards": 1, "storage": storage}
     text = cache.entry_dir(root, "train", "text", settings)
     objects = cache.entry_dir(root, "train", "objects", settings)
     if cache.is_complete(text) and cache.is_complete(objects):  # made by an earlier run
         return SplitFeatures(text, objects)
-    with cache.building(text, {"dim": dim, "items": n}) as tmp:
-        features = cache.new_array(tmp, "features", (int(pair_rows.sum()), dim), "float16")
+    with cache.building(text, {"dim": dim, "items": n, **stored}) as tmp:
+        rows = int(pair_rows.sum())
         block = rng.standard_normal((4096, dim)).astype(np.float16)
-        for s in range(0, len(features), len(block)):  # a repeated random block: fast to write
-            features[s:s + len(block)] = block[:len(features) - s]
-        tags = cache.new_array(tmp, "tags", (len(features),), "int16")
-        tags[:] = np.where(rng.random(len(features)) < 0.2,
-                           rng.integers(1, 4, size=len(features)), 0)
+        for name, part in _stored(block, storage).items():
+            features = cache.new_array(tmp, name, (rows, *part.shape[1:]), str(part.dtype))
+            for s in range(0, rows, len(part)):  # a repeated random block: fast to write
+                features[s:s + len(part)] = part[:rows - s]
+        tags = cache.new_array(tmp, "tags", (rows,), "int16")
+        tags[:] = np.where(rng.random(rows) < 0.2,
+                           rng.integers(1, 4, size=rows), 0)
         np.save(tmp / "index.npy", index.astype(np.int64))
         np.save(tmp / "labels.npy", rng.integers(0, NUM_CHOICES, size=(n, 2)))
         (tmp / "items.json").write_text(json.dumps(ids))
         del features, tags
-    with cache.building(objects, {"items": n}) as tmp:
+    with cache.building(objects, {"items": n, **stored}) as tmp:
         counts = 1 + n_obj  # the whole image first
         first_of_image = np.cumsum(counts) - counts  # an image's rows, shared by its questions
         image = np.arange(n) // QUESTIONS_PER_IMAGE
@@ -129,14 +134,23 @@ def write_cache(root: Path, lengths: dict[str, np.ndarray], dim: int,
         rows = np.concatenate([first_of_image[first_question[i]] + np.arange(counts[i])
                                for i in range(n)])
         total = int(counts.sum())
-        np.save(tmp / "features.npy",
-                rng.random((total, OBJECT_DIM), dtype=np.float32).astype(np.float16))
+        for name, part in _stored(rng.random((total, OBJECT_DIM), dtype=np.float32)
+                                  .astype(np.float16), storage).items():
+            np.save(tmp / f"{name}.npy", part)
         np.save(tmp / "boxes.npy", rng.random((total, 4), dtype=np.float32) * 384)
         np.save(tmp / "classes.npy", rng.integers(1, 81, size=total).astype(np.int16))
         np.save(tmp / "offsets.npy", offsets.astype(np.int64))
         np.save(tmp / "rows.npy", rows.astype(np.int64))
         (tmp / "items.json").write_text(json.dumps(ids))
     return SplitFeatures(text, objects)
+
+
+def _stored(rows: np.ndarray, storage: str) -> dict[str, np.ndarray]:
+    """The files of float16 ``rows`` as one shard of ``storage``."""
+    if storage == "float16":
+        return {cache.shard_name("features", 0): rows}
+    codes, scales = cache.quantize(rows)
+    return {cache.shard_name("features", 0): codes, cache.shard_name(cache.SCALES, 0): scales}
 
 
 def synchronize(device: torch.device | None) -> None:
@@ -306,6 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, help="where to write the cache [a temporary folder]")
     parser.add_argument("--out", type=Path, help="the JSON report [$OUT/vcr_speed.json]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--feature-storage", default="float16", choices=("float16", "int8"))
     args = parser.parse_args(argv)
     args.methods = [] if args.methods == "none" else args.methods.split(",")
     args.workers = [int(w) for w in args.workers.split(",") if w != ""]
@@ -316,7 +331,7 @@ def make_dataset(args: argparse.Namespace, root: Path) -> CachedVCRDataset:
     rng = np.random.default_rng(args.seed)
     lengths = (folder_lengths(args.lengths_from, args.split, args.questions, rng)
                if args.lengths_from else vcr_lengths(args.questions, rng))
-    return CachedVCRDataset(write_cache(root, lengths, args.dim, rng))
+    return CachedVCRDataset(write_cache(root, lengths, args.dim, rng, args.feature_storage))
 
 
 def main(argv: list[str] | None = None) -> dict:
