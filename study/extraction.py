@@ -135,6 +135,6 @@ def _check_visible(shards: list[Shard]) -> None:
         return
     folders = sorted({s.folder for s in shards})
     paths = {f"feature cache {folder.name}": folder for folder in folders}
-    paths.update({f"--data ({s.folder.name.split('-')[0][1:]} images)": s.jobs[0].path
+    paths.update({f"--data (an image of {s.folder.name})": s.jobs[0].path
                   for s in shards if s.kind == "objects"})
     check_shared(paths, folders[0].parent)

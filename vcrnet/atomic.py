@@ -22,12 +22,17 @@ def replacing(path: str | Path) -> Iterator[Path]:
     temporary's name says whose it is (``.<stem>.tmp-<host>-<pid><suffix>``): on shared storage
     several machines may write one folder."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{socket.gethostname()}-{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{owner()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def owner() -> str:
+    """This process, as a temporary's name says it: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def write_text(path: str | Path, text: str) -> None:

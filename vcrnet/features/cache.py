@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcrnet.atomic import replacing
+from vcrnet.atomic import owner, replacing
 
 CACHE_VERSION = 3  # 3: features in shards, the manifest lists the files
 MANIFEST = "manifest.json"
@@ -79,7 +79,7 @@ def building(entry: Path, manifest: dict) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it becomes ``entry``, else it is removed."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(entry.parent, f".{entry.name}.tmp-", shutil.rmtree)
-    tmp = entry.parent / f".{entry.name}.tmp-{_owner()}"
+    tmp = entry.parent / f".{entry.name}.tmp-{owner()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -241,11 +241,6 @@ class ShardedRows:
             picked = shard == k
             out[picked] = self.parts[k][rows[picked] - self.bounds[k]]
         return out
-
-
-def _owner() -> str:
-    """This process, in a temporary's name: ``<host>-<pid>``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _remove_stale_temporaries(folder: Path, prefix: str, remove) -> None:
