@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 
-from vcrnet.leaderboard import read_csv, score, score_joint16, score_mixture, write_csv
+from vcrnet.errors import InputError
+from vcrnet.leaderboard import read_csv, rows_for, score, score_joint16, score_mixture, write_csv
 
 # 4 questions; gold answers and rationales
 A_LABELS = torch.tensor([0, 1, 2, 3])
@@ -81,3 +83,49 @@ def test_near_ties_keep_their_argmax_through_the_csv(tmp_path):
     assert got_a.argmax(-1).item() == 1 == answers.argmax(-1).item()
     assert score(got_a, rationales.double(), torch.tensor([1]), torch.tensor([0]))["q2a"] == 1
 
+
+
+def _csv_with_ids(tmp_path, ids):
+    """A leaderboard CSV whose rows carry ``ids`` (uniform probabilities), and its ids read back."""
+    n = len(ids)
+    path = write_csv(tmp_path / "p.csv", ids, torch.full((n, 4), 0.25), torch.full((n, 4, 4), 0.25))
+    return path, read_csv(path)[0]
+
+
+def test_rows_for_follows_the_splits_order(tmp_path):
+    path, ids = _csv_with_ids(tmp_path, ["c", "a", "b"])
+    rows = rows_for(path, ids, ["a", "b", "c"])
+    assert rows.dtype == torch.long and rows.tolist() == [1, 2, 0]
+
+
+def test_a_repeated_annot_id_names_both_lines(tmp_path):
+    path, ids = _csv_with_ids(tmp_path, ["a", "b", "a", "c"])
+    with pytest.raises(InputError) as err:
+        rows_for(path, ids, ["a", "b", "c"])
+    assert str(err.value) == f"{path}:4: annot_id a repeats line 2"
+
+
+def test_a_missing_annot_id_is_named_with_the_count(tmp_path):
+    path, ids = _csv_with_ids(tmp_path, ["a"])
+    with pytest.raises(InputError) as err:
+        rows_for(path, ids, ["a", "b", "c"])
+    assert str(err.value) == f"{path}: no row for b (2 of 3 items missing)"
+
+
+def test_an_annot_id_not_in_the_split_names_its_line(tmp_path):
+    path, ids = _csv_with_ids(tmp_path, ["a", "b", "xyz", "c"])
+    with pytest.raises(InputError) as err:
+        rows_for(path, ids, ["a", "b", "c"])
+    assert str(err.value) == f"{path}:4: annot_id xyz is not in the split (1 of 4 rows are not)"
+
+
+def test_every_float32_magnitude_round_trips_bit_for_bit(tmp_path):
+    """Probabilities from 1e-38 to 1 and their float32 neighbours (they differ past the 7th
+    digit) come back as the same float32 bits."""
+    torch.manual_seed(2)
+    base = torch.rand(64) * torch.logspace(-38, 0, 64)
+    values = torch.stack([base, torch.nextafter(base, torch.ones(64))], 1).flatten()  # [128]
+    answers = values.reshape(32, 4)
+    _, got, _ = read_csv(write_csv(tmp_path / "m.csv", [str(i) for i in range(32)], answers,
+                                   torch.full((32, 4, 4), 0.25)))
+    assert torch.equal(got.float().view(torch.int32), answers.view(torch.int32))

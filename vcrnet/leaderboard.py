@@ -3,8 +3,9 @@
 The CSV has one row per question and 21 columns: ``annot_id``, ``answer_0..3`` (answer
 probabilities) and ``rationale_conditioned_on_a{i}_{j}`` (rationale j's probability given answer i),
 written with 9 significant digits (enough to round-trip float32, so an argmax read back cannot
-tie). Scoring, as the leaderboard: Q->A is the argmax of the answer columns; QA->R the argmax of
-the rationale columns conditioned on the *gold* answer; Q->AR both right.
+tie). A CSV must have one row for each item of the split and no other (``rows_for``). Scoring,
+as the leaderboard: Q->A is the argmax of the answer columns; QA->R the argmax of the rationale
+columns conditioned on the *gold* answer; Q->AR both right.
 
 The seed paper's Table 1 scored each method its own way (read from its code, docs/fidelity.md
 E2), and some of those decodings cannot be read from the CSV: ``vcrnet.train.evaluate`` computes
@@ -131,3 +132,32 @@ def read_csv(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
             ids.append(row[0])
     table = torch.tensor(values, dtype=torch.float64).reshape(len(ids), 20)
     return ids, table[:, :4], table[:, 4:].reshape(len(ids), 4, 4)
+
+
+def rows_for(path: str | Path, ids: list[str], expected: list[str]) -> torch.Tensor:
+    """The CSV rows (``read_csv``'s ``ids``, from ``path``) of the ``expected`` annot_ids, in
+    ``expected``'s order: a LongTensor ``[len(expected)]`` of row indices. One-line errors for an
+    id that repeats, an expected id with no row and a row whose id is not expected; line numbers
+    count the header as line 1."""
+    by_id = _unique_rows(path, ids)
+    missing = [annot_id for annot_id in expected if annot_id not in by_id]
+    if missing:
+        raise InputError(f"{path}: no row for {missing[0]} "
+                         f"({len(missing)} of {len(expected)} items missing)")
+    wanted = set(expected)
+    extra = [i for i, annot_id in enumerate(ids) if annot_id not in wanted]
+    if extra:
+        raise InputError(f"{path}:{extra[0] + 2}: annot_id {ids[extra[0]]} is not in the split "
+                         f"({len(extra)} of {len(ids)} rows are not)")
+    return torch.tensor([by_id[annot_id] for annot_id in expected], dtype=torch.long)
+
+
+def _unique_rows(path: str | Path, ids: list[str]) -> dict[str, int]:
+    """annot_id -> its row index; an id on two rows is an error (the CSV's line 2 is row 0)."""
+    by_id: dict[str, int] = {}
+    for i, annot_id in enumerate(ids):
+        if annot_id in by_id:
+            raise InputError(f"{path}:{i + 2}: annot_id {annot_id} repeats line "
+                             f"{by_id[annot_id] + 2}")
+        by_id[annot_id] = i
+    return by_id

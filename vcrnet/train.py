@@ -164,12 +164,14 @@ def evaluate(model: JointModel, dataset: CachedVCRDataset, batch_size: int = 64,
 
 def fit(config: TrainConfig, train_set: CachedVCRDataset, val_set: CachedVCRDataset,
         out: str | Path, resume: bool = False, on_epoch: EpochCallback | None = None,
-        extra: dict | None = None, device: str = "cpu") -> list[dict]:
+        extra: dict | None = None, device: str = "cpu", save_best: bool = True) -> list[dict]:
     """Train; returns the per-epoch metrics. ``train_set`` is split into training items and the
     dev items every choice is made on (``dev_split``; their annot_ids in ``out/dev_items.json``);
     ``val_set`` is evaluated and reported every epoch, never selected on (dev and val in batches
     of ``config.batch_size``, as R2C: no more memory than training). ``extra`` is stored in
-    the checkpoints (e.g. the feature settings ``predict`` needs). Checkpoints hold CPU tensors.
+    the checkpoints (e.g. the feature settings ``predict`` needs). Checkpoints hold CPU tensors:
+    ``out/checkpoint.pt`` after every epoch, and ``out/best.pt`` at the best epoch on dev unless
+    ``save_best`` is False (a study's trials: ``rerun`` retrains the winner).
 
     ``resume`` continues from ``out/checkpoint.pt``. On the CPU a resumed run repeats an
     uninterrupted one bit for bit (tests/test_train.py). On a GPU it is the same run in
@@ -225,7 +227,7 @@ def fit(config: TrainConfig, train_set: CachedVCRDataset, val_set: CachedVCRData
                  "rng": torch.get_rng_state(), "extra": extra or {}, **state,
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         _save_atomic(saved, out / CHECKPOINT)
-        if improved:
+        if improved and save_best:
             _save_atomic(saved, out / BEST)
         _write_metrics(history, out / METRICS)
         if on_epoch is not None:

@@ -2,7 +2,10 @@
 
 A cache entry is a folder ``<cache>/<split>-<kind>-<fingerprint>/`` of ``.npy`` arrays (opened
 memory-mapped) and a ``manifest.json``, written last, that lists every other file with its size
-(``"files"``: what a copy is verified against, ``vcrnet.features.stage``). The fingerprint hashes
+(``"files"``) and a cheap checksum (``"checksums"``, the scheme ``"checksum"`` names: ``checksum``).
+Readers open an entry through ``open_entry``, which checks its files against the manifest once per
+process (``damage``: a file cut short by a full disk or a broken copy is one line, not a numpy
+traceback); ``vcrnet.features.stage`` checks a node's copy the same way. The fingerprint hashes
 everything the arrays depend on (the split file's content, the encoder, the settings), so a
 changed input gives a new entry and an unchanged one is reused. A folder with the final name is
 always complete:
@@ -29,15 +32,22 @@ import json
 import os
 import shutil
 import socket
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from vcrnet.atomic import owner, replacing
+from vcrnet.errors import InputError
 
 CACHE_VERSION = 3  # 3: features in shards, the manifest lists the files
 MANIFEST = "manifest.json"
+CHECKSUM = "crc32-ends-1MiB"  # the manifest's "checksum": how its "checksums" are computed
+CHECKSUM_BYTES = 1 << 20  # read at each end of a file: 2 MiB a file, ~0.6 GB for VCR's train
+# split with BERT-base (~310 shards of <= 0.8 GB), once per process
+REBUILD = ("a damaged feature cache entry: remove {entry} and run `vcr-study data features` "
+           "again with the same options")
 
 
 def file_digest(path: str | Path) -> str:
@@ -71,7 +81,71 @@ def is_complete(entry: Path) -> bool:
 
 
 def read_manifest(entry: Path) -> dict:
+    """The manifest as written, unchecked (readers of the arrays use ``open_entry``)."""
     return json.loads((entry / MANIFEST).read_text())
+
+
+def open_entry(entry: Path) -> dict:
+    """The manifest of a complete ``entry`` whose files match it (``damage``), else a one-line
+    ``InputError`` naming the file and how to rebuild the entry. Every reader of the arrays
+    opens entries through this (``CachedVCRDataset``, ``open_rows``)."""
+    if not is_complete(entry):
+        raise InputError(f"{entry}: not a complete feature cache entry")
+    problem = entry_problem(entry)
+    if problem is not None:
+        raise InputError(f"{problem} ({REBUILD.format(entry=entry)})")
+    return read_manifest(entry)
+
+
+def entry_problem(entry: Path) -> str | None:
+    """Why ``entry`` is not complete and whole (``damage``, in one line), or None. Checked once
+    per process for each manifest written (a batch, a DataLoader worker, a dataset's subset
+    asks again for free)."""
+    try:
+        stat = (entry / MANIFEST).stat()
+    except FileNotFoundError:
+        return f"{entry / MANIFEST}: missing"
+    return _problem(str(Path(entry).absolute()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _problem(entry: str, inode: int, size: int, mtime_ns: int) -> str | None:
+    return damage(Path(entry), read_manifest(Path(entry)))
+
+
+def damage(folder: Path, manifest: dict) -> str | None:
+    """The first way ``folder``'s files differ from what ``manifest`` lists (a file missing, its
+    size, then its checksum), in one line naming the file; None if none. A manifest from before
+    checksums (no ``"checksum"``, or another scheme) is checked by size only; files the manifest
+    does not list are not looked at."""
+    for name, want in sorted(manifest.get("files", {}).items()):
+        path = folder / name
+        try:
+            have = path.stat().st_size
+        except FileNotFoundError:
+            return f"{path}: missing"
+        if have != want:
+            return f"{path}: {have:,} bytes, the manifest says {want:,}"
+    sums = manifest.get("checksums", {}) if manifest.get("checksum") == CHECKSUM else {}
+    for name, want in sorted(sums.items()):
+        have = checksum(folder / name)
+        if have != want:
+            return (f"{folder / name}: checksum {have}, the manifest says {want} (its first or "
+                    f"last MiB changed)")
+    return None
+
+
+def checksum(path: Path) -> str:
+    """The ``crc32-ends-1MiB`` checksum, 8 hex digits: crc32 of the file's first MiB, its last
+    MiB (the bytes after the first, for a file under 2 MiB) and its size (8 bytes, little
+    endian). Cheap for any size (2 MiB read); it catches a changed header and a tail lost or
+    zero-filled by a broken copy, not a change in between (the size check catches a cut)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        crc = zlib.crc32(f.read(CHECKSUM_BYTES))
+        f.seek(max(CHECKSUM_BYTES, size - CHECKSUM_BYTES))
+        crc = zlib.crc32(f.read(CHECKSUM_BYTES), crc)
+    return f"{zlib.crc32(size.to_bytes(8, 'little'), crc):08x}"
 
 
 @contextlib.contextmanager
@@ -114,13 +188,17 @@ def shard_file(folder: Path, name: str, shape: tuple[int, ...],
 
 
 def finish(folder: Path, entry: Path, manifest: dict) -> None:
-    """Make the filled ``folder`` the complete ``entry``: the manifest (with every file's size)
-    written last, then one rename. Another process having finished it first is fine."""
+    """Make the filled ``folder`` the complete ``entry``: the manifest (with every file's size
+    and checksum) written last, then one rename. Another process having finished it first is
+    fine."""
     for leftover in folder.glob(".*"):  # temporaries of shard writers that died
         _unlink(leftover)
-    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != MANIFEST}
-    (folder / MANIFEST).write_text(json.dumps({**manifest, "files": files}, indent=2,
-                                              sort_keys=True))
+    paths = [p for p in sorted(folder.iterdir()) if p.name != MANIFEST]
+    files = {p.name: p.stat().st_size for p in paths}
+    sums = {p.name: checksum(p) for p in paths}
+    (folder / MANIFEST).write_text(json.dumps(
+        {**manifest, "files": files, "checksum": CHECKSUM, "checksums": sums}, indent=2,
+        sort_keys=True))
     fsync_folder(folder)
     try:
         os.rename(folder, entry)
@@ -147,7 +225,7 @@ QUANTIZE_ROWS = 1 << 16  # rows quantized at a time (float32 scratch: ~200 MB at
 def open_rows(entry: Path, name: str) -> np.ndarray | ShardedRows | QuantizedRows:
     """A cached array stored whole (``<name>.npy``) or in the manifest's ``"shards"``, in
     float16 or int8 (read as float16), memory-mapped read-only."""
-    manifest = read_manifest(entry)
+    manifest = open_entry(entry)
     shards = manifest.get("shards")
     if shards is None:
         return open_array(entry, name)

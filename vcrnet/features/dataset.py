@@ -54,21 +54,21 @@ HOST_KEYS = (*(f"{prefix}_lengths" for prefix in _TAG_NAMES.values()),
 
 class CachedVCRDataset(Dataset):
     """Items served from the memory-mapped cache; ``dataset[i]`` is a dict of numpy arrays.
-    ``items``: serve only these positions of the split, in this order (a view, see ``subset``)."""
+    ``items``: serve only these positions of the split, in this order (a view, see ``subset``).
+    Both entries' files are checked against their manifests first (``cache.open_entry``)."""
 
     def __init__(self, features: SplitFeatures, items: np.ndarray | None = None):
         self.features = features
         self.text_entry, self.object_entry = features.text, features.objects
-        for entry in (self.text_entry, self.object_entry):
-            if not cache.is_complete(entry):
-                raise InputError(f"{entry}: not a complete feature cache entry")
+        text_manifest = cache.open_entry(self.text_entry)
+        cache.open_entry(self.object_entry)
         ids = json.loads((self.text_entry / "items.json").read_text())
         if ids != json.loads((self.object_entry / "items.json").read_text()):
             raise InputError(f"{self.object_entry}: its items differ from {self.text_entry}")
         self.items = np.arange(len(ids)) if items is None else np.asarray(items, dtype=np.int64)
         self.annot_ids: list[str] = [ids[i] for i in self.items]
         self.labels = np.load(self.text_entry / "labels.npy")[self.items]
-        self.text_dim = cache.read_manifest(self.text_entry)["dim"]
+        self.text_dim = text_manifest["dim"]
         self._arrays: dict[str, np.ndarray] | None = None  # opened lazily, once per process
 
     def subset(self, positions: np.ndarray) -> CachedVCRDataset:

@@ -9,9 +9,11 @@ shared storage (NFS) that is every trial of every node pulling up to ~180 GB ove
     <local_root>/.<entry name>.tmp-<pid>/   a copy in progress (or left by a killed copier)
 
 The copy keeps the entry's fingerprinted name, so a changed entry is a new copy. It is made in a
-hidden temporary sibling, checked against the manifest's ``"files"`` (name -> size in bytes; the
-set of names and each size), then renamed into place: a folder with the final name is complete. The
-lock makes the first process of a node copy and the others wait, then reuse; a process killed
+hidden temporary sibling, checked as every reader checks an entry (``cache.damage``: each file the
+manifest lists, its size and checksum; and the copy's manifest the same bytes as the entry's),
+then renamed into place: a folder with the final name is complete. The entry itself is checked
+before it is copied (``cache.open_entry``: a damaged one is an error that says how to rebuild it).
+The lock makes the first process of a node copy and the others wait, then reuse; a process killed
 mid-copy releases it (the kernel drops a dead process's flock) and leaves only a temporary folder,
 which the next copier removes. Where the copy cannot be made (local disk too small, an error while
 copying, an entry from before manifests listed their files), ``stage`` warns in one line and
@@ -29,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from vcrnet.errors import InputError
+from vcrnet.features import cache
 from vcrnet.features.cache import MANIFEST, fsync_folder, read_manifest
 
 LOCAL_CACHE_VARIABLE = "VCR_STUDY_LOCAL_CACHE"  # a node's local folder for copies (trials)
@@ -60,22 +62,22 @@ def _stage(entry: Path, local: Path, echo: Callable[[str], None]) -> str | None:
     manifest = read_manifest(entry)
     if "files" not in manifest:
         return "its manifest lists no files to check a copy against (made before they did)"
-    expected = {**manifest["files"], MANIFEST: (entry / MANIFEST).stat().st_size}
     local.parent.mkdir(parents=True, exist_ok=True)
     with _locked(local, echo):
-        problem = _difference(local, expected)
+        problem = _difference(local, entry)
         if problem is None:
             echo(f"{local}: reusing this node's copy")
             return None
         if local.exists():
             echo(f"{problem}: copying again")
-        _check_source(entry, expected)
+        cache.open_entry(entry)  # a damaged entry: an InputError that says how to rebuild it
         _clear(local)
-        needed, free = sum(expected.values()) + FREE_MARGIN, shutil.disk_usage(local.parent).free
+        size = sum(manifest["files"].values()) + (entry / MANIFEST).stat().st_size
+        needed, free = size + FREE_MARGIN, shutil.disk_usage(local.parent).free
         if free < needed:
             return (f"{local.parent} has {free:,} bytes free, the copy needs {needed:,} "
                     f"({FREE_MARGIN:,} of them left free)")
-        return _copy(entry, local, expected, echo)
+        return _copy(entry, local, [*manifest["files"], MANIFEST], size, echo)
 
 
 @contextlib.contextmanager
@@ -91,27 +93,16 @@ def _locked(local: Path, echo: Callable[[str], None]) -> Iterator[None]:
         yield
 
 
-def _difference(folder: Path, expected: dict[str, int]) -> str | None:
-    """The first way ``folder``'s files differ from ``expected`` (name -> size); None if not."""
+def _difference(folder: Path, entry: Path) -> str | None:
+    """The first way ``folder`` is not a whole copy of ``entry`` (its manifest, then its files:
+    ``cache.entry_problem``); None if it is."""
     try:
-        found = {path.name: path.stat().st_size for path in folder.iterdir()}
+        same = (folder / MANIFEST).read_bytes() == (entry / MANIFEST).read_bytes()
     except FileNotFoundError:
-        return f"{folder}: missing"
-    for name in sorted(expected.keys() | found.keys()):
-        have, want = found.get(name), expected.get(name)
-        if have is None:
-            return f"{folder / name}: missing"
-        if want is None:
-            return f"{folder / name}: not in the manifest"
-        if have != want:
-            return f"{folder / name}: {have:,} bytes, the manifest says {want:,}"
-    return None
-
-
-def _check_source(entry: Path, expected: dict[str, int]) -> None:
-    problem = _difference(entry, expected)
-    if problem is not None:
-        raise InputError(f"{problem} (a damaged cache entry: delete {entry} to extract it again)")
+        return f"{folder / MANIFEST}: missing"
+    if not same:
+        return f"{folder / MANIFEST}: differs from {entry / MANIFEST}"
+    return cache.entry_problem(folder)
 
 
 def _clear(local: Path) -> None:
@@ -125,16 +116,17 @@ def _clear(local: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _copy(entry: Path, local: Path, expected: dict[str, int],
+def _copy(entry: Path, local: Path, names: list[str], size: int,
           echo: Callable[[str], None]) -> str | None:
-    """Copy ``entry`` into ``local`` through a temporary sibling; None, or why it failed."""
+    """Copy ``names`` (the manifest last) of ``entry`` into ``local`` through a temporary
+    sibling; None, or why it failed."""
     tmp, start = _temporary(local), time.monotonic()
     try:
         tmp.mkdir()
-        for name in sorted(expected, key=lambda name: name == MANIFEST):  # the manifest last
+        for name in names:
             shutil.copyfile(entry / name, tmp / name)  # sendfile on Linux: no Python buffers
         fsync_folder(tmp)
-        problem = _difference(tmp, expected)
+        problem = _difference(tmp, entry)
         if problem is not None:
             return f"the copy does not match the manifest: {problem}"
         os.rename(tmp, local)
@@ -142,7 +134,7 @@ def _copy(entry: Path, local: Path, expected: dict[str, int],
         return f"copying failed: {err}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    echo(f"{local}: copied from {entry} ({sum(expected.values()):,} bytes in "
+    echo(f"{local}: copied from {entry} ({size:,} bytes in "
          f"{time.monotonic() - start:.0f} s)")
     return None
 
