@@ -82,7 +82,7 @@ def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epo
     wall = None
     if not store.study_dir(name).exists():
         start = time.perf_counter()
-        launch.launch(options, echo=lambda line: None)
+        launch.launch(options)
         wall = round(time.perf_counter() - start)
     return trials_in_order(MlflowClient(store.tracking_uri(options)), name), wall
 

@@ -42,7 +42,7 @@ def main() -> None:
     options = launch.LaunchOptions(name=args.name, space=args.space, trials=args.trials,
                                    concurrent=1, cpus_per_trial=args.cpus)
     start = time.perf_counter()
-    launch.launch(options, echo=lambda line: print(line, flush=True))
+    launch.launch(options)
     study_wall = time.perf_counter() - start
 
     client = MlflowClient(store.tracking_uri(options))

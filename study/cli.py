@@ -362,7 +362,7 @@ def evaluate_command(
 
     from vcrnet.data import read_split
     from vcrnet.data.records import with_held_out_labels
-    from vcrnet.leaderboard import read_csv, score
+    from vcrnet.leaderboard import read_csv, rows_for, score
 
     root, _ = features.data_root(data, (_splits([split])[0],), images=False)
     items = read_split(root, split)
@@ -370,12 +370,7 @@ def evaluate_command(
     if items and items[0].answer_label is None:
         raise InputError(f"--split {split}: has no labels to score against")
     ids, answers, rationales = read_csv(predictions)
-    by_id = {annot_id: i for i, annot_id in enumerate(ids)}
-    missing = [it.annot_id for it in items if it.annot_id not in by_id]
-    if missing:
-        raise InputError(f"{predictions}: no row for {missing[0]} "
-                         f"({len(missing)} of {len(items)} items missing)")
-    rows = torch.tensor([by_id[it.annot_id] for it in items])
+    rows = rows_for(predictions, ids, [it.annot_id for it in items])
     metrics = score(answers[rows], rationales[rows],
                     torch.tensor([it.answer_label for it in items]),
                     torch.tensor([it.rationale_label for it in items]))
@@ -421,12 +416,31 @@ def launch_command(
         help="A folder on each node's local disk: the node's first trial copies the feature "
              "cache there, the others wait, all read it there (default: $VCR_STUDY_LOCAL_CACHE "
              "on the node, else the cache itself).")] = None,
+    keep_checkpoints: Annotated[bool, typer.Option(
+        help="Keep every trial's last checkpoint (default: a trial that ends keeps none; "
+             "rerun retrains the winner).", rich_help_panel="Disk")] = False,
+    ray_temp_dir: Annotated[Path | None, typer.Option(
+        help="A local Ray's session folders (default: Ray's, $RAY_TMPDIR/ray or /tmp/ray); "
+             "those of exited runs are removed at launch, all but the latest.",
+        rich_help_panel="Disk")] = None,
+    ignore_free_space: Annotated[bool, typer.Option(
+        help="Start even when the home has less free space than the study is estimated to "
+             "need.", rich_help_panel="Disk")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Check everything a launch would (space, data, features, address, tracking, "
+             "disk) and print the plan: trials, trial-epochs, wall time, GPU-hours, disk. "
+             "Starts nothing, writes nothing.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show what Ray, Tune, Optuna and MLflow print (always in the "
+        "study's launch.log).")] = False,
 ) -> None:
     """Run a study: Ray Tune trials, Optuna search, ASHA early stopping, MLflow tracking.
 
     With no options: the built-in synthetic data, a local Ray, a few minutes on 2 CPUs.
 
     Example: vcr-study launch --name joint1 --space joint --trials 40 --gpus-per-trial 0.25
+
+    What it will cost, first: vcr-study launch --name joint1 --space joint --trials 40 --dry-run
     """
     from study.launch import METRIC, LaunchOptions, launch
     from vcrnet.config import parse_sets
@@ -441,12 +455,20 @@ def launch_command(
         data=str(data.absolute()) if data else None,
         cache=str(cache.absolute()) if cache else None, address=address,
         tracking_uri=tracking_uri, max_failures=max_failures,
-        local_cache=str(local_cache.absolute()) if local_cache else None)
+        local_cache=str(local_cache.absolute()) if local_cache else None,
+        keep_checkpoints=keep_checkpoints,
+        ray_temp_dir=str(ray_temp_dir.absolute()) if ray_temp_dir else None,
+        ignore_free_space=ignore_free_space)
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
-    best = launch(options, resume=resume, echo=typer.echo, choice=choice)
+    if dry_run:
+        from study.launch import dry_run as plan
+
+        plan(options, resume=resume, echo=typer.echo, choice=choice)
+        return
+    best = launch(options, resume=resume, choice=choice, verbose=verbose)
     _print_best(best, METRIC)
-    typer.echo(f"\nstudy {options.name or '(see above)'} done. Open the MLflow UI with: "
-               f"vcr-study ui")
+    typer.echo(f"\nstudy {options.name} done. Next: vcr-study best --name {options.name}; "
+               f"vcr-study ablations --name {options.name}; vcr-study ui")
 
 
 @app.command("best")
@@ -522,6 +544,41 @@ def ablations_command(name: Annotated[str, typer.Option(help="The study.")]) -> 
             typer.echo("\n" + table.read_text())
 
 
+@app.command("studies")
+def studies_command() -> None:
+    """The studies in this home: name, state, trials, best dev Q->AR, disk used.
+
+    Example: VCR_STUDY_HOME=/mnt/shared/runs vcr-study studies
+    """
+    from study.manage import format_table, study_rows
+
+    rows = study_rows()
+    typer.echo(format_table(rows) if rows else f"no studies in {builtin.home()}")
+
+
+@app.command("delete")
+def delete_command(
+    name: Annotated[str, typer.Option(help="The study.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="The MLflow store of a study this home does not know (default: the study's own, "
+             "else this home's).", envvar="MLFLOW_TRACKING_URI")] = None,
+) -> None:
+    """Remove a study completely: its folder, Tune results, reports, MLflow experiment and
+    artifacts. Refused while the study runs.
+
+    Example: vcr-study delete --name joint1
+    """
+    from study.manage import delete_study, describe_deletion
+
+    if not yes and not typer.confirm(f"{describe_deletion(name, tracking_uri)}?"):
+        typer.echo("nothing deleted", err=True)
+        raise typer.Exit(1)
+    for line in delete_study(name, tracking_uri):
+        typer.echo(line)
+
+
 @app.command("ui")
 def ui_command(
     port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 5000,
@@ -537,7 +594,7 @@ def ui_command(
     """
     import subprocess
 
-    from study.tracking import default_tracking_uri
+    from study.store import default_tracking_uri
     from study.uris import redact
 
     uri = tracking_uri or default_tracking_uri(builtin.home())

@@ -77,10 +77,11 @@ def data_root(data: Path | None, splits: tuple[str, ...], images: bool = True,
 def resolve(data: Path | None, cache: Path | None, choice: FeatureChoice,
             splits: tuple[str, ...], echo: Echo = print, progress: bool = True,
             split_option: bool = False, data_option: str = "--data",
-            run: RunShards | None = None) -> Features:
+            run: RunShards | None = None, extract: bool = True) -> Features:
     """The features of ``splits``, by the rule above; extracts what is missing (``run``: where
-    the shards are computed, default this process). ``split_option``/``data_option``: how the
-    command takes splits and data (for messages)."""
+    the shards are computed, default this process; ``extract=False``: only names what is
+    missing, in each split's ``computed``). ``split_option``/``data_option``: how the command
+    takes splits and data (for messages)."""
     root, is_builtin = data_root(data, splits, images=False, split_option=split_option,
                                  data_option=data_option)
     cache = (cache or builtin.default_cache_dir()).absolute()
@@ -102,34 +103,45 @@ def resolve(data: Path | None, cache: Path | None, choice: FeatureChoice,
         if not is_builtin and not extracted:
             fallback = functools.partial(_warn_offline_defaults, choice, settings)
     return Features(root, settings, _extract(root, cache, settings, splits, progress, echo,
-                                             split_option, data_option, fallback, run))
+                                             split_option, data_option, fallback, run, extract))
 
 
 def fixed_features(data: Path | None, cache: Path | None, settings: FeatureSettings,
                    choice: FeatureChoice, splits: tuple[str, ...], where: str,
-                   echo: Echo = print, run: RunShards | None = None) -> Features:
+                   echo: Echo = print, run: RunShards | None = None,
+                   extract: bool = True) -> Features:
     """The features of a checkpoint or a study (``where``): options may only agree with them."""
     choice.check_agrees(settings, where)
     root, _ = data_root(data, splits, images=False)
     cache = (cache or builtin.default_cache_dir()).absolute()
-    return Features(root, settings, _extract(root, cache, settings, splits, True, echo, run=run))
+    return Features(root, settings, _extract(root, cache, settings, splits, True, echo, run=run,
+                                             extract=extract))
 
 
 def _extract(root: Path, cache: Path, settings: FeatureSettings, splits: tuple[str, ...],
              progress: bool, echo: Echo, split_option: bool = False,
              data_option: str = "--data", warn: Callable[[], None] | None = None,
-             run: RunShards | None = None) -> dict[str, SplitFeatures]:
+             run: RunShards | None = None, extract: bool = True) -> dict[str, SplitFeatures]:
     """Each split's entries; the missing ones extracted (the images checked first, then
-    ``warn`` about the settings, then said)."""
+    ``warn`` about the settings, then said), or with ``extract=False`` only named."""
     missing = [s for s in splits if not all(cache_entry.is_complete(p) for p in
                                             entry_paths(root, s, cache, settings))]
     if missing:
         require_splits(root, splits, images=True, option=data_option, split_option=split_option)
         if warn is not None:
             warn()
+        if not extract:
+            return {s: _named(*entry_paths(root, s, cache, settings)) for s in splits}
         echo(f"extracting features once for {', '.join(missing)} into {cache}: "
              f"{settings.describe()}")
     return extract_splits(root, splits, cache, settings, progress, run)
+
+
+def _named(text: Path, objects: Path) -> SplitFeatures:
+    """A split's entries, those still to extract named in ``computed``."""
+    return SplitFeatures(text, objects, [kind for kind, entry in (("text", text),
+                                         ("objects", objects))
+                                         if not cache_entry.is_complete(entry)])
 
 
 def _warn_offline_defaults(choice: FeatureChoice, settings: FeatureSettings) -> None:

@@ -4,13 +4,18 @@ tracked in MLflow. Where its files go, and its record: ``study.store``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from study import builtin, cluster, features, store, uris
+from ray.tune import Callback
+
+from study import builtin, cluster, features, plan, store, uris
 from study.spaces import SearchSpace, load_space
 from study.store import LaunchOptions
 from study.trainable import resolve_config, train_trial
@@ -36,26 +41,69 @@ class FlatParams:
         return resolve_config(self.space_path, config, self.overrides).to_dict()
 
 
-def launch(options: LaunchOptions, resume: bool = False, echo=print,
-           choice: FeatureChoice = FeatureChoice()) -> list[dict]:
-    """Run (or resume) a study to its end; returns the best trial per method. ``choice``: the
-    feature options given (``study.features`` resolves them; a resumed study keeps its own)."""
-    from study import results, tracking
+class ThroughputRecorder(Callback):
+    """A Tune callback (driver side): each epoch's seconds per training item into the home's
+    throughput store, keyed by features, the trial's device and model (``--dry-run`` reads it)."""
 
+    def __init__(self, settings: FeatureSettings, flat_params: FlatParams):
+        self.settings, self.flat_params = settings, flat_params
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if "device_kind" not in result or "epoch_seconds" not in result:
+            return
+        config = TrainConfig.from_dict(self.flat_params(trial.config))
+        key = _throughput_key(self.settings, result["device_kind"], config)
+        plan.record_epoch(plan.throughput_path(builtin.home()), key, result["epoch_seconds"],
+                          plan.train_items(result))
+
+
+def launch(options: LaunchOptions, resume: bool = False,
+           choice: FeatureChoice = FeatureChoice(), verbose: bool = False) -> list[dict]:
+    """Run (or resume) a study to its end; returns the best trial per method. ``choice``: the
+    feature options given (``study.features`` resolves them; a resumed study keeps its own).
+    The terminal shows the harness's lines; what the libraries print goes to the study's
+    ``launch.log`` (and to the terminal too when ``verbose``). A new study refused before its
+    record is written leaves no folder."""
     options, space = _resolved_options(options, resume)
-    address = _preflight_checks(options)
-    found = _features(options, choice, address, echo)  # trials only read them
-    _start_ray(address, found)
-    client, parent = _open_study(options, space, found.settings, resume)
-    tuner = _build_or_restore_tuner(options, space, found, parent, resume, echo)
-    status = tracking.KILLED  # unless the study runs to its end
-    try:
-        tuner.fit()
-        _fail_orphaned_optuna_trials(options.name, echo)
-        status = tracking.FINISHED
-    finally:
-        _close_study(client, parent, status, echo)
-    return results.best_per_method(client, parent, METRIC)
+    address = _preflight_checks(options, resume)
+    made = [p for p in (builtin.home(), store.studies_root()) if not p.exists()]
+    with store.running(options.name):
+        try:
+            return _run(options, space, address, resume, choice, verbose)
+        finally:
+            if not store.record_path(options.name).exists():
+                shutil.rmtree(store.study_dir(options.name), ignore_errors=True)
+                for folder in reversed(made):  # the home too, when this launch made it
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+
+def _run(options: LaunchOptions, space: SearchSpace, address: str | None, resume: bool,
+         choice: FeatureChoice, verbose: bool) -> list[dict]:
+    from study import console, results, tracking
+
+    with console.captured(store.log_path(options.name), verbose) as shown:
+        echo = shown.say
+        echo(f"study {options.name}: {'resuming' if resume else 'starting'}; Ray, Tune, Optuna "
+             f"and MLflow log to {shown.log}")
+        if not resume:  # before features that may take hours to extract (a copy of the
+            # options: resolving features records them, which the extraction below must do)
+            _check_free_space(options, space, study_features(
+                dataclasses.replace(options), ("train", "val"), choice, echo=lambda line: None,
+                extract=False))
+        with contextlib.redirect_stderr(shown.err):  # extraction's progress bar on the terminal
+            found = _features(options, choice, address, echo)  # trials only read them
+        _start_ray(address, found, options)
+        client, parent = _open_study(options, space, found.settings, resume)
+        tuner = _build_or_restore_tuner(options, space, found, parent, resume, echo)
+        status = tracking.KILLED  # unless the study runs to its end
+        try:
+            tuner.fit()
+            _fail_orphaned_optuna_trials(options.name, echo)
+            status = tracking.FINISHED
+        finally:
+            _close_study(client, parent, status, echo)
+        return results.best_per_method(client, parent, METRIC)
 
 
 def _resolved_options(options: LaunchOptions, resume: bool) -> tuple[LaunchOptions, SearchSpace]:
@@ -73,23 +121,51 @@ def _resolved_options(options: LaunchOptions, resume: bool) -> tuple[LaunchOptio
     space = load_space(options.space)
     options.space = str(space.path)
     _check_overrides(space, options.overrides)
-    if not resume and store.study_dir(options.name).exists():
-        raise InputError(f"--name {options.name}: a study of that name exists; pass --resume "
-                         "to continue it, or choose another name")
+    if not resume:
+        _check_name_is_free(options.name)
     return options, space
 
 
-def _preflight_checks(options: LaunchOptions) -> str | None:
-    """The tracking store, and a cluster's address, checked before features are resolved;
-    returns the cluster's address (None: a local Ray)."""
+def _check_name_is_free(name: str) -> None:
+    """A new study's name must not be a study of this home, nor a Ray Tune experiment left under
+    ray_results (Tune would overwrite its ``tuner.pkl``: ray-project/ray#35812)."""
+    if store.record_path(name).exists():
+        raise InputError(f"--name {name}: a study of that name exists; pass --resume to continue "
+                         f"it, choose another name, or remove it with `vcr-study delete --name "
+                         f"{name}`")
+    for leftover in (store.experiment_dir(name), store.journal_path(name)):
+        if leftover.exists():
+            raise InputError(f"--name {name}: {leftover} is left from an earlier study of that "
+                             f"name; remove it with `vcr-study delete --name {name}`, or choose "
+                             "another name")
+
+
+def _preflight_checks(options: LaunchOptions, resume: bool) -> str | None:
+    """The tracking store (a new study's name free there), and a cluster's address, checked
+    before features are resolved; returns the cluster's address (None: a local Ray)."""
     uri = store.tracking_uri(options)
     cluster.check_store(uri)
+    if not resume and _store_exists(uri):  # before features that may take hours to extract
+        from mlflow.tracking import MlflowClient
+
+        from study import tracking
+
+        tracking.check_name_free(MlflowClient(uri), options.name, builtin.home())
     address = options.address or os.environ.get("RAY_ADDRESS") or None
     if address:
         cluster.check_address(address)
         cluster.check_tracking(uri)
         cluster.check_reachable(address)
+        cluster.check_token(address)
     return address
+
+
+def _store_exists(uri: str) -> bool:
+    """A tracking server, or a local store already made (looking creates a sqlite file)."""
+    if not uris.is_local(uri):
+        return True
+    path = uri.removeprefix("sqlite:///").removeprefix("file://")
+    return Path(path).exists()
 
 
 def _features(options: LaunchOptions, choice: FeatureChoice, address: str | None,
@@ -106,14 +182,134 @@ def _features(options: LaunchOptions, choice: FeatureChoice, address: str | None
     return study_features(options, ("train", "val"), choice, echo=echo, run=on_ray(workers))
 
 
-def _start_ray(address: str | None, found: features.Features) -> None:
-    """A local Ray; or, on the cluster at ``address`` (joined), a check that its every node sees
-    the trials' inputs and results."""
+def _start_ray(address: str | None, found: features.Features, options: LaunchOptions) -> None:
+    """A local Ray (its old session folders pruned first); or, on the cluster at ``address``
+    (joined), a check that its every node sees the trials' inputs and results."""
     if not address:
-        cluster.connect(None)
+        from ray._common.utils import get_default_ray_temp_dir
+
+        from study.disk import prune_ray_sessions
+
+        prune_ray_sessions(Path(options.ray_temp_dir or get_default_ray_temp_dir()))
+        cluster.connect(None, options.ray_temp_dir)
         return
     cluster.check_shared({f"feature cache ({split})": Path(path) for split, paths
                           in found.paths().items() for path in paths}, store.storage_root())
+
+
+def _check_free_space(options: LaunchOptions, space: SearchSpace,
+                      found: features.Features) -> None:
+    """Refuse a new study where the home has not the room its checkpoints will need."""
+    if options.ignore_free_space:
+        return
+    the_plan = study_plan(options, space, found, *_local_resources())
+    the_plan.check_free_space(builtin.home())
+
+
+def dry_run(options: LaunchOptions, resume: bool = False, echo=print,
+            choice: FeatureChoice = FeatureChoice()) -> plan.Plan:
+    """Everything ``launch`` checks before it starts (space, options, name, tracking store,
+    address, data, features cached or to extract, free space), and the study's plan, printed;
+    no trial started, nothing written."""
+    options, space = _resolved_options(options, resume)
+    address = _preflight_checks(options, resume)
+    found = study_features(options, ("train", "val"), choice, echo=echo, extract=False)
+    missing = [f"{split} {kind}" for split, entries in found.splits.items()
+               for kind in entries.computed]
+    resources = _cluster_resources(address) if address else _local_resources()
+    echo(f"study {options.name}: {'resume' if resume else 'new'}, space {space.name}, "
+         f"tracking {uris.redact(store.tracking_uri(options))}, "
+         f"{'Ray cluster ' + address if address else 'a local Ray'} "
+         f"({resources[0]:g} CPUs, {resources[1]:g} GPUs)")
+    echo(f"features ({found.settings.describe()}): "
+         + (f"to extract first ({', '.join(missing)}; not in the times below)" if missing
+            else "cached"))
+    the_plan = study_plan(options, space, found, *resources)
+    for line in the_plan.lines():
+        echo(line)
+    return the_plan
+
+
+def study_plan(options: LaunchOptions, space: SearchSpace, found: features.Features,
+               cpus: float, gpus: float) -> plan.Plan:
+    """What the study will cost on ``cpus`` and ``gpus``, from this home's measured speed of
+    the same features, device and model (else docs/benchmarks.md's)."""
+    text_dim = _text_dim(found)
+    config = _largest_config(space, options.overrides, text_dim)
+    key = _throughput_key(found.settings, _device_kind(options, gpus), config)
+    items = _train_items(found)
+    return plan.estimate(
+        trials=len(space.trials) if space.is_grid else options.trials,
+        epochs=_epochs(space, options.overrides), grace=options.grace_period,
+        asha=options.asha, concurrent=options.concurrent, cpus=cpus,
+        cpus_per_trial=options.cpus_per_trial, gpus=gpus, gpus_per_trial=options.gpus_per_trial,
+        train_items=round(items * (1 - config.dev_fraction)),
+        seconds=plan.seconds_per_item(plan.throughput_path(builtin.home()), key),
+        checkpoint=plan.checkpoint_bytes(config, text_dim),
+        disk_free=plan.free_bytes(builtin.home()), keep_checkpoints=options.keep_checkpoints)
+
+
+def _largest_config(space: SearchSpace, overrides: dict, text_dim: int) -> TrainConfig:
+    """The trials' config with the largest checkpoint (a searched space: its fixed values)."""
+    rows = [{**row, **overrides} for row in space.trials] if space.is_grid else [overrides]
+    configs = [space.config(row) for row in rows]
+    return max(configs, key=lambda c: plan.checkpoint_bytes(c, text_dim))
+
+
+def _throughput_key(settings: FeatureSettings, device: str,
+                    config: TrainConfig) -> plan.ThroughputKey:
+    from vcrnet.features.cache import fingerprint
+
+    return plan.ThroughputKey(fingerprint(settings.to_dict()), device, config.preset,
+                              config.batch_size)
+
+
+def _device_kind(options: LaunchOptions, gpus: float) -> str:
+    """The trials' device as the throughput store keys it (a cluster's GPU: this machine's, else
+    the one the home's trials measured)."""
+    if options.gpus_per_trial <= 0:
+        return plan.device_kind("cpu", options.cpus_per_trial)
+    import torch
+
+    if not torch.cuda.is_available():  # the cluster's, as its trials recorded it
+        return (plan.measured_gpu(plan.throughput_path(builtin.home()), options.gpus_per_trial)
+                or "cuda:(a GPU this machine cannot name, none measured yet)")
+    return plan.device_kind("cuda", options.cpus_per_trial, options.gpus_per_trial)
+
+
+def _train_items(found: features.Features) -> int:
+    """The train split's questions (one a line of train.jsonl)."""
+    with (found.data / "train.jsonl").open("rb") as lines:
+        return sum(1 for line in lines if line.strip())
+
+
+def _text_dim(found: features.Features) -> int:
+    """The text features' width: the cache's, else the encoder's configuration."""
+    from vcrnet.features import cache
+
+    entry = found.splits["train"].text
+    if cache.is_complete(entry):
+        return int(cache.read_manifest(entry)["dim"])
+    from transformers import AutoConfig
+
+    from vcrnet.features.text import resolve_text_encoder
+
+    name = resolve_text_encoder(found.settings.text_encoder)
+    return int(AutoConfig.from_pretrained(name, local_files_only=True).hidden_size)
+
+
+def _local_resources() -> tuple[float, float]:
+    import torch
+
+    return float(os.cpu_count() or 1), float(torch.cuda.device_count())
+
+
+def _cluster_resources(address: str) -> tuple[float, float]:
+    import ray
+
+    cluster.connect(address)
+    resources = ray.cluster_resources()
+    return float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
 
 
 def _open_study(options: LaunchOptions, space: SearchSpace, settings: FeatureSettings,
@@ -125,10 +321,13 @@ def _open_study(options: LaunchOptions, space: SearchSpace, settings: FeatureSet
     from study import tracking
 
     client = MlflowClient(store.tracking_uri(options))
-    parent = tracking.open_study(client, options.name, builtin.home(), space.description)
-    if not resume:
-        store.save(store.StudyRecord(options, parent))
-        _log_options(client, parent, options, space, settings)
+    if resume:
+        parent = store.load(options.name).parent_run_id
+        tracking.reopen_study(client, parent)
+        return client, parent
+    parent = tracking.create_study(client, options.name, builtin.home(), space.description)
+    store.save(store.StudyRecord(options, parent))
+    _log_options(client, parent, options, space, settings)
     return client, parent
 
 
@@ -152,6 +351,7 @@ def _build_or_restore_tuner(options: LaunchOptions, space: SearchSpace, found: f
     from ray import tune
 
     from study import progress, tracking
+    from study.disk import CheckpointPruner
 
     trainable = _trainable(options, found)
     experiment = store.experiment_dir(options.name)
@@ -161,7 +361,11 @@ def _build_or_restore_tuner(options: LaunchOptions, space: SearchSpace, found: f
                                   resume_errored=False)
     tracker = tracking.MLflowTracker(store.tracking_uri(options), parent,
                                      FlatParams(options.space, options.overrides), METRIC)
-    return _new_tuner(options, space, trainable, [tracker, progress.Progress(METRIC, echo)])
+    callbacks = [tracker, progress.Progress(METRIC, echo),
+                 ThroughputRecorder(found.settings, FlatParams(options.space, options.overrides))]
+    if not options.keep_checkpoints:
+        callbacks.append(CheckpointPruner())
+    return _new_tuner(options, space, trainable, callbacks)
 
 
 def _trainable(options: LaunchOptions, found: features.Features):
@@ -206,7 +410,7 @@ def _new_tuner(options: LaunchOptions, space: SearchSpace, trainable, callbacks:
     run_config = tune.RunConfig(
         name=options.name, storage_path=str(store.storage_root()), callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
                                   num_samples=samples,
                                   max_concurrent_trials=options.concurrent)
@@ -268,17 +472,19 @@ def _check_overrides(space: SearchSpace, overrides: dict) -> None:
 
 def study_features(options: LaunchOptions, splits: tuple[str, ...],
                    choice: FeatureChoice = FeatureChoice(), where: str = "the study",
-                   echo=print, run: RunShards | None = None) -> features.Features:
+                   echo=print, run: RunShards | None = None,
+                   extract: bool = True) -> features.Features:
     """The study's features of ``splits``: resolved from ``choice`` when the study starts (and
     recorded in ``options.features``), the recorded ones afterwards (options may only agree);
     those missing extracted by ``run`` (default: in this process)."""
     data = Path(options.data).absolute() if options.data else None
     cache = Path(options.cache).absolute() if options.cache else None
     if options.features is None:
-        found = features.resolve(data, cache, choice, splits, echo=echo, run=run)
+        found = features.resolve(data, cache, choice, splits, echo=echo, run=run,
+                                 extract=extract)
         options.features = found.settings.to_dict()
         return found
     settings = FeatureSettings.from_dict(options.features, where=where)
     return features.fixed_features(data, cache, settings, choice, splits, where, echo=echo,
-                                   run=run)
+                                   run=run, extract=extract)
 

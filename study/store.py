@@ -6,6 +6,9 @@ Where things go (all absolute, under ``builtin.home()``):
 - ``studies/<name>/study.json``: the record, the launch options (resolved, features included) and
   the study's MLflow parent run id, written at once when that run exists (``save``);
 - ``studies/<name>/optuna.journal``: the Optuna study (optuna-dashboard reads it);
+- ``studies/<name>/launch.log``: everything Ray, Tune, Optuna and MLflow printed (the terminal
+  shows only the harness's own lines unless ``--verbose``);
+- ``studies/<name>/.lock``: flock'd by the launch that runs the study (``running``);
 - ``ray_results/<name>/``: Ray Tune's experiment and the trials' checkpoints;
 - ``reports/<name>/``: what ``ablations`` and ``rerun`` write;
 - ``mlflow.db`` and ``mlartifacts/``: the MLflow store (or ``--tracking-uri``).
@@ -13,8 +16,13 @@ Where things go (all absolute, under ``builtin.home()``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -47,6 +55,9 @@ class LaunchOptions:
     max_failures: int = 2
     local_cache: str | None = None  # a folder on each node's local disk the trials read the
     # cache from (copied there once per node); None: $VCR_STUDY_LOCAL_CACHE on the node, if set
+    keep_checkpoints: bool = False  # keep every trial's last checkpoint (else: none once done)
+    ray_temp_dir: str | None = None  # a local Ray's session folders (None: Ray's, /tmp/ray)
+    ignore_free_space: bool = False  # start even where the free-space check refuses
 
     def check(self) -> None:
         checks = [(self.trials >= 1, "--trials", "at least 1"),
@@ -59,8 +70,10 @@ class LaunchOptions:
         for ok, option, expected in checks:
             if not ok:
                 raise InputError(f"{option}: must be {expected}")
-        if self.name and not all(c.isalnum() or c in "-_." for c in self.name):
-            raise InputError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.'")
+        if self.name and (not all(c.isalnum() or c in "-_." for c in self.name)
+                          or self.name.startswith(".")):
+            raise InputError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.', "
+                             "not first")
 
 
 class StudyRecord(NamedTuple):
@@ -71,7 +84,7 @@ class StudyRecord(NamedTuple):
 
 
 def study_dir(name: str) -> Path:
-    return _studies() / name
+    return studies_root() / name
 
 
 def record_path(name: str) -> Path:
@@ -80,6 +93,50 @@ def record_path(name: str) -> Path:
 
 def journal_path(name: str) -> Path:
     return study_dir(name) / "optuna.journal"
+
+
+def log_path(name: str) -> Path:
+    return study_dir(name) / "launch.log"
+
+
+@contextlib.contextmanager
+def running(name: str) -> Iterator[None]:
+    """Mark study ``name`` as running for the block: an exclusive flock on ``studies/<name>/.lock``
+    (the kernel drops it if this process dies), so that no second launch, ``--resume`` or
+    ``delete`` acts on it meanwhile; refused in one line when another process holds it."""
+    path = study_dir(name) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise InputError(f"--name {name}: the study is running ({holder}); wait for it, "
+                             "or stop that process") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"launch pid {os.getpid()} on {socket.gethostname()}")
+        file.flush()
+        yield
+
+
+def is_running(name: str) -> bool:
+    """Whether a launch holds study ``name``'s lock now."""
+    path = study_dir(name) / ".lock"
+    if not path.is_file():
+        return False
+    with path.open() as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def names() -> list[str]:
+    """The studies with a record in this home, sorted."""
+    return sorted(p.parent.name for p in studies_root().glob("*/study.json"))
 
 
 def storage_root() -> Path:
@@ -95,9 +152,12 @@ def reports_dir(name: str) -> Path:
     return builtin.home() / "reports" / name
 
 
-def tracking_uri(options: LaunchOptions) -> str:
-    from study.tracking import default_tracking_uri
+def default_tracking_uri(home: Path) -> str:
+    """The home's own MLflow store: a sqlite file beside the studies."""
+    return f"sqlite:///{(home / 'mlflow.db').absolute()}"
 
+
+def tracking_uri(options: LaunchOptions) -> str:
     return options.tracking_uri or default_tracking_uri(builtin.home())
 
 
@@ -113,7 +173,7 @@ def load(name: str) -> StudyRecord:
     """Study ``name``'s record; a missing or outdated one is one line naming what to do."""
     path = record_path(name)
     if not path.is_file():
-        known = sorted(p.name for p in _studies().glob("*") if p.is_dir())
+        known = names()
         raise InputError(f"--name {name}: no such study under {builtin.home()}"
                          + (f" (there are: {', '.join(known)})" if known else ""))
     saved = json.loads(path.read_text())
@@ -124,5 +184,6 @@ def load(name: str) -> StudyRecord:
     return StudyRecord(LaunchOptions(**saved), parent)
 
 
-def _studies() -> Path:
+def studies_root() -> Path:
+    """Every study's folder is under it."""
     return builtin.home() / "studies"

@@ -13,12 +13,13 @@ import math
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from study.spaces import LABEL, slug, trial_values
-from study.uris import is_local
+from study.uris import is_local, redact
+from vcrnet.errors import InputError
 
 PARENT_TAG = "mlflow.parentRunId"
 METRIC_PREFIXES = ("train_", "dev_", "val_")
@@ -27,13 +28,9 @@ FINISHED, FAILED, KILLED = (RunStatus.to_string(s) for s in
                             (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
 
 
-def default_tracking_uri(home: Path) -> str:
-    return f"sqlite:///{(home / 'mlflow.db').absolute()}"
-
-
-def open_study(client: MlflowClient, name: str, home: Path, description: str = "") -> str:
-    """The study's experiment (created once) and its parent run id (created once)."""
-    experiment = client.get_experiment_by_name(name)
+def create_study(client: MlflowClient, name: str, home: Path, description: str = "") -> str:
+    """A new study's experiment and parent run; returns the run id (``check_name_free`` first)."""
+    experiment = check_name_free(client, name, home)
     if experiment is None:
         # A local store keeps artifacts beside it; a tracking server keeps them where it was told
         # (`mlflow server --artifacts-destination`): the driver uploads them through the server.
@@ -41,16 +38,31 @@ def open_study(client: MlflowClient, name: str, home: Path, description: str = "
                      if is_local(client.tracking_uri) else None)
         experiment_id = client.create_experiment(name, artifact_location=artifacts,
                                                  tags={"vcr_study": "1"})
-    else:
+    else:  # created by a launch that died before its parent run: nothing to mix with
         experiment_id = experiment.experiment_id
-    parents = client.search_runs([experiment_id], "tags.study_role = 'parent'", max_results=1)
-    if parents:
-        run_id = parents[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return run_id
     run = client.create_run(experiment_id, run_name=name,
                             tags={"study_role": "parent", "mlflow.note.content": description})
     return run.info.run_id
+
+
+def check_name_free(client: MlflowClient, name: str, home: Path):
+    """The experiment of that name if it is empty (else None where there is none). A name the
+    tracking store holds a study under (another home on a shared server, or a study whose folder
+    was removed) is refused: the new study's trials would mix with that one's."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and (experiment.lifecycle_stage == "deleted" or client.search_runs(
+            [experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1)):
+        raise InputError(
+            f"--name {name}: the tracking store {redact(client.tracking_uri)} already has a "
+            f"study of that name that {home} does not know; resume it from the home that "
+            "launched it (--resume), choose another --name, or remove it with "
+            f"`vcr-study delete --name {name}`")
+    return experiment
+
+
+def reopen_study(client: MlflowClient, parent_run_id: str) -> None:
+    """A resumed study's own parent run (saved with the study), marked running again."""
+    client.update_run(parent_run_id, status="RUNNING")
 
 
 def close_study(client: MlflowClient, parent_run_id: str, status: str = FINISHED) -> int:
@@ -142,7 +154,7 @@ class MLflowTracker(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id = self._run_of(trial)
-        reason = _first_line(getattr(trial, "error_file", None))
+        reason = _error_line(getattr(trial, "error_file", None))
         self.client.log_batch(run_id, tags=[RunTag("final_status", "FAILED"),
                                             RunTag("error", reason[:500])])
         self.client.set_terminated(run_id, FAILED)
@@ -181,7 +193,9 @@ class MLflowTracker(Callback):
         return run_id
 
 
-def _first_line(error_file: str | None) -> str:
+def _error_line(error_file: str | None) -> str:
+    """The exception's own line: the last non-empty line of the trial's error file (its
+    traceback comes first)."""
     if not error_file or not Path(error_file).is_file():
         return "the trial raised an error"
     lines = [ln for ln in Path(error_file).read_text(errors="replace").splitlines() if ln.strip()]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import ray
 import torch
 from ray import tune
 
+from study import disk, plan
 from study.spaces import load_space, trial_values
 from vcrnet.config import TrainConfig
 from vcrnet.features import CachedVCRDataset
@@ -50,8 +50,11 @@ def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str,
                           for p in paths]
     train_set, val_set = (CachedVCRDataset(SplitFeatures(text, objects, ()))
                           for text, objects in (entries["train"], entries["val"]))
-    out = Path(tune.get_context().get_trial_dir()).absolute() / "run"
+    working = _working_folder()
+    out, outbox = working / "run", working / disk.OUTBOX
     out.mkdir(parents=True, exist_ok=True)
+    alive = disk.hold_alive(working)  # noqa: F841 (held until the trial's process ends)
+    disk.clear_dead_trials(working)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -59,13 +62,28 @@ def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str,
                 shutil.copy2(Path(folder) / name, out / name)
 
     def report(metrics: dict, run_dir: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="report-") as folder:
-            for name in (CHECKPOINT, METRICS):
-                shutil.copy2(run_dir / name, Path(folder) / name)
-            tune.report({**metrics, "node_id": node_id},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+        """Hand the epoch's checkpoint to Tune (moved: the trial keeps no copy of its own)."""
+        outbox.mkdir(exist_ok=True)
+        os.replace(run_dir / CHECKPOINT, outbox / CHECKPOINT)
+        shutil.copy2(run_dir / METRICS, outbox / METRICS)
+        tune.report({**metrics, "node_id": node_id, "device_kind": device_kind},
+                    checkpoint=tune.Checkpoint.from_directory(str(outbox)))
+        shutil.rmtree(outbox, ignore_errors=True)  # Tune has its copy now
 
-    device = "cuda" if torch.cuda.is_available() and tune.get_context().get_trial_resources() \
-        .required_resources.get("GPU", 0) > 0 else "cpu"
+    gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+    device = "cuda" if torch.cuda.is_available() and gpus > 0 else "cpu"
+    device_kind = plan.device_kind(device, cpus, gpus)  # what the throughput store keys on
     fit(train_config, train_set, val_set, out, resume=checkpoint is not None, on_epoch=report,
-        extra=extra, device=device)
+        extra=extra, device=device, save_best=False)
+
+
+def _working_folder() -> Path:
+    """The trial's own working folder on its node: the one Tune starts it in, not its log folder
+    (``get_trial_dir``), which the driver copies to ``ray_results`` whole, checkpoints and all;
+    a folder of its own if ``RAY_CHDIR_TO_TRIAL_DIR=0`` starts every trial in one place."""
+    here = Path.cwd()
+    if here.parent.name == "working_dirs":
+        return here
+    folder = here / "vcr-study-trials" / tune.get_context().get_trial_id()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -179,6 +179,15 @@ def test_a_study_runs_across_nodes(cluster, tmp_path, synthetic_dir, synthetic_f
     assert {b["method"] for b in json.loads(best.stdout)} <= {"softmax", "gumbel", "teacher"}
     assert json.loads(best.stdout)
 
+    # another home on the same tracking server cannot take the study's name (its trials would
+    # mix with c1's), and is told so before any feature or trial
+    other = launch(cluster, tmp_path / "other-home", synthetic_dir,
+                   synthetic_features.text.parent, "--name", "c1", "--tracking-uri",
+                   cluster.tracking_uri, timeout=120)
+    assert other.returncode == 2 and other.stderr.strip().count("\n") == 0, other.stderr
+    assert "already has a study of that name" in other.stderr
+    assert len(trial_runs(client, parent)) == 4
+
 
 def test_features_are_extracted_on_the_worker_node(cluster, tmp_path, synthetic_dir):
     """``data features --address``: the shards run on the cluster's other node, not on the
@@ -213,6 +222,28 @@ def test_a_local_store_is_refused_with_a_cluster(cluster, tmp_path, synthetic_di
     assert "local MLflow store cannot serve a Ray cluster" in done.stderr
     assert "--tracking-uri http://" in done.stderr
     assert not (home / "studies").exists()
+
+
+@pytest.mark.parametrize("command", ["data features", "launch"])
+def test_a_wrong_token_is_refused_in_one_line(cluster, tmp_path, synthetic_dir, command):
+    """A driver whose token is not the cluster's: one line naming the token, at once (Ray's own
+    ray.init retries the refusal for 20 s, a C++ warning on stderr each time, then says it
+    failed to connect)."""
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    env.update(RAY_AUTH_TOKEN=secrets.token_hex(32), VCR_STUDY_HOME=str(home))
+    argv = {"data features": ["data", "features", str(synthetic_dir), "--gpus-per-worker", "0"],
+            "launch": ["launch", "--space", "smoke", "--data", str(synthetic_dir), "--name", "c5",
+                       "--tracking-uri", cluster.tracking_uri]}[command]
+    done = subprocess.run([sys.executable, "-m", "study.cli", *argv, "--cache", str(cache),
+                           "--image-size", "256x128", "--address", cluster.address],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.count("\n") == 1, done.stderr[-3000:]  # no traceback, no Ray warnings
+    assert done.stderr.startswith(f"vcr-study: error: --address {cluster.address}: the cluster "
+                                  "refused this driver's token"), done.stderr
+    assert "RAY_AUTH_TOKEN" in done.stderr and env["RAY_AUTH_TOKEN"] not in done.stderr
+    assert not cache.exists() and not (home / "studies" / "c5" / "study.json").exists()
 
 
 def test_a_cache_some_node_cannot_see_is_refused(cluster, tmp_path, synthetic_dir,

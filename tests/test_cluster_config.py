@@ -14,7 +14,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from study.cluster import check_address, check_tracking
-from study.tracking import default_tracking_uri
+from study.store import default_tracking_uri
 from vcrnet.errors import InputError
 from vcrnet.features.stage import LOCAL_CACHE_VARIABLE
 

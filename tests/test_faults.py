@@ -56,12 +56,20 @@ def trial_pids(name: str) -> list[int]:
 
 
 def checkpoints(name: str) -> list[Path]:
+    """The checkpoints study ``name`` keeps now (one a running trial)."""
     return sorted(store.experiment_dir(name).glob("*/checkpoint_*/checkpoint.pt"))
 
 
+def checkpointed(name: str) -> int:
+    """How many checkpoints a trial of study ``name`` has reported at most (the kept one's
+    number, from 0)."""
+    return max((int(p.parent.name.removeprefix("checkpoint_")) + 1 for p in checkpoints(name)),
+               default=0)
+
+
 class Saboteur(threading.Thread):
-    """Waits until the study has ``after`` checkpoints, then does ``act`` once (in a thread,
-    while ``launch`` blocks the test)."""
+    """Waits until a trial of the study has reported ``after`` checkpoints, then does ``act``
+    once (in a thread, while ``launch`` blocks the test)."""
 
     def __init__(self, name: str, after: int, act):
         super().__init__(daemon=True)
@@ -71,7 +79,7 @@ class Saboteur(threading.Thread):
     def run(self) -> None:
         deadline = time.monotonic() + 300
         try:
-            while len(checkpoints(self.name_)) < self.after:
+            while checkpointed(self.name_) < self.after:
                 if time.monotonic() > deadline:
                     raise TimeoutError("no checkpoint in 300 s")
                 time.sleep(0.05)
@@ -160,8 +168,8 @@ def test_eight_concurrent_trials_reporting_every_step_lose_no_metric_point(
             tune.report({"epoch": step, "val_q2ar": config["x"] * step / steps,
                          "train_loss": 1.0 / step})
 
-    client = MlflowClient(tracking.default_tracking_uri(builtin.home()))
-    parent = tracking.open_study(client, "load", builtin.home())
+    client = MlflowClient(store.default_tracking_uri(builtin.home()))
+    parent = tracking.create_study(client, "load", builtin.home())
     tracker = tracking.MLflowTracker(client.tracking_uri, parent,
                                      lambda config: {"method": "softmax", "epochs": steps,
                                                      **config}, "val_q2ar")

@@ -1,0 +1,105 @@
+"""What a study leaves on disk: only what ``--resume`` needs.
+
+A checkpoint of the ``small`` preset is ~27 MB (model and Adam state), of ``r2c`` an order of
+magnitude more; Tune's defaults kept every trial's last two, and the trials' working copies
+besides (an 8-trial study left 737 MB, a 24-trial one filled the disk). So:
+
+- a running trial has one checkpoint in Tune's storage (``num_to_keep=1``) and none of its own:
+  its working folder hands each epoch's file to Tune (moved, not copied) and writes no
+  ``best.pt`` (``rerun`` retrains the winner);
+- a trial that ends (finished, stopped early or failed) keeps nothing (``CheckpointPruner``),
+  unless ``--keep-checkpoints``; a stopped trial's process is killed mid-``report``, so what its
+  working folder still holds is removed by the next trial on its node (``clear_dead_trials``)
+  or, on the driver's node, by the pruner;
+- Ray's session folders of processes that have exited are removed when a local Ray starts
+  (``prune_ray_sessions``), all but the latest (its logs explain the last run).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ray.tune import Callback
+
+OUTBOX = "outbox"  # a trial's working folder: the checkpoint being handed to Tune
+ALIVE = ".alive"  # flock'd by the trial's process for its life
+
+
+class CheckpointPruner(Callback):
+    """Driver side: when a trial ends, remove its checkpoints from Tune's storage and its working
+    folder where this node has it."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._prune(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._prune(trial)  # called once retries are spent: a retry restores before this
+
+    @staticmethod
+    def _prune(trial) -> None:
+        for checkpoint in Path(trial.path).glob("checkpoint_*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        try:
+            working = Path(trial.storage.trial_working_directory)
+        except RuntimeError:  # no trial folder yet
+            return
+        _clear_trial_files(working)
+
+
+def hold_alive(working: Path):
+    """Trial side: an open file flock'd for the trial's life (the kernel drops it when the process
+    dies, however it dies); keep the returned object referenced."""
+    file = (working / ALIVE).open("a")
+    fcntl.flock(file, fcntl.LOCK_EX)
+    return file
+
+
+def clear_dead_trials(working: Path) -> None:
+    """Trial side: the checkpoints left in this node's other trial folders whose process is gone
+    (their ``.alive`` no longer locked)."""
+    for other in working.parent.iterdir():
+        marker = other / ALIVE
+        if other == working or not marker.is_file():
+            continue
+        with marker.open("a") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # alive
+            _clear_trial_files(other)
+
+
+def _clear_trial_files(working: Path) -> None:
+    shutil.rmtree(working / OUTBOX, ignore_errors=True)
+    for leftover in (working / "run").glob("*.pt"):
+        leftover.unlink(missing_ok=True)
+
+
+SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_(\d+)$")
+
+
+def prune_ray_sessions(temp_dir: Path) -> list[Path]:
+    """Remove the session folders under Ray's ``temp_dir`` whose starting process has exited
+    (its pid ends the folder's name), all but the latest; returns those removed."""
+    if not temp_dir.is_dir():
+        return []
+    ended = sorted(p for p in temp_dir.iterdir()
+                   if (m := SESSION.match(p.name)) and not p.is_symlink()
+                   and not _alive(int(m.group(1))))
+    for session in ended[:-1]:
+        shutil.rmtree(session, ignore_errors=True)
+    return ended[:-1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
