@@ -1,15 +1,20 @@
 # The two commands of the README. Each installs what it needs into .venv first.
 #   make run   - the main job: the default study on the built-in synthetic data
-#   make test  - the test suite
+#   make test  - lint (ruff check, ruff format --check) and the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
 
-.PHONY: run test install browser
+.PHONY: run test install browser lint
 run: $(VENV)/.installed
 	$(VENV)/bin/vcr-study launch
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser lint
 	$(VENV)/bin/python -m pytest
+
+# ruff, as pyproject.toml configures it: lint rules, then the formatting
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Debian's chromium, for the test that renders the MLflow UI headless (installed when root).
 browser:

@@ -29,8 +29,13 @@ from vcrnet.features.text import TextEncoder
 
 
 def cached_rate(dataset: CachedVCRDataset, batch_size: int, passes: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+    )
     for _ in loader:  # one pass to warm the page cache, as every epoch after the first is
         pass
     start, served = time.perf_counter(), 0
@@ -44,8 +49,9 @@ def per_item_rate(data: Path, split: str, settings: FeatureSettings, count: int)
     """Serve ``count`` items the R2C way: decode, ResNet-50 and text encoder per item."""
     items = read_split(data, split)[:count]
     text = TextEncoder(settings.text_encoder, settings.text_layer, settings.max_wordpieces)
-    vision = ObjectFeatureExtractor(find_image_weights(settings.image_weights),
-                                    seed=settings.image_seed)
+    vision = ObjectFeatureExtractor(
+        find_image_weights(settings.image_weights), seed=settings.image_seed
+    )
     start = time.perf_counter()
     for item in items:
         g = ground_item(item)
@@ -53,8 +59,9 @@ def per_item_rate(data: Path, split: str, settings: FeatureSettings, count: int)
         fit = fit_image(meta.width, meta.height, settings.image_size)
         canvas = load_canvas(image_path(data, item), fit, (meta.width, meta.height), "metadata")
         boxes = np.vstack([fit.window, scale_boxes(meta.boxes[g.kept], fit)])
-        masks = [np.ones((14, 14), np.float32)] + [make_mask(meta.boxes[k], meta.segms[k])
-                                                   for k in g.kept]
+        masks = [np.ones((14, 14), np.float32)] + [
+            make_mask(meta.boxes[k], meta.segms[k]) for k in g.kept
+        ]
         rois = torch.from_numpy(np.hstack([np.zeros((len(boxes), 1)), boxes])).float()
         with torch.inference_mode():
             objects = vision(canvas[None], rois, torch.from_numpy(np.stack(masks)))
@@ -79,10 +86,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    size = FeatureSettings.from_dict({"image_size": args.image_size}).image_size \
-        if args.image_size else None
-    found = study_features.resolve(args.data, args.cache, FeatureChoice(image_size=size),
-                                   (args.split,))
+    size = (
+        FeatureSettings.from_dict({"image_size": args.image_size}).image_size
+        if args.image_size
+        else None
+    )
+    found = study_features.resolve(
+        args.data, args.cache, FeatureChoice(image_size=size), (args.split,)
+    )
     data, settings, entries = found.data, found.settings, found.splits[args.split]
     dataset = CachedVCRDataset(entries)
 
@@ -91,9 +102,13 @@ def main() -> None:
     text_bytes, object_bytes = entry_bytes(entries.text), entry_bytes(entries.objects)
     n = len(dataset)
     report = {
-        "split": args.split, "items": n, "torch_threads": torch.get_num_threads(),
-        "canvas": list(settings.image_size), "text_dim": dataset.text_dim,
-        "cached_items_per_s": round(cached, 1), "per_item_items_per_s": round(per_item, 2),
+        "split": args.split,
+        "items": n,
+        "torch_threads": torch.get_num_threads(),
+        "canvas": list(settings.image_size),
+        "text_dim": dataset.text_dim,
+        "cached_items_per_s": round(cached, 1),
+        "per_item_items_per_s": round(per_item, 2),
         "ratio": round(cached / per_item, 1),
         "bytes_per_item": round((sum(text_bytes.values()) + sum(object_bytes.values())) / n),
         "text_bytes_per_item": {k: round(v / n) for k, v in text_bytes.items()},

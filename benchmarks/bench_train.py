@@ -43,27 +43,33 @@ def main() -> None:
     args = parser.parse_args()
     found = features.resolve(None, None, FeatureChoice(), ("train",), progress=False)
     data, dataset = found.data, CachedVCRDataset(found.splits["train"])
-    batches = [collate([dataset[(s * args.batch_size + i) % len(dataset)]
-                        for i in range(args.batch_size)]) for s in range(args.steps + 1)]
+    batches = [
+        collate([dataset[(s * args.batch_size + i) % len(dataset)] for i in range(args.batch_size)])
+        for s in range(args.steps + 1)
+    ]
 
     rates = {m: step_rate(m, batches, args.preset) for m in COUPLINGS}
     # the cached path also pays for reading and padding its batches
     start = time.perf_counter()
     for s in range(args.steps):
-        collate([dataset[(s * args.batch_size + i) % len(dataset)]
-                 for i in range(args.batch_size)])
+        collate([dataset[(s * args.batch_size + i) % len(dataset)] for i in range(args.batch_size)])
     load_seconds_per_item = (time.perf_counter() - start) / (args.steps * args.batch_size)
-    features_per_item = 1 / per_item_rate(data, "train", found.settings,
-                                          args.per_item)
-    report = {"preset": args.preset, "batch_size": args.batch_size,
-              "torch_threads": torch.get_num_threads(), "methods": {}}
+    features_per_item = 1 / per_item_rate(data, "train", found.settings, args.per_item)
+    report = {
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "methods": {},
+    }
     for method, rate in rates.items():
         cached = 1 / (1 / rate + load_seconds_per_item)
         per_item = 1 / (1 / rate + features_per_item)
         report["methods"][method] = {
-            "cached_items_per_s": round(cached, 1), "per_item_items_per_s": round(per_item, 2),
+            "cached_items_per_s": round(cached, 1),
+            "per_item_items_per_s": round(per_item, 2),
             "ratio": round(cached / per_item, 1),
-            "step_cost_vs_softmax": round(rates["softmax"] / rate, 2)}
+            "step_cost_vs_softmax": round(rates["softmax"] / rate, 2),
+        }
     print(json.dumps(report, indent=2))
 
 

@@ -28,14 +28,16 @@ def main() -> None:
     report: dict = {}
     with tempfile.TemporaryDirectory() as runs:
         for method in methods:
-            config = TrainConfig(method=method, preset="small", lr=1e-3, batch_size=16,
-                                 epochs=2, seed=0)
+            config = TrainConfig(
+                method=method, preset="small", lr=1e-3, batch_size=16, epochs=2, seed=0
+            )
             started = time.perf_counter()
             history = fit(config, train, val, f"{runs}/{method}")
             report[method] = {
                 "wall_s": round(time.perf_counter() - started, 1),
                 "train_items_per_s": [round(m["train_items_per_s"], 1) for m in history],
-                "val_q2ar": [round(m["val_q2ar"], 3) for m in history]}
+                "val_q2ar": [round(m["val_q2ar"], 3) for m in history],
+            }
     report["max_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     print(json.dumps({label: report}))
 

@@ -32,9 +32,16 @@ from vcrnet.features import CachedVCRDataset, extract_splits
 
 def timed(data: Path, cache: Path, runner, args) -> tuple[float, CachedVCRDataset]:
     started = time.perf_counter()
-    found = extract_splits(data, ("train",), cache, builtin.builtin_settings(), progress=False,
-                           run=runner, shard_items=args.shard_items,
-                           shard_images=args.shard_images)["train"]
+    found = extract_splits(
+        data,
+        ("train",),
+        cache,
+        builtin.builtin_settings(),
+        progress=False,
+        run=runner,
+        shard_items=args.shard_items,
+        shard_images=args.shard_images,
+    )["train"]
     return time.perf_counter() - started, CachedVCRDataset(found)
 
 
@@ -57,27 +64,37 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="extract-speed-"))
     try:
-        data = write_synthetic(root / "data", seed=11,
-                               sizes={"train": args.items, "val": 3, "test": 3})
+        data = write_synthetic(
+            root / "data", seed=11, sizes={"train": args.items, "val": 3, "test": 3}
+        )
         torch.set_num_threads(1)  # one worker = one thread, in every run
         runs: dict = {}
         wall, one = timed(data, root / "one", None, args)
-        runs["one process, 1 thread"] = {"wall_s": round(wall, 1),
-                                         "items_per_s": round(args.items / wall, 2)}
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        runs["one process, 1 thread"] = {
+            "wall_s": round(wall, 1),
+            "items_per_s": round(args.items / wall, 2),
+        }
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         for count in (1, 2):
-            wall, found = timed(data, root / f"ray{count}",
-                                on_ray(Workers(count=count, gpus=0, cpus=1)), args)
+            wall, found = timed(
+                data, root / f"ray{count}", on_ray(Workers(count=count, gpus=0, cpus=1)), args
+            )
             runs[f"local Ray, {count} worker(s)"] = {
-                "wall_s": round(wall, 1), "items_per_s": round(args.items / wall, 2),
-                "max_difference_to_one_process": same(one, found)}
+                "wall_s": round(wall, 1),
+                "items_per_s": round(args.items / wall, 2),
+                "max_difference_to_one_process": same(one, found),
+            }
         ray.shutdown()
         one_worker, two = (runs[f"local Ray, {n} worker(s)"]["items_per_s"] for n in (1, 2))
-        report = {"items": args.items, "images": len(np.unique(one.images())),
-                  "shard_items": args.shard_items, "shard_images": args.shard_images,
-                  "cpus": os.cpu_count(), "runs": runs,
-                  "speedup_2_workers_over_1": round(two / one_worker, 2)}
+        report = {
+            "items": args.items,
+            "images": len(np.unique(one.images())),
+            "shard_items": args.shard_items,
+            "shard_images": args.shard_images,
+            "cpus": os.cpu_count(),
+            "runs": runs,
+            "speedup_2_workers_over_1": round(two / one_worker, 2),
+        }
         print(json.dumps(report, indent=2))
         if args.out:
             args.out.write_text(json.dumps(report, indent=2) + "\n")

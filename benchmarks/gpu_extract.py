@@ -34,8 +34,12 @@ from vcrnet.features.extract import ShardWorker, plan_split  # noqa: E402
 VCR_QUESTIONS = 264_720  # train + val + test
 VCR_WORDS_PER_QUESTION = 541  # 4 x (6.6 + 7.5) + 16 x (6.6 + 7.5 + 16.2): VCR 1.0 train means
 VCR_IMAGES = 110_000
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 def prepare(assets: Path) -> None:
@@ -74,8 +78,10 @@ def upscale_images(data: Path, width: int) -> None:
             image.convert("RGB").resize(size, Image.Resampling.BILINEAR).save(jpeg, quality=90)
         meta["width"], meta["height"] = size
         meta["boxes"] = [[v * scale for v in box[:4]] + box[4:] for box in meta["boxes"]]
-        meta["segms"] = [[[[x * scale, y * scale] for x, y in polygon] for polygon in object_]
-                         for object_ in meta["segms"]]
+        meta["segms"] = [
+            [[[x * scale, y * scale] for x, y in polygon] for polygon in object_]
+            for object_ in meta["segms"]
+        ]
         meta_path.write_text(json.dumps(meta))
 
 
@@ -104,19 +110,30 @@ def main() -> None:
 
 
 def measure(args, root: Path) -> dict:
-    data = write_synthetic(root / "data", seed=7, sizes={"train": args.items, "val": 3,
-                                                          "test": 3})
+    data = write_synthetic(root / "data", seed=7, sizes={"train": args.items, "val": 3, "test": 3})
     upscale_images(data, args.image_width)
     width, height = (int(v) for v in args.image_size.split("x"))
-    settings = FeatureSettings(text_encoder=str(bert_base(args.assets, root / "bert-base")),
-                               image_size=(width, height))
+    settings = FeatureSettings(
+        text_encoder=str(bert_base(args.assets, root / "bert-base")), image_size=(width, height)
+    )
     # six shards of each kind: the first warms up (encoders loaded, kernels chosen), untimed
-    plans = plan_split(data, "train", root / "cache", settings, shard_items=-(-args.items // 6),
-                       shard_images=-(-args.items // 18))  # ~3 questions an image
+    plans = plan_split(
+        data,
+        "train",
+        root / "cache",
+        settings,
+        shard_items=-(-args.items // 6),
+        shard_images=-(-args.items // 18),
+    )  # ~3 questions an image
     worker = ShardWorker(settings, args.device, image_batch=16, threads=args.threads)
-    report: dict = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-                    "torch": torch.__version__, "items": args.items, "threads": args.threads,
-                    "image_width": args.image_width, "canvas": args.image_size}
+    report: dict = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "items": args.items,
+        "threads": args.threads,
+        "image_width": args.image_width,
+        "canvas": args.image_size,
+    }
     for plan in plans:
         kind = plan.manifest["kind"]
         worker(plan.shards[0])  # warm-up: the encoder loaded, kernels chosen (timed apart)
@@ -129,20 +146,30 @@ def measure(args, root: Path) -> dict:
         if kind == "text":
             words = sum(s.rows for s in timed)
             items = sum(len(s.jobs) for s in timed) / 20
-            report["text"] = {"words": words, "items": items, "wall_s": round(wall, 2),
-                              "words_per_s": round(words / wall),
-                              "items_per_s": round(items / wall, 1),
-                              "words_per_item": round(words / items, 1)}
+            report["text"] = {
+                "words": words,
+                "items": items,
+                "wall_s": round(wall, 2),
+                "words_per_s": round(words / wall),
+                "items_per_s": round(items / wall, 1),
+                "words_per_item": round(words / items, 1),
+            }
         else:
             images = sum(len(s.jobs) for s in timed)
-            report["objects"] = {"images": images, "rows": sum(s.rows for s in timed),
-                                 "wall_s": round(wall, 2), "images_per_s": round(images / wall, 1)}
+            report["objects"] = {
+                "images": images,
+                "rows": sum(s.rows for s in timed),
+                "wall_s": round(wall, 2),
+                "images_per_s": round(images / wall, 1),
+            }
         plan.finish([report["device"]])
     text_s = VCR_QUESTIONS * VCR_WORDS_PER_QUESTION / report["text"]["words_per_s"]
     image_s = VCR_IMAGES / report["objects"]["images_per_s"]
-    report["projected_all_vcr_one_gpu_min"] = {"text": round(text_s / 60, 1),
-                                               "objects": round(image_s / 60, 1),
-                                               "total": round((text_s + image_s) / 60, 1)}
+    report["projected_all_vcr_one_gpu_min"] = {
+        "text": round(text_s / 60, 1),
+        "objects": round(image_s / 60, 1),
+        "total": round((text_s + image_s) / 60, 1),
+    }
     return report
 
 

@@ -42,35 +42,43 @@ def trial(rank: int, share: float, args: argparse.Namespace, start, results) -> 
     dataset = vcr_speed.make_dataset(args, args.cache)
     n = args.batches * args.batch_size
     mine = dataset.subset(np.random.default_rng(rank).permutation(len(dataset))[:n])
-    config = TrainConfig(method=args.method, preset="r2c", batch_size=args.batch_size,
-                         num_samples=64, seed=rank)
+    config = TrainConfig(
+        method=args.method, preset="r2c", batch_size=args.batch_size, num_samples=64, seed=rank
+    )
     model, coupling, optimizer = vcr_speed.trainer(config, dataset.text_dim, device)
-    train_epoch(model, coupling, mine.subset(np.arange(3 * args.batch_size)), optimizer,
-                config, 0)
+    train_epoch(model, coupling, mine.subset(np.arange(3 * args.batch_size)), optimizer, config, 0)
     torch.cuda.synchronize()
     start.wait()  # every trial warmed up: the window opens for all at once
     began = time.perf_counter()
     train_epoch(model, coupling, mine, optimizer, config, 1)
     torch.cuda.synchronize()
-    results.put({"rank": rank, "items": n, "seconds": time.perf_counter() - began,
-                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30})
+    results.put(
+        {
+            "rank": rank,
+            "items": n,
+            "seconds": time.perf_counter() - began,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
+    )
 
 
 def run(n: int, args: argparse.Namespace) -> dict:
     ctx = mp.get_context("spawn")
     start, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=trial, args=(r, 1.0 / n, args, start, results))
-             for r in range(n)]
+    procs = [ctx.Process(target=trial, args=(r, 1.0 / n, args, start, results)) for r in range(n)]
     for p in procs:
         p.start()
     out = [results.get(timeout=600) for _ in procs]
     for p in procs:
         p.join()
     window = max(o["seconds"] for o in out)
-    return {"trials": n, "gpus_per_trial": 1.0 / n,
-            "aggregate_items_per_s": round(sum(o["items"] for o in out) / window, 1),
-            "per_trial_items_per_s": [round(o["items"] / o["seconds"], 1) for o in out],
-            "peak_gpu_memory_gib_per_trial": round(max(o["peak_gib"] for o in out), 2)}
+    return {
+        "trials": n,
+        "gpus_per_trial": 1.0 / n,
+        "aggregate_items_per_s": round(sum(o["items"] for o in out) / window, 1),
+        "per_trial_items_per_s": [round(o["items"] / o["seconds"], 1) for o in out],
+        "peak_gpu_memory_gib_per_trial": round(max(o["peak_gib"] for o in out), 2),
+    }
 
 
 def main() -> None:
@@ -80,10 +88,15 @@ def main() -> None:
     parser.add_argument("--label", default="", help="e.g. 'mps': kept in the report")
     cache_args = vcr_speed.parse_args(["--batches", "40"])  # the cache's shape, as vcr_speed's
     for key in ("questions", "dim", "batch_size", "batches", "seed"):
-        parser.add_argument(f"--{key.replace('_', '-')}", type=int,
-                            default=getattr(cache_args, key))
-    parser.add_argument("--cache", type=Path, required=True,
-                        help="the VCR-shaped cache's folder (written if absent)")
+        parser.add_argument(
+            f"--{key.replace('_', '-')}", type=int, default=getattr(cache_args, key)
+        )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        required=True,
+        help="the VCR-shaped cache's folder (written if absent)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.lengths_from = None
@@ -91,19 +104,29 @@ def main() -> None:
         print("no CUDA device: nothing to measure")
         return
     vcr_speed.make_dataset(args, args.cache)  # once, before the trials read it
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "method": args.method, "preset": "r2c", "batch": args.batch_size,
-              "label": args.label, "runs": []}
+    report = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "method": args.method,
+        "preset": "r2c",
+        "batch": args.batch_size,
+        "label": args.label,
+        "runs": [],
+    }
     for n in map(int, args.trials.split(",")):
         report["runs"].append(run(n, args))
         print(json.dumps(report["runs"][-1]), flush=True)
     one = report["runs"][0]["aggregate_items_per_s"]
-    report["speedup"] = {str(r["trials"]): round(r["aggregate_items_per_s"] / one, 2)
-                         for r in report["runs"]}
+    report["speedup"] = {
+        str(r["trials"]): round(r["aggregate_items_per_s"] / one, 2) for r in report["runs"]
+    }
     text = json.dumps(report, indent=2)
     print(text)
-    out = args.out or (Path(os.environ["OUT"], f"gpu_fractional{args.label}.json")
-                       if os.environ.get("OUT") else None)
+    out = args.out or (
+        Path(os.environ["OUT"], f"gpu_fractional{args.label}.json")
+        if os.environ.get("OUT")
+        else None
+    )
     if out:
         out.write_text(text)
 

@@ -97,8 +97,12 @@ class Shared:
 
 def entry_files(features: SplitFeatures, roots: tuple[Path, ...]) -> list[Path]:
     """The files of both entries, as seen under each of ``roots``."""
-    return [root / entry.name / path.name for root in roots
-            for entry in (features.text, features.objects) for path in entry.iterdir()]
+    return [
+        root / entry.name / path.name
+        for root in roots
+        for entry in (features.text, features.objects)
+        for path in entry.iterdir()
+    ]
 
 
 def evict(files: list[Path]) -> int:
@@ -123,8 +127,9 @@ def resident(path: Path) -> int:
     vector = (ctypes.c_ubyte * pages)()
     with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as view:
         buffer = (ctypes.c_char * size).from_buffer(view)
-        failed = libc.mincore(ctypes.c_void_p(ctypes.addressof(buffer)), ctypes.c_size_t(size),
-                              vector)
+        failed = libc.mincore(
+            ctypes.c_void_p(ctypes.addressof(buffer)), ctypes.c_size_t(size), vector
+        )
         del buffer
     if failed:
         raise OSError(ctypes.get_errno(), f"mincore {path}")
@@ -139,8 +144,9 @@ def epoch_rate(dataset: CachedVCRDataset, order: list[np.ndarray]) -> float:
     return sum(len(b) for b in order) / (time.perf_counter() - start)
 
 
-def cold_and_warm(features: SplitFeatures, order: list[np.ndarray],
-                  files: list[Path]) -> tuple[float, float, int]:
+def cold_and_warm(
+    features: SplitFeatures, order: list[np.ndarray], files: list[Path]
+) -> tuple[float, float, int]:
     """Items/s of an epoch from an evicted cache, then of one more over the same open arrays;
     and the bytes left resident by the eviction."""
     left = evict(files)
@@ -159,16 +165,19 @@ def sequential_read(files: list[Path], evicted: list[Path]) -> float:
     return total / MB / (time.perf_counter() - start)
 
 
-def staged(shared: SplitFeatures, local_root: Path, evicted: list[Path]) -> tuple[
-        SplitFeatures, float]:
+def staged(
+    shared: SplitFeatures, local_root: Path, evicted: list[Path]
+) -> tuple[SplitFeatures, float]:
     """The entries staged under ``local_root`` (any earlier copy removed), from an evicted
     cache; and the copy's seconds."""
     for entry in (shared.text, shared.objects):
         shutil.rmtree(local_root / entry.name, ignore_errors=True)
     evict(evicted)
     start = time.perf_counter()
-    copies = [stage(entry, local_root, echo=lambda line: print(line, file=sys.stderr))
-              for entry in (shared.text, shared.objects)]
+    copies = [
+        stage(entry, local_root, echo=lambda line: print(line, file=sys.stderr))
+        for entry in (shared.text, shared.objects)
+    ]
     seconds = time.perf_counter() - start
     if copies != [local_root / shared.text.name, local_root / shared.objects.name]:
         raise RuntimeError(f"staging to {local_root} failed (see the warning above)")
@@ -180,50 +189,69 @@ def spread(passes: dict[str, list[float]]) -> float:
     return float(np.mean([(max(r) - min(r)) / np.median(r) for r in passes.values()]))
 
 
-def measure_once(shared: Shared, features: SplitFeatures, local_root: Path,
-                 orders: list[list[np.ndarray]]) -> dict:
+def measure_once(
+    shared: Shared, features: SplitFeatures, local_root: Path, orders: list[list[np.ndarray]]
+) -> dict:
     """Stage, read each place whole, then ``len(orders)`` interleaved rounds of the passes."""
     on_share = SplitFeatures(shared.read / features.text.name, shared.read / features.objects.name)
     shared_files = entry_files(features, shared.evict)
     local, seconds = staged(on_share, local_root, shared_files)
     local_files = entry_files(features, (local_root,))
     entry_bytes = sum(p.stat().st_size for p in local_files)
-    reads = {"shared": sequential_read(entry_files(features, (shared.read,)), shared_files),
-             "local": sequential_read(local_files, local_files)}
+    reads = {
+        "shared": sequential_read(entry_files(features, (shared.read,)), shared_files),
+        "local": sequential_read(local_files, local_files),
+    }
     passes: dict[str, list[float]] = {name: [] for name in PASSES}
     left = 0
     for order in orders:
-        for place, source, files in (("shared", on_share, shared_files),
-                                     ("local", local, local_files)):
+        for place, source, files in (
+            ("shared", on_share, shared_files),
+            ("local", local, local_files),
+        ):
             cold, warm, resident_bytes = cold_and_warm(source, order, files)
             passes[f"{place}_cold"].append(round(cold, 1))
             passes[f"{place}_warm"].append(round(warm, 1))
             left = max(left, resident_bytes)
-            print(json.dumps({place: {"cold": round(cold, 1), "warm": round(warm, 1)}}),
-                  file=sys.stderr, flush=True)
-    return {"staging": {"seconds": round(seconds, 1),
-                        "MB_per_s": round(entry_bytes / MB / seconds, 1)},
-            "sequential_read_cold_MB_per_s": {k: round(v, 1) for k, v in reads.items()},
-            "resident_after_evict_bytes": left, "passes_items_per_s": passes,
-            "spread": round(spread(passes), 3)}
+            print(
+                json.dumps({place: {"cold": round(cold, 1), "warm": round(warm, 1)}}),
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        "staging": {"seconds": round(seconds, 1), "MB_per_s": round(entry_bytes / MB / seconds, 1)},
+        "sequential_read_cold_MB_per_s": {k: round(v, 1) for k, v in reads.items()},
+        "resident_after_evict_bytes": left,
+        "passes_items_per_s": passes,
+        "spread": round(spread(passes), 3),
+    }
 
 
 def summary(best: dict, bytes_per_item: float) -> dict:
     """Medians of the kept measurement, in items/s and MB/s read."""
     items = {k: round(float(np.median(v)), 1) for k, v in best["passes_items_per_s"].items()}
-    return {"items_per_s": items,
-            "MB_per_s": {k: round(v * bytes_per_item / MB, 1) for k, v in items.items()},
-            "cold_over_warm": {place: round(items[f"{place}_cold"] / items[f"{place}_warm"], 3)
-                               for place in ("shared", "local")},
-            "local_over_shared_cold": round(items["local_cold"] / items["shared_cold"], 2),
-            "bound_by": {place: "storage" if items[f"{place}_cold"] < items[f"{place}_warm"] / 2
-                         else "the copy into the batch" for place in ("shared", "local")}}
+    return {
+        "items_per_s": items,
+        "MB_per_s": {k: round(v * bytes_per_item / MB, 1) for k, v in items.items()},
+        "cold_over_warm": {
+            place: round(items[f"{place}_cold"] / items[f"{place}_warm"], 3)
+            for place in ("shared", "local")
+        },
+        "local_over_shared_cold": round(items["local_cold"] / items["shared_cold"], 2),
+        "bound_by": {
+            place: "storage"
+            if items[f"{place}_cold"] < items[f"{place}_warm"] / 2
+            else "the copy into the batch"
+            for place in ("shared", "local")
+        },
+    }
 
 
 def batch_bytes_per_item(dataset: CachedVCRDataset, order: list[np.ndarray]) -> float:
     """Bytes of ``gather``'s batches per item (its copies: the float16 rows, indexes, masks)."""
-    total = sum(v.numel() * v.element_size() for b in order[:4]
-                for v in gather(dataset, b).values())
+    total = sum(
+        v.numel() * v.element_size() for b in order[:4] for v in gather(dataset, b).values()
+    )
     return total / sum(len(b) for b in order[:4])
 
 
@@ -251,28 +279,48 @@ def loopback_sshfs(export: Path, mount: Path, work: Path) -> Iterator[str]:
     """``export`` mounted at ``mount`` by sshfs, through an sshd on 127.0.0.1 with throwaway keys
     in ``work`` (the commands of the module docstring); both stopped, by pid, on exit."""
     for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", work / key],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", work / key], check=True
+        )
     shutil.copyfile(work / "client_key.pub", work / "authorized_keys")
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation folder
     port = free_port()
-    settings = {"ListenAddress": "127.0.0.1", "HostKey": work / "host_key",
-                "AuthorizedKeysFile": work / "authorized_keys", "PasswordAuthentication": "no",
-                "StrictModes": "no", "PidFile": "none", "Subsystem": "sftp internal-sftp"}
+    settings = {
+        "ListenAddress": "127.0.0.1",
+        "HostKey": work / "host_key",
+        "AuthorizedKeysFile": work / "authorized_keys",
+        "PasswordAuthentication": "no",
+        "StrictModes": "no",
+        "PidFile": "none",
+        "Subsystem": "sftp internal-sftp",
+    }
     with open(work / "sshd.log", "w") as log:
-        sshd = subprocess.Popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f",
-                                 "/dev/null", "-p", str(port),
-                                 *(a for k, v in settings.items() for a in ("-o", f"{k}={v}"))],
-                                stderr=log, start_new_session=True)
+        sshd = subprocess.Popen(
+            [
+                shutil.which("sshd") or "/usr/sbin/sshd",
+                "-D",
+                "-e",
+                "-f",
+                "/dev/null",
+                "-p",
+                str(port),
+                *(a for k, v in settings.items() for a in ("-o", f"{k}={v}")),
+            ],
+            stderr=log,
+            start_new_session=True,
+        )
     sshfs = None
     try:
         wait_for(lambda: connectable(port), sshd, "sshd")
-        options = (f"{SSHFS_OPTIONS},IdentityFile={work / 'client_key'},Port={port},"
-                   "StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,"
-                   "LogLevel=ERROR")
-        sshfs = subprocess.Popen(["sshfs", "-f", "-o", options,
-                                  f"{getpass.getuser()}@127.0.0.1:{export}", str(mount)],
-                                 start_new_session=True)  # Ctrl-C: we unmount first
+        options = (
+            f"{SSHFS_OPTIONS},IdentityFile={work / 'client_key'},Port={port},"
+            "StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes,"
+            "LogLevel=ERROR"
+        )
+        sshfs = subprocess.Popen(
+            ["sshfs", "-f", "-o", options, f"{getpass.getuser()}@127.0.0.1:{export}", str(mount)],
+            start_new_session=True,
+        )  # Ctrl-C: we unmount first
         wait_for(lambda: os.path.ismount(mount), sshfs, "sshfs")
         yield f"sshfs over loopback ssh (-o {SSHFS_OPTIONS}; no kernel_cache)"
     finally:
@@ -293,12 +341,19 @@ def shared_folder(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitSta
     if args.shared_mount:
         folder = Path(tempfile.mkdtemp(prefix="read-speed-", dir=args.shared_mount))
         stack.callback(shutil.rmtree, folder, ignore_errors=True)
-        return Shared(folder, folder, (folder,), f"{args.shared_mount} (given; only this "
-                      "client's page cache evicted)")
+        return Shared(
+            folder,
+            folder,
+            (folder,),
+            f"{args.shared_mount} (given; only this client's page cache evicted)",
+        )
     export = tmp / "export"
     export.mkdir()
-    if args.sshfs and all(shutil.which(p) for p in ("sshd", "sshfs", "fusermount")) \
-            and os.path.exists("/dev/fuse"):
+    if (
+        args.sshfs
+        and all(shutil.which(p) for p in ("sshd", "sshfs", "fusermount"))
+        and os.path.exists("/dev/fuse")
+    ):
         mount, work = tmp / "mount", tmp / "ssh"
         mount.mkdir()
         work.mkdir(mode=0o700)
@@ -314,49 +369,77 @@ def measure(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
     features = write_cache(shared.write, vcr_lengths(args.questions, rng), args.dim, rng)
     dataset = CachedVCRDataset(features)
     sizes = item_sizes(dataset)
-    orders = [epoch_order(sizes, args.batch_size, seed, bucket_batches=args.bucket_batches)
-              for seed in range(args.rounds)]
+    orders = [
+        epoch_order(sizes, args.batch_size, seed, bucket_batches=args.bucket_batches)
+        for seed in range(args.rounds)
+    ]
     entry_bytes = sum(p.stat().st_size for p in entry_files(features, (shared.write,)))
     copy_bytes = batch_bytes_per_item(dataset, orders[0])
     del dataset
     runs = [measure_once(shared, features, tmp / "local", orders) for _ in range(args.repeats)]
     best = min(runs, key=lambda run: run["spread"])
     return {
-        "shared": shared.kind, "local": f"{tmp.parent} (staged by vcrnet.features.stage)",
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "load_average_1min": {"start": round(load_at_start, 2),
-                                          "end": round(os.getloadavg()[0], 2)}},
-        "questions": args.questions, "text_dim": args.dim, "batch_size": args.batch_size,
-        "bucket_batches": args.bucket_batches, "batches_per_epoch": len(orders[0]),
-        "rounds": args.rounds, "entry_MB": round(entry_bytes / MB, 1),
+        "shared": shared.kind,
+        "local": f"{tmp.parent} (staged by vcrnet.features.stage)",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": {
+                "start": round(load_at_start, 2),
+                "end": round(os.getloadavg()[0], 2),
+            },
+        },
+        "questions": args.questions,
+        "text_dim": args.dim,
+        "batch_size": args.batch_size,
+        "bucket_batches": args.bucket_batches,
+        "batches_per_epoch": len(orders[0]),
+        "rounds": args.rounds,
+        "entry_MB": round(entry_bytes / MB, 1),
         "entry_bytes_per_item": round(entry_bytes / args.questions),
         "batch_bytes_per_item": round(copy_bytes),
         "evict": "posix_fadvise(POSIX_FADV_DONTNEED) on every file of both entries"
-                 + (", on the mount and on the folder it serves" if len(shared.evict) > 1
-                    else "") + "; resident_after_evict_bytes: what mincore saw left",
-        **summary(best, entry_bytes / args.questions), **best,
+        + (", on the mount and on the folder it serves" if len(shared.evict) > 1 else "")
+        + "; resident_after_evict_bytes: what mincore saw left",
+        **summary(best, entry_bytes / args.questions),
+        **best,
         "spread_of_each_repeat": [run["spread"] for run in runs],
-        "note": (f"medians of {args.rounds} interleaved rounds; the whole measurement made "
-                 f"{args.repeats} times and the one with the least spread (mean of (max - min) "
-                 "/ median over the passes) kept; others may have been using this machine's "
-                 f"{os.cpu_count()} CPUs meanwhile. MB_per_s: items/s x entry bytes per item."),
+        "note": (
+            f"medians of {args.rounds} interleaved rounds; the whole measurement made "
+            f"{args.repeats} times and the one with the least spread (mean of (max - min) "
+            "/ median over the passes) kept; others may have been using this machine's "
+            f"{os.cpu_count()} CPUs meanwhile. MB_per_s: items/s x entry bytes per item."
+        ),
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=3000,
-                        help="questions in the entry (~0.85 MB each)")
+    parser.add_argument(
+        "--questions", type=int, default=3000, help="questions in the entry (~0.85 MB each)"
+    )
     parser.add_argument("--dim", type=int, default=768, help="text width (BERT-base: 768)")
     parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--bucket-batches", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of passes")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="whole measurements; the one with the least spread kept")
-    parser.add_argument("--shared-mount", type=Path, metavar="DIR",
-                        help="a network mount to use as the shared folder [a loopback sshfs]")
-    parser.add_argument("--no-sshfs", dest="sshfs", action="store_false",
-                        help="no loopback sshfs: read the temporary folder itself as 'shared'")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="whole measurements; the one with the least spread kept",
+    )
+    parser.add_argument(
+        "--shared-mount",
+        type=Path,
+        metavar="DIR",
+        help="a network mount to use as the shared folder [a loopback sshfs]",
+    )
+    parser.add_argument(
+        "--no-sshfs",
+        dest="sshfs",
+        action="store_false",
+        help="no loopback sshfs: read the temporary folder itself as 'shared'",
+    )
     parser.add_argument("--tmp", type=Path, help="where to make the temporary folder [$TMPDIR]")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     parser.add_argument("--seed", type=int, default=0)
@@ -370,8 +453,10 @@ def main(argv: list[str] | None = None) -> dict:
     needed = 2 * args.questions * BYTES_PER_QUESTION + 2**30
     if shutil.disk_usage(tmp).free < needed:
         shutil.rmtree(tmp)
-        sys.exit(f"{tmp}: {shutil.disk_usage(tmp.parent).free / 1e9:.1f} GB free, "
-                 f"{needed / 1e9:.1f} GB needed")
+        sys.exit(
+            f"{tmp}: {shutil.disk_usage(tmp.parent).free / 1e9:.1f} GB free, "
+            f"{needed / 1e9:.1f} GB needed"
+        )
     try:
         with contextlib.ExitStack() as stack:  # unmounts and stops sshd before the removal
             report = measure(args, tmp, stack)

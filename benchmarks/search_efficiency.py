@@ -38,8 +38,9 @@ def trials_in_order(client: MlflowClient, name: str) -> list[list[tuple[int, flo
     trials = []
     for run_id in runs["run_id"]:
         history = sorted(client.get_metric_history(run_id, launch.METRIC), key=lambda m: m.step)
-        trials.append((client.get_run(run_id).info.start_time,
-                       [(m.timestamp, m.value) for m in history]))
+        trials.append(
+            (client.get_run(run_id).info.start_time, [(m.timestamp, m.value) for m in history])
+        )
     return [points for _, points in sorted(trials)]
 
 
@@ -61,24 +62,39 @@ def how_reached(trials: list[list[tuple[int, float]]], target: float) -> dict:
     how many of its trials ran how many epochs."""
     hits = [(t, i + 1) for i, points in enumerate(trials) for t, v in points if v >= target]
     lengths = [len(points) for points in trials]
-    return {"tpe_first_trial_at_target": min(hits)[1] if hits else None,
-            "tpe_trials_by_epochs_run": {n: lengths.count(n) for n in sorted(set(lengths))}}
+    return {
+        "tpe_first_trial_at_target": min(hits)[1] if hits else None,
+        "tpe_trials_by_epochs_run": {n: lengths.count(n) for n in sorted(set(lengths))},
+    }
 
 
 def tpe_settings(trials: int) -> dict:
     sampler = launch.tpe_sampler(0, trials)
-    return {"n_startup_trials": sampler._n_startup_trials, "group": sampler._group,
-            "multivariate": sampler._multivariate is not False,
-            "constant_liar": sampler._constant_liar}
+    return {
+        "n_startup_trials": sampler._n_startup_trials,
+        "group": sampler._group,
+        "multivariate": sampler._multivariate is not False,
+        "constant_liar": sampler._constant_liar,
+    }
 
 
-def run_study(name: str, data: Path, searcher: str, asha: bool, trials: int, epochs: int,
-              seed: int) -> tuple[list[list[tuple[int, float]]], int | None]:
+def run_study(
+    name: str, data: Path, searcher: str, asha: bool, trials: int, epochs: int, seed: int
+) -> tuple[list[list[tuple[int, float]]], int | None]:
     """Run study ``name`` unless the home has it already; its trials (``trials_in_order``), and
     its wall time in seconds (None for a study run earlier)."""
-    options = launch.LaunchOptions(name=name, space="joint", trials=trials, searcher=searcher,
-                                   asha=asha, seed=seed, overrides={"epochs": epochs},
-                                   data=str(data), concurrent=2, cpus_per_trial=1)
+    options = launch.LaunchOptions(
+        name=name,
+        space="joint",
+        trials=trials,
+        searcher=searcher,
+        asha=asha,
+        seed=seed,
+        overrides={"epochs": epochs},
+        data=str(data),
+        concurrent=2,
+        cpus_per_trial=1,
+    )
     wall = None
     if not store.study_dir(name).exists():
         start = time.perf_counter()
@@ -95,18 +111,31 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--val", type=int, default=200)
-    parser.add_argument("--label", default="",
-                        help="appended to the TPE studies' names, to rerun them after a change")
-    parser.add_argument("--random-label", default="",
-                        help="appended to the random studies' names, e.g. for another trial count")
-    parser.add_argument("--random-only", action="store_true",
-                        help="run only the random-search studies (they do not depend on TPE's "
-                             "settings), to start them while those are decided")
-    parser.add_argument("--out", type=Path, help="default: docs/measurements/"
-                        "search_efficiency_e<epochs>_random<random trials>.json")
+    parser.add_argument(
+        "--label",
+        default="",
+        help="appended to the TPE studies' names, to rerun them after a change",
+    )
+    parser.add_argument(
+        "--random-label",
+        default="",
+        help="appended to the random studies' names, e.g. for another trial count",
+    )
+    parser.add_argument(
+        "--random-only",
+        action="store_true",
+        help="run only the random-search studies (they do not depend on TPE's "
+        "settings), to start them while those are decided",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default: docs/measurements/search_efficiency_e<epochs>_random<random trials>.json",
+    )
     args = parser.parse_args()
-    args.out = args.out or Path(f"docs/measurements/search_efficiency_e{args.epochs}"
-                                f"_random{args.random_trials}.json")
+    args.out = args.out or Path(
+        f"docs/measurements/search_efficiency_e{args.epochs}_random{args.random_trials}.json"
+    )
 
     data = builtin.home() / f"data-{args.train}-{args.val}"
     if not data.exists():
@@ -114,34 +143,47 @@ def main() -> None:
     rows = []
     for seed in range(args.seeds):
         random_name = f"eff-random{args.random_label}-{seed}"
-        random_study, random_wall = run_study(random_name, data, "random", False,
-                                             args.random_trials, args.epochs, seed)
+        random_study, random_wall = run_study(
+            random_name, data, "random", False, args.random_trials, args.epochs, seed
+        )
         if args.random_only:
             continue
-        tpe_study, tpe_wall = run_study(f"eff-tpe{args.label}-{seed}", data, "tpe", True,
-                                       args.tpe_trials, args.epochs, seed)
+        tpe_study, tpe_wall = run_study(
+            f"eff-tpe{args.label}-{seed}", data, "tpe", True, args.tpe_trials, args.epochs, seed
+        )
         random_q2ar, tpe_q2ar = epochs_in_order(random_study), epochs_in_order(tpe_study)
         target = max(random_q2ar)
         reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
-        row = {"seed": seed, f"target_{launch.METRIC}": round(target, 4),
-               "random_trial_epochs": len(random_q2ar),
-               "random_epochs_to_its_best": random_q2ar.index(target) + 1,
-               "random_first_rung_spearman": round(first_rung_signal(random_study), 2),
-               "tpe_asha_trial_epochs": len(tpe_q2ar),
-               f"tpe_asha_best_{launch.METRIC}": round(max(tpe_q2ar), 4),
-               "tpe_asha_epochs_to_target": reached,
-               "ratio": round(reached / len(random_q2ar), 3) if reached else None,
-               **how_reached(tpe_study, target),
-               "random_wall_s": random_wall, "tpe_asha_wall_s": tpe_wall}
+        row = {
+            "seed": seed,
+            f"target_{launch.METRIC}": round(target, 4),
+            "random_trial_epochs": len(random_q2ar),
+            "random_epochs_to_its_best": random_q2ar.index(target) + 1,
+            "random_first_rung_spearman": round(first_rung_signal(random_study), 2),
+            "tpe_asha_trial_epochs": len(tpe_q2ar),
+            f"tpe_asha_best_{launch.METRIC}": round(max(tpe_q2ar), 4),
+            "tpe_asha_epochs_to_target": reached,
+            "ratio": round(reached / len(random_q2ar), 3) if reached else None,
+            **how_reached(tpe_study, target),
+            "random_wall_s": random_wall,
+            "tpe_asha_wall_s": tpe_wall,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     ratios = [r["ratio"] for r in rows]
-    summary = {"date": time.strftime("%Y-%m-%d"), "space": "joint", **vars(args),
-               "tpe_startup_trials": launch.startup_trials(args.tpe_trials),
-               "tpe_sampler": tpe_settings(args.tpe_trials), "rows": rows,
-               "reached": sum(r is not None for r in ratios), "seeds_run": len(rows),
-               "mean_ratio_where_reached": round(sum(r for r in ratios if r) /
-                                                 max(1, sum(r is not None for r in ratios)), 3)}
+    summary = {
+        "date": time.strftime("%Y-%m-%d"),
+        "space": "joint",
+        **vars(args),
+        "tpe_startup_trials": launch.startup_trials(args.tpe_trials),
+        "tpe_sampler": tpe_settings(args.tpe_trials),
+        "rows": rows,
+        "reached": sum(r is not None for r in ratios),
+        "seeds_run": len(rows),
+        "mean_ratio_where_reached": round(
+            sum(r for r in ratios if r) / max(1, sum(r is not None for r in ratios)), 3
+        ),
+    }
     summary["out"] = str(summary["out"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

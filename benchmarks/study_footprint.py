@@ -29,8 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True, help="A results home to create.")
     parser.add_argument("--name", default="footprint")
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "docs" / "measurements" / "study_footprint_cpu.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "measurements" / "study_footprint_cpu.json"
+    )
     args = parser.parse_args()
     home = args.home.absolute()
     if home.exists():
@@ -38,12 +39,18 @@ def main() -> None:
     ray_temp = home.parent / f"{home.name}-ray"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env["VCR_STUDY_HOME"] = str(home)
-    subprocess.run([*CLI, "data", "prepare"], env=env, check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*CLI, "data", "prepare"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     before = plan_of(args.name, env)
     started = time.monotonic()
-    done = subprocess.run([*CLI, "launch", "--name", args.name, "--ray-temp-dir", str(ray_temp)],
-                          env=env, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [*CLI, "launch", "--name", args.name, "--ray-temp-dir", str(ray_temp)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.monotonic() - started
     if done.returncode != 0:
         sys.exit(done.stderr[-3000:])
@@ -51,10 +58,12 @@ def main() -> None:
     left = {part.name: size(part) for part in home.iterdir() if part.name not in ("cache", "data")}
     result = {
         "wall_seconds": round(wall, 1),
-        "estimate_from_docs": before, "estimate_from_this_home": after,
+        "estimate_from_docs": before,
+        "estimate_from_this_home": after,
         "ratio_docs": round(before["wall_seconds"] / wall, 2),
         "ratio_measured": round(after["wall_seconds"] / wall, 2),
-        "home_bytes_besides_data_and_cache": sum(left.values()), "home_parts": left,
+        "home_bytes_besides_data_and_cache": sum(left.values()),
+        "home_parts": left,
         "ray_session_bytes": size(ray_temp),
         "checkpoint_files_left": len(list(home.rglob("*.pt"))) + len(list(ray_temp.rglob("*.pt"))),
         "terminal_lines": done.stdout.splitlines(),
@@ -67,14 +76,22 @@ def main() -> None:
 
 def plan_of(name: str, env: dict) -> dict:
     """The plan ``launch --dry-run`` prints for the default study, and its figures."""
-    code = ("import json, sys; from study.launch import dry_run; from study.store import "
-            "LaunchOptions; p = dry_run(LaunchOptions(name=sys.argv[1]), echo=lambda l: None); "
-            "print(json.dumps({'wall_seconds': p.wall_seconds(), 'worst_wall_seconds': "
-            "p.wall_seconds(p.worst_epochs), 'epoch_seconds': p.epoch_seconds, "
-            "'source': p.seconds_source, 'expected_epochs': p.expected_epochs, "
-            "'disk_needed': p.disk_needed, 'lines': p.lines()}))")
-    done = subprocess.run([sys.executable, "-c", code, name], env=env, cwd=ROOT, check=True,
-                          capture_output=True, text=True)
+    code = (
+        "import json, sys; from study.launch import dry_run; from study.store import "
+        "LaunchOptions; p = dry_run(LaunchOptions(name=sys.argv[1]), echo=lambda l: None); "
+        "print(json.dumps({'wall_seconds': p.wall_seconds(), 'worst_wall_seconds': "
+        "p.wall_seconds(p.worst_epochs), 'epoch_seconds': p.epoch_seconds, "
+        "'source': p.seconds_source, 'expected_epochs': p.expected_epochs, "
+        "'disk_needed': p.disk_needed, 'lines': p.lines()}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, name],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -39,8 +39,9 @@ def main() -> None:
     args = parser.parse_args()
 
     features.resolve(None, None, FeatureChoice(), ("train", "val"))  # cached before the clock
-    options = launch.LaunchOptions(name=args.name, space=args.space, trials=args.trials,
-                                   concurrent=1, cpus_per_trial=args.cpus)
+    options = launch.LaunchOptions(
+        name=args.name, space=args.space, trials=args.trials, concurrent=1, cpus_per_trial=args.cpus
+    )
     start = time.perf_counter()
     launch.launch(options)
     study_wall = time.perf_counter() - start
@@ -52,13 +53,21 @@ def main() -> None:
     for _, row in runs.iterrows():
         epoch_seconds = client.get_metric_history(row["run_id"], "epoch_seconds")
         q2ar = sorted(client.get_metric_history(row["run_id"], "val_q2ar"), key=lambda m: m.step)
-        params = {k.removeprefix("params."): v for k, v in row.items()
-                  if k.startswith("params.") and isinstance(v, str)}
+        params = {
+            k.removeprefix("params."): v
+            for k, v in row.items()
+            if k.startswith("params.") and isinstance(v, str)
+        }
         config = TrainConfig.from_dict(params, where=f"trial {row['trial_id']}")
-        trials.append({"trial_id": row["trial_id"], "method": row["method"],
-                       "config": config.replace(epochs=len(q2ar)),
-                       "own_seconds": sum(m.value for m in epoch_seconds),
-                       "study_val_q2ar": [m.value for m in q2ar]})
+        trials.append(
+            {
+                "trial_id": row["trial_id"],
+                "method": row["method"],
+                "config": config.replace(epochs=len(q2ar)),
+                "own_seconds": sum(m.value for m in epoch_seconds),
+                "study_val_q2ar": [m.value for m in q2ar],
+            }
+        )
 
     torch.set_num_threads(args.cpus)
     found = launch.study_features(options, ("train", "val"))
@@ -73,18 +82,33 @@ def main() -> None:
 
     own = sum(t["own_seconds"] for t in trials)
     epochs = sum(t["config"].epochs for t in trials)
-    same = all(abs(a - b) < 1e-6 for t, loop in zip(trials, loop_q2ar)
-               for a, b in zip(t["study_val_q2ar"], loop, strict=True))
+    same = all(
+        abs(a - b) < 1e-6
+        for t, loop in zip(trials, loop_q2ar)
+        for a, b in zip(t["study_val_q2ar"], loop, strict=True)
+    )
     summary = {
-        "date": time.strftime("%Y-%m-%d"), "space": args.space, "trials": len(trials),
-        "trial_epochs": epochs, "cpus": args.cpus, "study_wall_s": round(study_wall, 1),
-        "trials_own_training_s": round(own, 1), "plain_loop_wall_s": round(loop_wall, 1),
+        "date": time.strftime("%Y-%m-%d"),
+        "space": args.space,
+        "trials": len(trials),
+        "trial_epochs": epochs,
+        "cpus": args.cpus,
+        "study_wall_s": round(study_wall, 1),
+        "trials_own_training_s": round(own, 1),
+        "plain_loop_wall_s": round(loop_wall, 1),
         "overhead_vs_own_training": round((study_wall - own) / study_wall, 4),
         "overhead_vs_plain_loop": round((study_wall - loop_wall) / study_wall, 4),
         "plain_loop_reproduces_study_metrics": same,
-        "trials_detail": [{"trial_id": t["trial_id"], "method": t["method"],
-                           "epochs": t["config"].epochs, "own_seconds": round(t["own_seconds"], 1),
-                           "val_q2ar": t["study_val_q2ar"]} for t in trials],
+        "trials_detail": [
+            {
+                "trial_id": t["trial_id"],
+                "method": t["method"],
+                "epochs": t["config"].epochs,
+                "own_seconds": round(t["own_seconds"], 1),
+                "val_q2ar": t["study_val_q2ar"],
+            }
+            for t in trials
+        ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

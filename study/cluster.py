@@ -22,10 +22,11 @@ from urllib.parse import urlsplit
 from study.uris import LOCAL_SCHEMES, is_local, redact
 from vcrnet.errors import InputError
 
-STORE_SCHEMES = (*LOCAL_SCHEMES, "http", "https", "postgresql", "mysql", "mssql",
-                 "databricks")
-AUTH_HELP = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the "
-             "cluster's token: `ray get-auth-token` on the head prints it")
+STORE_SCHEMES = (*LOCAL_SCHEMES, "http", "https", "postgresql", "mysql", "mssql", "databricks")
+AUTH_HELP = (
+    "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the "
+    "cluster's token: `ray get-auth-token` on the head prints it"
+)
 
 
 def connect(address: str | None, temp_dir: str | None = None) -> None:
@@ -34,8 +35,12 @@ def connect(address: str | None, temp_dir: str | None = None) -> None:
     ``check_address``, ``check_reachable``)."""
     import ray
 
-    kwargs = dict(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-                  configure_logging=False)
+    kwargs = dict(
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     if address is None:
         ray.init(**kwargs, **({"_temp_dir": temp_dir} if temp_dir else {}))
         return
@@ -45,8 +50,9 @@ def connect(address: str | None, temp_dir: str | None = None) -> None:
     except ray.exceptions.AuthenticationError as error:
         raise _refused(address, error) from None
     except (ConnectionError, TimeoutError, RuntimeError) as error:
-        raise InputError(f"--address {address}: no Ray cluster to join there "
-                         f"({_first_line(error)})") from None
+        raise InputError(
+            f"--address {address}: no Ray cluster to join there ({_first_line(error)})"
+        ) from None
 
 
 def check_token(address: str) -> None:
@@ -68,22 +74,25 @@ def check_token(address: str) -> None:
     try:
         ensure_token_if_auth_enabled(None, create_token_if_missing=False)
     except ray.exceptions.AuthenticationError as error:
-        raise InputError(f"--address {address}: no token for the cluster ({error.message}); "
-                         f"{AUTH_HELP}") from None
+        raise InputError(
+            f"--address {address}: no token for the cluster ({error.message}); {AUTH_HELP}"
+        ) from None
     try:
         with _quiet_stderr():  # the C++ client's warning on a refusal: the error says it all
             GcsClient(address=address, cluster_id=None)
     except ray.exceptions.AuthenticationError as error:
         raise _refused(address, error) from None
     except ray.exceptions.RpcError as error:  # something that is not a GCS listens (~40 s)
-        raise InputError(f"--address {address}: no Ray cluster to join there "
-                         f"({_first_line(error)})") from None
+        raise InputError(
+            f"--address {address}: no Ray cluster to join there ({_first_line(error)})"
+        ) from None
 
 
 def _refused(address: str, error: Exception) -> InputError:
     detail = getattr(error, "message", None) or _first_line(error)  # str() appends Ray's help
-    return InputError(f"--address {address}: the cluster refused this driver's token "
-                      f"({detail}); {AUTH_HELP}")
+    return InputError(
+        f"--address {address}: the cluster refused this driver's token ({detail}); {AUTH_HELP}"
+    )
 
 
 @contextlib.contextmanager
@@ -107,8 +116,10 @@ def check_address(address: str) -> None:
     rest = address.removeprefix("ray://")
     host, _, port = rest.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
-        raise InputError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379), "
-                         "ray://HOST:PORT or auto")
+        raise InputError(
+            f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379), "
+            "ray://HOST:PORT or auto"
+        )
 
 
 def check_reachable(address: str) -> None:
@@ -119,8 +130,9 @@ def check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as error:
-        raise InputError(f"--address {address}: no Ray cluster answers there "
-                         f"({error.strerror or error})") from None
+        raise InputError(
+            f"--address {address}: no Ray cluster answers there ({error.strerror or error})"
+        ) from None
 
 
 def live_nodes() -> list[dict]:
@@ -136,8 +148,10 @@ def check_store(tracking_uri: str) -> None:
 
     scheme = urlsplit(tracking_uri).scheme
     if scheme not in STORE_SCHEMES:
-        raise InputError(f"--tracking-uri {redact(tracking_uri)}: unsupported scheme "
-                         f"{scheme!r}; use sqlite:////ABSOLUTE/PATH.db or http://HOST:PORT")
+        raise InputError(
+            f"--tracking-uri {redact(tracking_uri)}: unsupported scheme "
+            f"{scheme!r}; use sqlite:////ABSOLUTE/PATH.db or http://HOST:PORT"
+        )
     if scheme in ("http", "https"):
         try:
             urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10).close()
@@ -145,8 +159,9 @@ def check_store(tracking_uri: str) -> None:
             pass  # a server answered (one behind authentication may say 401 here)
         except (OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
-            raise InputError(f"--tracking-uri {redact(tracking_uri)}: no MLflow server "
-                             f"answers there ({reason})") from None
+            raise InputError(
+                f"--tracking-uri {redact(tracking_uri)}: no MLflow server answers there ({reason})"
+            ) from None
 
 
 def check_tracking(tracking_uri: str) -> None:
@@ -155,7 +170,8 @@ def check_tracking(tracking_uri: str) -> None:
         raise InputError(
             f"--tracking-uri {redact(tracking_uri)}: a local MLflow store cannot serve a Ray "
             "cluster; start `mlflow server --host 127.0.0.1 --port 5000` on the head (as "
-            "ray_cluster.yaml does) and pass --tracking-uri http://127.0.0.1:5000")
+            "ray_cluster.yaml does) and pass --tracking-uri http://127.0.0.1:5000"
+        )
 
 
 def check_shared(paths: dict[str, Path], writable: Path) -> None:
@@ -167,14 +183,23 @@ def check_shared(paths: dict[str, Path], writable: Path) -> None:
     writable.mkdir(parents=True, exist_ok=True)
     marker = writable / f".visible-{secrets.token_hex(8)}"
     marker.write_text(secrets.token_hex(16))
-    expected = {**{option: fingerprint(path) for option, path in paths.items()},
-                "results": marker.read_text()}
+    expected = {
+        **{option: fingerprint(path) for option, path in paths.items()},
+        "results": marker.read_text(),
+    }
     wanted = {**{option: str(path) for option, path in paths.items()}, "results": str(marker)}
     probe = ray.remote(num_cpus=0)(_probe)
     try:
         nodes = live_nodes()
-        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node["NodeID"], soft=False)).remote(wanted) for node in nodes], timeout=120)
+        seen = ray.get(
+            [
+                probe.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                ).remote(wanted)
+                for node in nodes
+            ],
+            timeout=120,
+        )
     finally:
         marker.unlink(missing_ok=True)
     for node, found in zip(nodes, seen, strict=True):
@@ -186,7 +211,8 @@ def check_shared(paths: dict[str, Path], writable: Path) -> None:
                     f"{label} {where}: not visible from Ray node {node['NodeManagerAddress']} "
                     f"({node['NodeID'][:12]}); put the feature cache and the results home on "
                     "storage every node mounts at the same path (e.g. NFS at /mnt/shared, "
-                    "VCR_STUDY_HOME=/mnt/shared/vcr-study-runs)")
+                    "VCR_STUDY_HOME=/mnt/shared/vcr-study-runs)"
+                )
 
 
 def fingerprint(path: Path) -> list:
@@ -195,8 +221,9 @@ def fingerprint(path: Path) -> list:
     if path.is_file():
         return [[path.name, path.stat().st_size]]
     if path.is_dir():
-        return sorted([str(p.relative_to(path)), p.stat().st_size]
-                      for p in path.rglob("*") if p.is_file())
+        return sorted(
+            [str(p.relative_to(path)), p.stat().st_size] for p in path.rglob("*") if p.is_file()
+        )
     return []
 
 

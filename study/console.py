@@ -44,8 +44,10 @@ def captured(log: Path, verbose: bool = False) -> Iterator[Console]:
         log_file = stack.enter_context(log.open("a", buffering=1))
         command = " ".join(redact(arg) for arg in sys.argv)  # no password of a URI
         log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {command}\n")
-        out, err = (stack.enter_context(_terminal(sys.stdout, 1)),
-                    stack.enter_context(_terminal(sys.stderr, 2)))
+        out, err = (
+            stack.enter_context(_terminal(sys.stdout, 1)),
+            stack.enter_context(_terminal(sys.stderr, 2)),
+        )
         lock = threading.Lock()
 
         def write(stream: IO[str], text: str) -> None:
@@ -57,8 +59,9 @@ def captured(log: Path, verbose: bool = False) -> Iterator[Console]:
         def warn(line: str) -> None:
             write(err, f"vcr-study: warning: {line}\n")
 
-        stack.enter_context(_fds_into(
-            lambda chunk: _copy(chunk, log_file, err if verbose else None, lock)))
+        stack.enter_context(
+            _fds_into(lambda chunk: _copy(chunk, log_file, err if verbose else None, lock))
+        )
         stack.enter_context(_warnings_to(warn))
         stack.enter_context(_tune_warnings_to(warn))
         yield Console(lambda line: write(out, line + "\n"), log, err)
@@ -99,8 +102,9 @@ def _fds_into(sink: Callable[[str], None]) -> Iterator[None]:
         os.dup2(write, fd)
     os.close(write)
     stop = threading.Event()
-    thread = threading.Thread(target=_pump, args=(read, sink, stop), daemon=True,
-                              name="vcr-study-log")
+    thread = threading.Thread(
+        target=_pump, args=(read, sink, stop), daemon=True, name="vcr-study-log"
+    )
     thread.start()
     try:
         yield
@@ -143,8 +147,10 @@ def _warnings_to(warn: Callable[[str], None]) -> Iterator[None]:
         if str(filename).startswith(OURS):
             warn(str(message))
         else:
-            print(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
-                  file=sys.stderr)
+            print(
+                warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
+                file=sys.stderr,
+            )
 
     warnings.showwarning = show
     try:

@@ -87,9 +87,11 @@ def prune_ray_sessions(temp_dir: Path) -> list[Path]:
     (its pid ends the folder's name), all but the latest; returns those removed."""
     if not temp_dir.is_dir():
         return []
-    ended = sorted(p for p in temp_dir.iterdir()
-                   if (m := SESSION.match(p.name)) and not p.is_symlink()
-                   and not _alive(int(m.group(1))))
+    ended = sorted(
+        p
+        for p in temp_dir.iterdir()
+        if (m := SESSION.match(p.name)) and not p.is_symlink() and not _alive(int(m.group(1)))
+    )
     for session in ended[:-1]:
         shutil.rmtree(session, ignore_errors=True)
     return ended[:-1]

@@ -35,9 +35,11 @@ class Workers:
     cpus: float = 1.0
 
     def check(self) -> None:
-        checks = [(self.count is None or self.count >= 1, "--workers", "at least 1"),
-                  (self.gpus >= 0, "--gpus-per-worker", "0 or more"),
-                  (self.cpus > 0, "--cpus-per-worker", "positive")]
+        checks = [
+            (self.count is None or self.count >= 1, "--workers", "at least 1"),
+            (self.gpus >= 0, "--gpus-per-worker", "0 or more"),
+            (self.cpus > 0, "--cpus-per-worker", "positive"),
+        ]
         for ok, option, expected in checks:
             if not ok:
                 raise InputError(f"{option}: must be {expected}")
@@ -52,8 +54,9 @@ class Extractor:
 
         torch.set_num_threads(threads)
         cuda = torch.cuda.is_available() and bool(ray.get_gpu_ids())
-        self.worker = ShardWorker(settings, "cuda" if cuda else "cpu",
-                                  image_batch=16 if cuda else 4, threads=threads)
+        self.worker = ShardWorker(
+            settings, "cuda" if cuda else "cpu", image_batch=16 if cuda else 4, threads=threads
+        )
         self.node = ray.get_runtime_context().get_node_id()
 
     def run(self, position: int, shard: Shard) -> tuple[int, str]:
@@ -64,8 +67,9 @@ class Extractor:
 def on_ray(workers: Workers) -> RunShards:
     """``RunShards`` on the connected Ray cluster's extraction actors."""
 
-    def run(shards: list[Shard], settings: FeatureSettings,
-            progress: bool) -> Iterator[tuple[Shard, str]]:
+    def run(
+        shards: list[Shard], settings: FeatureSettings, progress: bool
+    ) -> Iterator[tuple[Shard, str]]:
         import ray
         from ray.util import ActorPool
 
@@ -75,8 +79,9 @@ def on_ray(workers: Workers) -> RunShards:
         actors = _start(workers, settings, len(shards))
         try:
             pool = ActorPool(actors)
-            done = pool.map_unordered(lambda a, i: a.run.remote(i, shards[i]),
-                                      list(range(len(shards))))
+            done = pool.map_unordered(
+                lambda a, i: a.run.remote(i, shards[i]), list(range(len(shards)))
+            )
             for position, node in progress_bar(_unwrapped(done), len(shards), progress):
                 yield shards[position], node
         finally:
@@ -93,15 +98,28 @@ def _start(workers: Workers, settings: FeatureSettings, shards: int) -> list:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    places = [node["NodeID"] for node in ray.nodes() if node.get("Alive")
-              and node["NodeID"] != here for _ in range(_fits(node["Resources"], workers))]
-    count = min(shards, workers.count or max(1, len(places)
-                                             or _fits(ray.cluster_resources(), workers)))
+    places = [
+        node["NodeID"]
+        for node in ray.nodes()
+        if node.get("Alive") and node["NodeID"] != here
+        for _ in range(_fits(node["Resources"], workers))
+    ]
+    count = min(
+        shards, workers.count or max(1, len(places) or _fits(ray.cluster_resources(), workers))
+    )
     remote = ray.remote(Extractor)
-    return [remote.options(num_cpus=workers.cpus, num_gpus=workers.gpus, max_restarts=2,
-                           max_task_retries=2, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                               places[k], soft=False) if k < len(places) else "DEFAULT"
-                           ).remote(settings, max(1, int(workers.cpus))) for k in range(count)]
+    return [
+        remote.options(
+            num_cpus=workers.cpus,
+            num_gpus=workers.gpus,
+            max_restarts=2,
+            max_task_retries=2,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(places[k], soft=False)
+            if k < len(places)
+            else "DEFAULT",
+        ).remote(settings, max(1, int(workers.cpus)))
+        for k in range(count)
+    ]
 
 
 def _fits(resources: dict, workers: Workers) -> int:
@@ -135,6 +153,11 @@ def _check_visible(shards: list[Shard]) -> None:
         return
     folders = sorted({s.folder for s in shards})
     paths = {f"feature cache {folder.name}": folder for folder in folders}
-    paths.update({f"--data (an image of {s.folder.name})": s.jobs[0].path
-                  for s in shards if s.kind == "objects"})
+    paths.update(
+        {
+            f"--data (an image of {s.folder.name})": s.jobs[0].path
+            for s in shards
+            if s.kind == "objects"
+        }
+    )
     check_shared(paths, folders[0].parent)

@@ -53,12 +53,20 @@ class ThroughputRecorder(Callback):
             return
         config = TrainConfig.from_dict(self.flat_params(trial.config))
         key = _throughput_key(self.settings, result["device_kind"], config)
-        plan.record_epoch(plan.throughput_path(builtin.home()), key, result["epoch_seconds"],
-                          plan.train_items(result))
+        plan.record_epoch(
+            plan.throughput_path(builtin.home()),
+            key,
+            result["epoch_seconds"],
+            plan.train_items(result),
+        )
 
 
-def launch(options: LaunchOptions, resume: bool = False,
-           choice: FeatureChoice = FeatureChoice(), verbose: bool = False) -> list[dict]:
+def launch(
+    options: LaunchOptions,
+    resume: bool = False,
+    choice: FeatureChoice = FeatureChoice(),
+    verbose: bool = False,
+) -> list[dict]:
     """Run (or resume) a study to its end; returns the best trial per method. ``choice``: the
     feature options given (``study.features`` resolves them; a resumed study keeps its own).
     The terminal shows the harness's lines; what the libraries print goes to the study's
@@ -78,19 +86,35 @@ def launch(options: LaunchOptions, resume: bool = False,
                         folder.rmdir()
 
 
-def _run(options: LaunchOptions, space: SearchSpace, address: str | None, resume: bool,
-         choice: FeatureChoice, verbose: bool) -> list[dict]:
+def _run(
+    options: LaunchOptions,
+    space: SearchSpace,
+    address: str | None,
+    resume: bool,
+    choice: FeatureChoice,
+    verbose: bool,
+) -> list[dict]:
     from study import console, results, tracking
 
     with console.captured(store.log_path(options.name), verbose) as shown:
         echo = shown.say
-        echo(f"study {options.name}: {'resuming' if resume else 'starting'}; Ray, Tune, Optuna "
-             f"and MLflow log to {shown.log}")
+        echo(
+            f"study {options.name}: {'resuming' if resume else 'starting'}; Ray, Tune, Optuna "
+            f"and MLflow log to {shown.log}"
+        )
         if not resume:  # before features that may take hours to extract (a copy of the
             # options: resolving features records them, which the extraction below must do)
-            _check_free_space(options, space, study_features(
-                dataclasses.replace(options), ("train", "val"), choice, echo=lambda line: None,
-                extract=False))
+            _check_free_space(
+                options,
+                space,
+                study_features(
+                    dataclasses.replace(options),
+                    ("train", "val"),
+                    choice,
+                    echo=lambda line: None,
+                    extract=False,
+                ),
+            )
         with contextlib.redirect_stderr(shown.err):  # extraction's progress bar on the terminal
             found = _features(options, choice, address, echo)  # trials only read them
         _start_ray(address, found, options)
@@ -103,7 +127,42 @@ def _run(options: LaunchOptions, space: SearchSpace, address: str | None, resume
             status = tracking.FINISHED
         finally:
             _close_study(client, parent, status, echo)
-        return results.best_per_method(client, parent, METRIC)
+        try:  # a finished study stays finished whatever its report does
+            written = write_ablations(options, parent, client)
+            echo(
+                f"ablations: {store.reports_dir(options.name)}/ (also in the MLflow parent run)"
+                if written
+                else "ablations: no trial runs to report"
+            )
+        except Exception as error:  # noqa: BLE001
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            echo(
+                f"warning: ablations not written ({reason}); `vcr-study ablations --name "
+                f"{options.name}` retries"
+            )
+        return results.best_per_method(client, parent, METRIC, results.approaches(space))
+
+
+def write_ablations(options: LaunchOptions, parent: str, client: MlflowClient) -> list[Path]:
+    """The study's ablation tables and plots under ``reports/<name>/``, also logged to its parent
+    run (``study.ablations``); returns the files written (none: no trial runs yet)."""
+    from study import paper, results
+    from study.ablations import build_report
+
+    try:
+        space = load_space(options.space)
+    except InputError:  # the space file moved since: the approaches and settings that ran
+        space = None
+    return build_report(
+        client,
+        parent,
+        store.reports_dir(options.name),
+        store.journal_path(options.name),
+        options.name,
+        comparable=paper.comparable(options.data),
+        approaches=results.approaches(space) if space else None,
+        space=space,
+    )
 
 
 def _resolved_options(options: LaunchOptions, resume: bool) -> tuple[LaunchOptions, SearchSpace]:
@@ -130,14 +189,18 @@ def _check_name_is_free(name: str) -> None:
     """A new study's name must not be a study of this home, nor a Ray Tune experiment left under
     ray_results (Tune would overwrite its ``tuner.pkl``: ray-project/ray#35812)."""
     if store.record_path(name).exists():
-        raise InputError(f"--name {name}: a study of that name exists; pass --resume to continue "
-                         f"it, choose another name, or remove it with `vcr-study delete --name "
-                         f"{name}`")
+        raise InputError(
+            f"--name {name}: a study of that name exists; pass --resume to continue "
+            f"it, choose another name, or remove it with `vcr-study delete --name "
+            f"{name}`"
+        )
     for leftover in (store.experiment_dir(name), store.journal_path(name)):
         if leftover.exists():
-            raise InputError(f"--name {name}: {leftover} is left from an earlier study of that "
-                             f"name; remove it with `vcr-study delete --name {name}`, or choose "
-                             "another name")
+            raise InputError(
+                f"--name {name}: {leftover} is left from an earlier study of that "
+                f"name; remove it with `vcr-study delete --name {name}`, or choose "
+                "another name"
+            )
 
 
 def _preflight_checks(options: LaunchOptions, resume: bool) -> str | None:
@@ -168,8 +231,9 @@ def _store_exists(uri: str) -> bool:
     return Path(path).exists()
 
 
-def _features(options: LaunchOptions, choice: FeatureChoice, address: str | None,
-              echo) -> features.Features:
+def _features(
+    options: LaunchOptions, choice: FeatureChoice, address: str | None, echo
+) -> features.Features:
     """The trials' features; on a cluster, those missing extracted on its workers (joined
     first), with a GPU each if the trials have GPUs."""
     if not address:
@@ -193,12 +257,17 @@ def _start_ray(address: str | None, found: features.Features, options: LaunchOpt
         prune_ray_sessions(Path(options.ray_temp_dir or get_default_ray_temp_dir()))
         cluster.connect(None, options.ray_temp_dir)
         return
-    cluster.check_shared({f"feature cache ({split})": Path(path) for split, paths
-                          in found.paths().items() for path in paths}, store.storage_root())
+    cluster.check_shared(
+        {
+            f"feature cache ({split})": Path(path)
+            for split, paths in found.paths().items()
+            for path in paths
+        },
+        store.storage_root(),
+    )
 
 
-def _check_free_space(options: LaunchOptions, space: SearchSpace,
-                      found: features.Features) -> None:
+def _check_free_space(options: LaunchOptions, space: SearchSpace, found: features.Features) -> None:
     """Refuse a new study where the home has not the room its checkpoints will need."""
     if options.ignore_free_space:
         return
@@ -206,32 +275,45 @@ def _check_free_space(options: LaunchOptions, space: SearchSpace,
     the_plan.check_free_space(builtin.home())
 
 
-def dry_run(options: LaunchOptions, resume: bool = False, echo=print,
-            choice: FeatureChoice = FeatureChoice()) -> plan.Plan:
+def dry_run(
+    options: LaunchOptions,
+    resume: bool = False,
+    echo=print,
+    choice: FeatureChoice = FeatureChoice(),
+) -> plan.Plan:
     """Everything ``launch`` checks before it starts (space, options, name, tracking store,
     address, data, features cached or to extract, free space), and the study's plan, printed;
     no trial started, nothing written."""
     options, space = _resolved_options(options, resume)
     address = _preflight_checks(options, resume)
     found = study_features(options, ("train", "val"), choice, echo=echo, extract=False)
-    missing = [f"{split} {kind}" for split, entries in found.splits.items()
-               for kind in entries.computed]
+    missing = [
+        f"{split} {kind}" for split, entries in found.splits.items() for kind in entries.computed
+    ]
     resources = _cluster_resources(address) if address else _local_resources()
-    echo(f"study {options.name}: {'resume' if resume else 'new'}, space {space.name}, "
-         f"tracking {uris.redact(store.tracking_uri(options))}, "
-         f"{'Ray cluster ' + address if address else 'a local Ray'} "
-         f"({resources[0]:g} CPUs, {resources[1]:g} GPUs)")
-    echo(f"features ({found.settings.describe()}): "
-         + (f"to extract first ({', '.join(missing)}; not in the times below)" if missing
-            else "cached"))
+    echo(
+        f"study {options.name}: {'resume' if resume else 'new'}, space {space.name}, "
+        f"tracking {uris.redact(store.tracking_uri(options))}, "
+        f"{'Ray cluster ' + address if address else 'a local Ray'} "
+        f"({resources[0]:g} CPUs, {resources[1]:g} GPUs)"
+    )
+    echo(
+        f"features ({found.settings.describe()}): "
+        + (
+            f"to extract first ({', '.join(missing)}; not in the times below)"
+            if missing
+            else "cached"
+        )
+    )
     the_plan = study_plan(options, space, found, *resources)
     for line in the_plan.lines():
         echo(line)
     return the_plan
 
 
-def study_plan(options: LaunchOptions, space: SearchSpace, found: features.Features,
-               cpus: float, gpus: float) -> plan.Plan:
+def study_plan(
+    options: LaunchOptions, space: SearchSpace, found: features.Features, cpus: float, gpus: float
+) -> plan.Plan:
     """What the study will cost on ``cpus`` and ``gpus``, from this home's measured speed of
     the same features, device and model (else docs/benchmarks.md's)."""
     text_dim = _text_dim(found)
@@ -240,13 +322,20 @@ def study_plan(options: LaunchOptions, space: SearchSpace, found: features.Featu
     items = _train_items(found)
     return plan.estimate(
         trials=len(space.trials) if space.is_grid else options.trials,
-        epochs=_epochs(space, options.overrides), grace=options.grace_period,
-        asha=options.asha, concurrent=options.concurrent, cpus=cpus,
-        cpus_per_trial=options.cpus_per_trial, gpus=gpus, gpus_per_trial=options.gpus_per_trial,
+        epochs=_epochs(space, options.overrides),
+        grace=options.grace_period,
+        asha=options.asha,
+        concurrent=options.concurrent,
+        cpus=cpus,
+        cpus_per_trial=options.cpus_per_trial,
+        gpus=gpus,
+        gpus_per_trial=options.gpus_per_trial,
         train_items=round(items * (1 - config.dev_fraction)),
         seconds=plan.seconds_per_item(plan.throughput_path(builtin.home()), key),
         checkpoint=plan.checkpoint_bytes(config, text_dim),
-        disk_free=plan.free_bytes(builtin.home()), keep_checkpoints=options.keep_checkpoints)
+        disk_free=plan.free_bytes(builtin.home()),
+        keep_checkpoints=options.keep_checkpoints,
+    )
 
 
 def _largest_config(space: SearchSpace, overrides: dict, text_dim: int) -> TrainConfig:
@@ -256,12 +345,14 @@ def _largest_config(space: SearchSpace, overrides: dict, text_dim: int) -> Train
     return max(configs, key=lambda c: plan.checkpoint_bytes(c, text_dim))
 
 
-def _throughput_key(settings: FeatureSettings, device: str,
-                    config: TrainConfig) -> plan.ThroughputKey:
+def _throughput_key(
+    settings: FeatureSettings, device: str, config: TrainConfig
+) -> plan.ThroughputKey:
     from vcrnet.features.cache import fingerprint
 
-    return plan.ThroughputKey(fingerprint(settings.to_dict()), device, config.preset,
-                              config.batch_size)
+    return plan.ThroughputKey(
+        fingerprint(settings.to_dict()), device, config.preset, config.batch_size
+    )
 
 
 def _device_kind(options: LaunchOptions, gpus: float) -> str:
@@ -272,8 +363,10 @@ def _device_kind(options: LaunchOptions, gpus: float) -> str:
     import torch
 
     if not torch.cuda.is_available():  # the cluster's, as its trials recorded it
-        return (plan.measured_gpu(plan.throughput_path(builtin.home()), options.gpus_per_trial)
-                or "cuda:(a GPU this machine cannot name, none measured yet)")
+        return (
+            plan.measured_gpu(plan.throughput_path(builtin.home()), options.gpus_per_trial)
+            or "cuda:(a GPU this machine cannot name, none measured yet)"
+        )
     return plan.device_kind("cuda", options.cpus_per_trial, options.gpus_per_trial)
 
 
@@ -312,8 +405,9 @@ def _cluster_resources(address: str) -> tuple[float, float]:
     return float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
 
 
-def _open_study(options: LaunchOptions, space: SearchSpace, settings: FeatureSettings,
-                resume: bool) -> tuple[MlflowClient, str]:
+def _open_study(
+    options: LaunchOptions, space: SearchSpace, settings: FeatureSettings, resume: bool
+) -> tuple[MlflowClient, str]:
     """The MLflow client and the study's parent run; a new study's record is saved once that run
     exists (so ``--resume`` always finds it), and its options are logged on it."""
     from mlflow.tracking import MlflowClient
@@ -331,22 +425,37 @@ def _open_study(options: LaunchOptions, space: SearchSpace, settings: FeatureSet
     return client, parent
 
 
-def _log_options(client: MlflowClient, parent: str, options: LaunchOptions, space: SearchSpace,
-                 settings: FeatureSettings) -> None:
+def _log_options(
+    client: MlflowClient,
+    parent: str,
+    options: LaunchOptions,
+    space: SearchSpace,
+    settings: FeatureSettings,
+) -> None:
     from mlflow.entities import Param
 
-    params = {"space": space.name, "searcher": "grid" if space.is_grid else options.searcher,
-              "asha": options.asha,
-              "trials": len(space.trials) if space.is_grid else options.trials,
-              "concurrent": options.concurrent, "seed": options.seed,
-              **{f"set.{k}": v for k, v in options.overrides.items()},
-              **{f"features.{k}": v for k, v in settings.to_dict().items()}}
+    params = {
+        "space": space.name,
+        "searcher": "grid" if space.is_grid else options.searcher,
+        "asha": options.asha,
+        "trials": len(space.trials) if space.is_grid else options.trials,
+        "concurrent": options.concurrent,
+        "seed": options.seed,
+        **{f"set.{k}": v for k, v in options.overrides.items()},
+        **{f"features.{k}": v for k, v in settings.to_dict().items()},
+    }
     client.log_batch(parent, params=[Param(k, str(v)) for k, v in params.items()])
     client.log_artifact(parent, str(space.path))
 
 
-def _build_or_restore_tuner(options: LaunchOptions, space: SearchSpace, found: features.Features,
-                            parent: str, resume: bool, echo):
+def _build_or_restore_tuner(
+    options: LaunchOptions,
+    space: SearchSpace,
+    found: features.Features,
+    parent: str,
+    resume: bool,
+    echo,
+):
     """Tune's experiment, restored where ``--resume`` finds one Tune saved, else a new one."""
     from ray import tune
 
@@ -357,12 +466,21 @@ def _build_or_restore_tuner(options: LaunchOptions, space: SearchSpace, found: f
     experiment = store.experiment_dir(options.name)
     if resume and tune.Tuner.can_restore(str(experiment)):
         echo(f"resuming study {options.name} from {experiment}")
-        return tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True,
-                                  resume_errored=False)
-    tracker = tracking.MLflowTracker(store.tracking_uri(options), parent,
-                                     FlatParams(options.space, options.overrides), METRIC)
-    callbacks = [tracker, progress.Progress(METRIC, echo),
-                 ThroughputRecorder(found.settings, FlatParams(options.space, options.overrides))]
+        return tune.Tuner.restore(
+            str(experiment), trainable, resume_unfinished=True, resume_errored=False
+        )
+    tracker = tracking.MLflowTracker(
+        store.tracking_uri(options),
+        parent,
+        FlatParams(options.space, options.overrides),
+        METRIC,
+        inputs=found.paths(),
+    )
+    callbacks = [
+        tracker,
+        progress.Progress(METRIC, echo),
+        ThroughputRecorder(found.settings, FlatParams(options.space, options.overrides)),
+    ]
     if not options.keep_checkpoints:
         callbacks.append(CheckpointPruner())
     return _new_tuner(options, space, trainable, callbacks)
@@ -372,10 +490,17 @@ def _trainable(options: LaunchOptions, found: features.Features):
     from ray import tune
 
     return tune.with_resources(
-        tune.with_parameters(train_trial, space_path=options.space, features=found.paths(),
-                             extra=found.extra(), cpus=options.cpus_per_trial,
-                             overrides=options.overrides, local_cache=options.local_cache),
-        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+        tune.with_parameters(
+            train_trial,
+            space_path=options.space,
+            features=found.paths(),
+            extra=found.extra(),
+            cpus=options.cpus_per_trial,
+            overrides=options.overrides,
+            local_cache=options.local_cache,
+        ),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
 
 
 def _fail_orphaned_optuna_trials(name: str, echo) -> None:
@@ -399,23 +524,39 @@ def _new_tuner(options: LaunchOptions, space: SearchSpace, trainable, callbacks:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     epochs = _epochs(space, options.overrides)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
-                               max_t=epochs, grace_period=min(options.grace_period, epochs))
-                 if options.asha else FIFOScheduler())
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            metric=METRIC,
+            mode=MODE,
+            max_t=epochs,
+            grace_period=min(options.grace_period, epochs),
+        )
+        if options.asha
+        else FIFOScheduler()
+    )
     if space.is_grid:
         param_space, search_alg, samples = {"grid": tune.grid_search(space.trials)}, None, 1
     else:
         param_space, samples = {}, options.trials
         search_alg = _optuna_search(options, space)
     run_config = tune.RunConfig(
-        name=options.name, storage_path=str(store.storage_root()), callbacks=callbacks,
+        name=options.name,
+        storage_path=str(store.storage_root()),
+        callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0)
-    tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
-                                  num_samples=samples,
-                                  max_concurrent_trials=options.concurrent)
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                      run_config=run_config)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        verbose=0,
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=samples,
+        max_concurrent_trials=options.concurrent,
+    )
+    return tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+    )
 
 
 def startup_trials(trials: int) -> int:
@@ -433,8 +574,9 @@ def tpe_sampler(seed: int, trials: int):
 
     with warnings.catch_warnings():  # Optuna 5 still marks ``group`` experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials),
-                                          group=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup_trials(trials), group=True
+        )
 
 
 def _optuna_search(options: LaunchOptions, space: SearchSpace):
@@ -443,13 +585,32 @@ def _optuna_search(options: LaunchOptions, space: SearchSpace):
     from optuna.storages.journal import JournalFileBackend
 
     from study.searchers import RestartSafeOptunaSearch
+
     if options.searcher == "tpe":
         sampler = tpe_sampler(options.seed, options.trials)
     else:
         sampler = optuna.samplers.RandomSampler(seed=options.seed)
     storage = JournalStorage(JournalFileBackend(str(store.journal_path(options.name))))
-    return RestartSafeOptunaSearch(space.suggest, metric=METRIC, mode=MODE, sampler=sampler,
-                                   study_name=options.name, storage=storage)
+    return RestartSafeOptunaSearch(
+        space.suggest,
+        metric=METRIC,
+        mode=MODE,
+        sampler=sampler,
+        study_name=options.name,
+        storage=storage,
+        first_trials=_every_method_once(space, options.trials),
+        max_epochs=_epochs(space, options.overrides),
+    )
+
+
+def _every_method_once(space: SearchSpace, trials: int) -> list[dict]:
+    """The first trials of a study whose ``method`` is a choice: one per method, in the space's
+    order, the rest of each drawn by the sampler (so that every method gets a row in ``best``);
+    none where the budget is smaller than the choice."""
+    param = space.params.get("method")
+    if param is None or param.kind != "choice" or trials < len(param.args):
+        return []
+    return [{"method": method} for method in param.args]
 
 
 def _epochs(space: SearchSpace, overrides: dict) -> int:
@@ -458,33 +619,39 @@ def _epochs(space: SearchSpace, overrides: dict) -> int:
     if "epochs" in space.fixed:
         return int(space.fixed["epochs"])
     candidates = [t.get("epochs") for t in space.trials or []] + [
-        p.args[1] for p in space.params.values() if p.name == "epochs" and p.kind == "int"]
+        p.args[1] for p in space.params.values() if p.name == "epochs" and p.kind == "int"
+    ]
     return max([int(c) for c in candidates if c] or [TrainConfig().epochs])
 
 
 def _check_overrides(space: SearchSpace, overrides: dict) -> None:
     for key in overrides:
         if key in space.params:
-            raise InputError(f"--set {key}: is searched by {space.path.name}; a --set would "
-                             "hide the search")
+            raise InputError(
+                f"--set {key}: is searched by {space.path.name}; a --set would hide the search"
+            )
     TrainConfig.from_dict({**space.fixed, **overrides}, where="--set")
 
 
-def study_features(options: LaunchOptions, splits: tuple[str, ...],
-                   choice: FeatureChoice = FeatureChoice(), where: str = "the study",
-                   echo=print, run: RunShards | None = None,
-                   extract: bool = True) -> features.Features:
+def study_features(
+    options: LaunchOptions,
+    splits: tuple[str, ...],
+    choice: FeatureChoice = FeatureChoice(),
+    where: str = "the study",
+    echo=print,
+    run: RunShards | None = None,
+    extract: bool = True,
+) -> features.Features:
     """The study's features of ``splits``: resolved from ``choice`` when the study starts (and
     recorded in ``options.features``), the recorded ones afterwards (options may only agree);
     those missing extracted by ``run`` (default: in this process)."""
     data = Path(options.data).absolute() if options.data else None
     cache = Path(options.cache).absolute() if options.cache else None
     if options.features is None:
-        found = features.resolve(data, cache, choice, splits, echo=echo, run=run,
-                                 extract=extract)
+        found = features.resolve(data, cache, choice, splits, echo=echo, run=run, extract=extract)
         options.features = found.settings.to_dict()
         return found
     settings = FeatureSettings.from_dict(options.features, where=where)
-    return features.fixed_features(data, cache, settings, choice, splits, where, echo=echo,
-                                   run=run, extract=extract)
-
+    return features.fixed_features(
+        data, cache, settings, choice, splits, where, echo=echo, run=run, extract=extract
+    )

@@ -36,8 +36,12 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow.entities import Experiment
 
-STATES = {"FINISHED": "finished", "KILLED": "interrupted", "RUNNING": "interrupted",
-          "FAILED": "failed"}  # the parent run's status -> the study's state (unless running)
+STATES = {
+    "FINISHED": "finished",
+    "KILLED": "interrupted",
+    "RUNNING": "interrupted",
+    "FAILED": "failed",
+}  # the parent run's status -> the study's state (unless running)
 RESUME_HINT = "interrupted: continue one with `vcr-study launch --name NAME --resume`"
 
 
@@ -69,11 +73,21 @@ def format_table(rows: list[StudyRow]) -> str:
     if not rows:
         return f"no studies under {builtin.home()}"
     cells = [("NAME", "TRIALS", f"BEST {OBJECTIVE}", "DISK", "STATE")]
-    cells += [(r.name, "-" if r.trials is None else str(r.trials), _best_text(r.best),
-               human_size(r.disk_bytes), r.state) for r in rows]
+    cells += [
+        (
+            r.name,
+            "-" if r.trials is None else str(r.trials),
+            _best_text(r.best),
+            human_size(r.disk_bytes),
+            r.state,
+        )
+        for r in rows
+    ]
     width = [max(len(row[i]) for row in cells) for i in range(4)]
-    lines = [f"{name:<{width[0]}}  {trials:>{width[1]}}  {best:<{width[2]}}  "
-             f"{disk:>{width[3]}}  {state}" for name, trials, best, disk, state in cells]
+    lines = [
+        f"{name:<{width[0]}}  {trials:>{width[1]}}  {best:<{width[2]}}  {disk:>{width[3]}}  {state}"
+        for name, trials, best, disk, state in cells
+    ]
     if any(r.state == "interrupted" for r in rows):
         lines += ["", RESUME_HINT]
     return "\n".join(lines)
@@ -97,8 +111,7 @@ def describe_deletion(name: str, tracking_uri: str | None = None) -> str:
     experiment g1". Refused like ``delete_study``: a running study, a name found nowhere."""
     target = _target(name, tracking_uri)
     if store.is_running(name):
-        raise InputError(f"--name {name}: the study is running; wait for it, or stop that "
-                         "process")
+        raise InputError(f"--name {name}: the study is running; wait for it, or stop that process")
     parts = []
     if target.folders:
         size = sum(disk_bytes(p) for p in target.folders)
@@ -222,12 +235,16 @@ def _target(name: str, tracking_uri: str | None) -> _Target:
         if experiment is not None:
             note = _note(client, experiment, has_record=parent is not None)
     except MlflowException as error:
-        raise InputError(f"--name {name}: the tracking store {redact(uri)} cannot be read "
-                         f"({_one_line(error)}); nothing was deleted") from None
+        raise InputError(
+            f"--name {name}: the tracking store {redact(uri)} cannot be read "
+            f"({_one_line(error)}); nothing was deleted"
+        ) from None
     folders = [p for p in _folders(name, experiment, uri) if p.exists() or p.is_symlink()]
     if not folders and experiment is None:
-        raise InputError(f"--name {name}: no such study in {builtin.home()} or in the tracking "
-                         f"store {redact(uri)}")
+        raise InputError(
+            f"--name {name}: no such study in {builtin.home()} or in the tracking "
+            f"store {redact(uri)}"
+        )
     return _Target(name, uri, client, experiment, folders, note)
 
 
@@ -249,19 +266,25 @@ def _note(client: MlflowClient, experiment: Experiment, has_record: bool) -> str
         return " (deleted already, but its name is still taken)"
     if has_record:  # a running study of this home holds its lock: refused before this
         return ""
-    live = client.search_runs([experiment.experiment_id], "tags.study_role = 'parent' and "
-                              "attributes.status = 'RUNNING'", max_results=1)
-    return (" (its study run is marked running: stop any launch of it elsewhere first)"
-            if live else "")
+    live = client.search_runs(
+        [experiment.experiment_id],
+        "tags.study_role = 'parent' and attributes.status = 'RUNNING'",
+        max_results=1,
+    )
+    return (
+        " (its study run is marked running: stop any launch of it elsewhere first)" if live else ""
+    )
 
 
 def _delete(target: _Target) -> list[str]:
     lines = []
     if target.experiment is not None:  # first: if MLflow refuses, nothing else is gone
         tombstone = _retire(target.client, target.experiment)
-        lines.append(f"deleted MLflow experiment {target.experiment.name} (id "
-                     f"{target.experiment.experiment_id}){target.where}, renamed {tombstone} "
-                     "until `mlflow gc`; the name is free again")
+        lines.append(
+            f"deleted MLflow experiment {target.experiment.name} (id "
+            f"{target.experiment.experiment_id}){target.where}, renamed {tombstone} "
+            "until `mlflow gc`; the name is free again"
+        )
     for path in target.folders:  # studies/<name>/ first: its lock goes with it
         lines.append(f"removed {path} ({human_size(disk_bytes(path))})")
         _remove(path)

@@ -34,22 +34,30 @@ class PaperRow:
 
 R2C = PaperRow("R2C", 63.8, 67.2, 43.1)
 NEW_BASELINE = PaperRow("new baseline", 63.8, 56.4, 38.2, "val_qa2r_pred")
-DIRECT = PaperRow("direct cross entropy", 61.55, 13.83, 8.42, "val_q2ar_joint16",
-                  "val_q2a_and_joint16")
+DIRECT = PaperRow(
+    "direct cross entropy", 61.55, 13.83, 8.42, "val_q2ar_joint16", "val_q2a_and_joint16"
+)
 RL = PaperRow("RL sampling", 57.2, 53.2, 34.4, "val_qa2r_pred")
 SOFTMAX = PaperRow("softmax", 63.76, 61.61, 39.76, "val_qa2r_mixture", "val_q2ar_mixture")
 GUMBEL = PaperRow("Gumbel softmax", 64.54, 61.05, 40.28, "val_qa2r_mixture", "val_q2ar_mixture")
 SOFTMAX_1_4 = PaperRow("softmax 1:4", 58.1, 62.18, 37.01, "val_qa2r_mixture", "val_q2ar_mixture")
-GUMBEL_1_4 = PaperRow("Gumbel softmax 1:4", 59.32, 61.07, 37.06, "val_qa2r_mixture",
-                      "val_q2ar_mixture")
+GUMBEL_1_4 = PaperRow(
+    "Gumbel softmax 1:4", 59.32, 61.07, 37.06, "val_qa2r_mixture", "val_q2ar_mixture"
+)
 
 TABLES = {
-    "paper_table1": ("Table 1. Model performance results (val)",
-                     [NEW_BASELINE, DIRECT, RL, SOFTMAX, GUMBEL]),
-    "paper_table2": ("Table 2. Comparison with the new baseline (val)",
-                     [R2C, NEW_BASELINE, GUMBEL]),
-    "paper_table4": ("Table 4. Ablation study for losses (val; loss ratio Q->A : QA->R)",
-                     [SOFTMAX_1_4, SOFTMAX, GUMBEL_1_4, GUMBEL]),
+    "paper_table1": (
+        "Table 1. Model performance results (val)",
+        [NEW_BASELINE, DIRECT, RL, SOFTMAX, GUMBEL],
+    ),
+    "paper_table2": (
+        "Table 2. Comparison with the new baseline (val)",
+        [R2C, NEW_BASELINE, GUMBEL],
+    ),
+    "paper_table4": (
+        "Table 4. Ablation study for losses (val; loss ratio Q->A : QA->R)",
+        [SOFTMAX_1_4, SOFTMAX, GUMBEL_1_4, GUMBEL],
+    ),
 }
 LABELS = {row.label for _, rows in TABLES.values() for row in rows}
 
@@ -75,8 +83,10 @@ def paper_tables(best: pd.DataFrame, is_comparable: bool) -> dict[str, tuple[str
     for name, (title, rows) in TABLES.items():
         if not any(row.label in by_label.index for row in rows):
             continue
-        records = [_row(row, by_label.loc[row.label] if row.label in by_label.index else None)
-                   for row in rows]
+        records = [
+            _row(row, by_label.loc[row.label] if row.label in by_label.index else None)
+            for row in rows
+        ]
         note = "" if is_comparable else " - NOT COMPARABLE: the study's data is not VCR 1.0 val"
         out[name] = (title + note, pd.DataFrame(records))
     return out
@@ -88,9 +98,14 @@ def _row(row: PaperRow, study: pd.Series | None) -> dict:
             return None
         return round(100 * float(study[metric]), 2)
 
-    return {"approach": row.label,
-            "Q->A paper": row.q2a, "Q->A study": pct("val_q2a"),
-            "QA->R paper": row.qa2r, "QA->R study": pct(row.qa2r_metric),
-            "Q->AR paper": row.q2ar, "Q->AR study": pct(row.q2ar_metric),
-            "QA->R measured as": row.qa2r_metric, "trial": None if study is None
-            else study.get("trial_id")}
+    return {
+        "approach": row.label,
+        "Q->A paper": row.q2a,
+        "Q->A study": pct("val_q2a"),
+        "QA->R paper": row.qa2r,
+        "QA->R study": pct(row.qa2r_metric),
+        "Q->AR paper": row.q2ar,
+        "Q->AR study": pct(row.q2ar_metric),
+        "QA->R measured as": row.qa2r_metric,
+        "trial": None if study is None else study.get("trial_id"),
+    }

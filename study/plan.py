@@ -54,8 +54,10 @@ CPU_THREADS_MEASURED = 2
 CPU_R2C_SECONDS = CPU_SMALL_SECONDS * 21_677_314 / 1_953_602
 # No CPU figure for `tiny` (15x fewer parameters than small): small's, as an upper bound.
 CPU_FALLBACK = {
-    "small": (CPU_SMALL_SECONDS, "small, batch 16, 2 CPUs: 63 s for 2 epochs of 1,350 items "
-              "(line 355)"),
+    "small": (
+        CPU_SMALL_SECONDS,
+        "small, batch 16, 2 CPUs: 63 s for 2 epochs of 1,350 items (line 355)",
+    ),
     "tiny": (CPU_SMALL_SECONDS, "no tiny figure; small's (line 355) as an upper bound"),
     "r2c": (CPU_R2C_SECONDS, "no r2c CPU figure; small's (line 355) x 11.1, the parameter ratio"),
 }
@@ -63,8 +65,10 @@ CPU_FALLBACK = {
 # 1,009 training items/s (benchmarks.md:140-142; end to end with the loader not measured yet),
 # times the CPU run's EPOCH_OVER_TRAINING for the evaluation.
 GPU_FALLBACK = {
-    ("cuda:NVIDIA H200", "r2c"): (EPOCH_OVER_TRAINING / 1009, "r2c on an H200, batch 96: 1,009 "
-                                  "items/s, the model alone (line 141), +13% evaluation"),
+    ("cuda:NVIDIA H200", "r2c"): (
+        EPOCH_OVER_TRAINING / 1009,
+        "r2c on an H200, batch 96: 1,009 items/s, the model alone (line 141), +13% evaluation",
+    ),
 }
 # Trials sharing one GPU (--gpus-per-trial 1/k): their aggregate items/s against one trial's, with
 # CUDA MPS (ray_cluster.yaml starts it on every GPU worker): 1.91 for 2, 2.68 for 4 (the r2c
@@ -100,8 +104,9 @@ KEEP_LAST = 20  # epochs kept per key; their median is the figure
 STORE_VERSION = 1
 
 
-def trial_epochs(trials: int, epochs: int, grace: int, asha: bool,
-                 reduction: float = ASHA_REDUCTION_FACTOR) -> tuple[int, float]:
+def trial_epochs(
+    trials: int, epochs: int, grace: int, asha: bool, reduction: float = ASHA_REDUCTION_FACTOR
+) -> tuple[int, float]:
     """``(worst, expected)`` trial-epochs of ``trials`` trials of up to ``epochs`` epochs (a grid
     space: ``trials`` = its rows). Without ASHA, or with ``grace >= epochs``, both are
     ``trials * epochs``.
@@ -150,10 +155,15 @@ def checkpoint_bytes(config: TrainConfig, text_dim: int) -> int:
     state = model.state_dict()
     params = list(model.parameters())
     tensors = sum(t.numel() * t.element_size() for t in state.values()) + sum(
-        2 * p.numel() * p.element_size() + 4 for p in params)  # exp_avg, exp_avg_sq, step
+        2 * p.numel() * p.element_size() + 4 for p in params
+    )  # exp_avg, exp_avg_sq, step
     records = len(state) + 3 * len(params)
-    return (tensors + records * CHECKPOINT_BYTES_PER_TENSOR + CHECKPOINT_FIXED_BYTES
-            + config.epochs * CHECKPOINT_BYTES_PER_EPOCH)
+    return (
+        tensors
+        + records * CHECKPOINT_BYTES_PER_TENSOR
+        + CHECKPOINT_FIXED_BYTES
+        + config.epochs * CHECKPOINT_BYTES_PER_EPOCH
+    )
 
 
 def disk_needed(trials: int, concurrent: int, checkpoint: int, keep_checkpoints: bool) -> int:
@@ -170,11 +180,15 @@ def disk_why(trials: int, concurrent: int, checkpoint: int, keep_checkpoints: bo
     running = min(trials, concurrent)
     size = _size(checkpoint)
     if not keep_checkpoints:
-        return (f"{running} running trial{_s(running)} x {RUNNING_CHECKPOINT_FILES} checkpoint "
-                f"files of {size}, and logs")
+        return (
+            f"{running} running trial{_s(running)} x {RUNNING_CHECKPOINT_FILES} checkpoint "
+            f"files of {size}, and logs"
+        )
     extra = RUNNING_CHECKPOINT_FILES - 1
-    return (f"{trials} kept checkpoint{_s(trials)} (--keep-checkpoints) and {running} running "
-            f"trial{_s(running)} x {extra} more, of {size} each, and logs")
+    return (
+        f"{trials} kept checkpoint{_s(trials)} (--keep-checkpoints) and {running} running "
+        f"trial{_s(running)} x {extra} more, of {size} each, and logs"
+    )
 
 
 def _checkpoint_files(trials: int, running: int, keep_checkpoints: bool) -> int:
@@ -191,9 +205,13 @@ def free_bytes(home: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def free_space_check(home: Path, needed: int, override_flag: str = "--ignore-free-space",
-                     why: str = "", remedies: tuple[str, ...] = (
-                         "free space there", "run fewer trials at once (--concurrent)")) -> None:
+def free_space_check(
+    home: Path,
+    needed: int,
+    override_flag: str = "--ignore-free-space",
+    why: str = "",
+    remedies: tuple[str, ...] = ("free space there", "run fewer trials at once (--concurrent)"),
+) -> None:
     """Refuse in one line (``InputError``) where ``home``'s disk has fewer than ``needed`` bytes
     free; ``why``: what the need is made of (``disk_why``)."""
     free = free_bytes(home)
@@ -201,8 +219,9 @@ def free_space_check(home: Path, needed: int, override_flag: str = "--ignore-fre
         return
     detail = f" ({why})" if why else ""
     advice = ", ".join((*remedies, f"or pass {override_flag}"))
-    raise InputError(f"{home}: {_size(free)} free, the study needs about {_size(needed)}{detail};"
-                     f" {advice}")
+    raise InputError(
+        f"{home}: {_size(free)} free, the study needs about {_size(needed)}{detail}; {advice}"
+    )
 
 
 class ThroughputKey(NamedTuple):
@@ -216,8 +235,10 @@ class ThroughputKey(NamedTuple):
     batch_size: int
 
     def id(self) -> str:
-        return (f"features={self.features} device={self.device} preset={self.preset} "
-                f"batch={self.batch_size}")
+        return (
+            f"features={self.features} device={self.device} preset={self.preset} "
+            f"batch={self.batch_size}"
+        )
 
 
 def device_kind(device: str, cpus: float, gpus: float = 1.0) -> str:
@@ -263,8 +284,9 @@ def record_epoch(path: Path, key: ThroughputKey, epoch_seconds: float, train_ite
     figures = _load(path)
     values = figures.get(key.id(), []) + [epoch_seconds / train_items]
     figures[key.id()] = values[-KEEP_LAST:]
-    write_text(path, json.dumps({"version": STORE_VERSION, "seconds_per_item": figures},
-                                indent=1) + "\n")
+    write_text(
+        path, json.dumps({"version": STORE_VERSION, "seconds_per_item": figures}, indent=1) + "\n"
+    )
 
 
 def seconds_per_item(path: Path, key: ThroughputKey) -> tuple[float | None, str]:
@@ -323,15 +345,18 @@ def _load(path: Path) -> dict[str, list[float]]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         figures = data["seconds_per_item"]
-        if not all(isinstance(v, list) and all(isinstance(x, int | float) and x > 0 for x in v)
-                   for v in figures.values()):
+        if not all(
+            isinstance(v, list) and all(isinstance(x, int | float) and x > 0 for x in v)
+            for v in figures.values()
+        ):
             raise ValueError("a figure is not a list of positive numbers")
         return figures
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        warnings.warn(f"{path}: unreadable ({type(err).__name__}: {err}); ignored, as if empty",
-                      stacklevel=3)
+        warnings.warn(
+            f"{path}: unreadable ({type(err).__name__}: {err}); ignored, as if empty", stacklevel=3
+        )
         return {}
 
 
@@ -364,8 +389,9 @@ class Plan:
         start shared among the parallel trials, and Ray's start."""
         if self.epoch_seconds is None or self.parallel < 1:
             return None
-        spent = (self.expected_epochs if trial_epochs is None else trial_epochs) * \
-            self.epoch_seconds + self.trials * TRIAL_OVERHEAD_SECONDS
+        spent = (
+            self.expected_epochs if trial_epochs is None else trial_epochs
+        ) * self.epoch_seconds + self.trials * TRIAL_OVERHEAD_SECONDS
         return RAY_START_SECONDS + spent / self.parallel
 
     def gpu_hours(self, trial_epochs: float | None = None) -> float | None:
@@ -389,28 +415,43 @@ class Plan:
         free_space_check(home, self.disk_needed, override_flag, self.disk_why(), tuple(remedies))
 
     def lines(self) -> list[str]:
-        return [self._trials_line(), self._epochs_line(), self._epoch_time_line(),
-                self._wall_line(), self._gpu_line(), self._disk_line()]
+        return [
+            self._trials_line(),
+            self._epochs_line(),
+            self._epoch_time_line(),
+            self._wall_line(),
+            self._gpu_line(),
+            self._disk_line(),
+        ]
 
     def _trials_line(self) -> str:
-        running = (f"{self.parallel} at a time" if self.parallel else
-                   "none at a time: the resources fit no trial")
-        return f"plan: {self.trials} trial{_s(self.trials)} of up to {self.epochs} " \
-               f"epoch{_s(self.epochs)}, {running}"
+        running = (
+            f"{self.parallel} at a time"
+            if self.parallel
+            else "none at a time: the resources fit no trial"
+        )
+        return (
+            f"plan: {self.trials} trial{_s(self.trials)} of up to {self.epochs} "
+            f"epoch{_s(self.epochs)}, {running}"
+        )
 
     def _epochs_line(self) -> str:
         if not self.rungs:
             return f"trial-epochs: {self.worst_epochs} (no early stopping by ASHA)"
         rungs = ", ".join(map(str, self.rungs))
-        return (f"trial-epochs: {self.worst_epochs} at most, ~{self.expected_epochs:.0f} expected "
-                f"with ASHA (stops at epoch{_s(len(self.rungs))} {rungs}, about "
-                f"{1 - 1 / self.reduction:.0%} of the trials at each)")
+        return (
+            f"trial-epochs: {self.worst_epochs} at most, ~{self.expected_epochs:.0f} expected "
+            f"with ASHA (stops at epoch{_s(len(self.rungs))} {rungs}, about "
+            f"{1 - 1 / self.reduction:.0%} of the trials at each)"
+        )
 
     def _epoch_time_line(self) -> str:
         if self.item_seconds is None:
             return f"one epoch: unknown ({self.seconds_source})"
-        return (f"one epoch: ~{_duration(self.epoch_seconds)} ({self.train_items:,} training "
-                f"items x {self.item_seconds:.3g} s; {self.seconds_source})")
+        return (
+            f"one epoch: ~{_duration(self.epoch_seconds)} ({self.train_items:,} training "
+            f"items x {self.item_seconds:.3g} s; {self.seconds_source})"
+        )
 
     def _wall_line(self) -> str:
         expected, worst = self.wall_seconds(), self.wall_seconds(self.worst_epochs)
@@ -430,32 +471,62 @@ class Plan:
 
     def _disk_line(self) -> str:
         verdict = "OK" if self.disk_ok else "NOT ENOUGH"
-        return (f"disk: ~{_size(self.disk_needed)} at the peak ({self.disk_why()}), "
-                f"{_size(self.disk_free)} free: {verdict}")
+        return (
+            f"disk: ~{_size(self.disk_needed)} at the peak ({self.disk_why()}), "
+            f"{_size(self.disk_free)} free: {verdict}"
+        )
 
 
-def estimate(*, trials: int, epochs: int, grace: int, asha: bool, concurrent: int, cpus: float,
-             cpus_per_trial: float, train_items: int, seconds: tuple[float | None, str],
-             checkpoint: int, disk_free: int, gpus: float = 0.0, gpus_per_trial: float = 0.0,
-             keep_checkpoints: bool = False,
-             reduction: float = ASHA_REDUCTION_FACTOR) -> Plan:
+def estimate(
+    *,
+    trials: int,
+    epochs: int,
+    grace: int,
+    asha: bool,
+    concurrent: int,
+    cpus: float,
+    cpus_per_trial: float,
+    train_items: int,
+    seconds: tuple[float | None, str],
+    checkpoint: int,
+    disk_free: int,
+    gpus: float = 0.0,
+    gpus_per_trial: float = 0.0,
+    keep_checkpoints: bool = False,
+    reduction: float = ASHA_REDUCTION_FACTOR,
+) -> Plan:
     """The plan of a study: ``seconds`` from ``seconds_per_item``; ``cpus`` and ``gpus`` what
     the cluster (or this machine) has; ``train_items`` a trial's training items (after the dev
     split); ``checkpoint`` from ``checkpoint_bytes``; ``disk_free`` from ``free_bytes``."""
     worst, expected = trial_epochs(trials, epochs, grace, asha, reduction)
     parallel = parallel_trials(trials, concurrent, cpus, cpus_per_trial, gpus, gpus_per_trial)
-    return Plan(trials=trials, epochs=epochs,
-                rungs=tuple(asha_rungs(grace, epochs, reduction)) if asha else (),
-                reduction=reduction, worst_epochs=worst, expected_epochs=expected,
-                train_items=train_items, item_seconds=seconds[0], seconds_source=seconds[1],
-                parallel=parallel, gpus_per_trial=gpus_per_trial, checkpoint=checkpoint,
-                keep_checkpoints=keep_checkpoints,
-                disk_needed=disk_needed(trials, max(parallel, 1), checkpoint, keep_checkpoints),
-                disk_free=disk_free)
+    return Plan(
+        trials=trials,
+        epochs=epochs,
+        rungs=tuple(asha_rungs(grace, epochs, reduction)) if asha else (),
+        reduction=reduction,
+        worst_epochs=worst,
+        expected_epochs=expected,
+        train_items=train_items,
+        item_seconds=seconds[0],
+        seconds_source=seconds[1],
+        parallel=parallel,
+        gpus_per_trial=gpus_per_trial,
+        checkpoint=checkpoint,
+        keep_checkpoints=keep_checkpoints,
+        disk_needed=disk_needed(trials, max(parallel, 1), checkpoint, keep_checkpoints),
+        disk_free=disk_free,
+    )
 
 
-def parallel_trials(trials: int, concurrent: int, cpus: float, cpus_per_trial: float,
-                    gpus: float = 0.0, gpus_per_trial: float = 0.0) -> int:
+def parallel_trials(
+    trials: int,
+    concurrent: int,
+    cpus: float,
+    cpus_per_trial: float,
+    gpus: float = 0.0,
+    gpus_per_trial: float = 0.0,
+) -> int:
     """Trials that can run at once: ``concurrent``, as far as the trials and resources go."""
     fits = [trials, concurrent, math.floor(cpus / cpus_per_trial + 1e-9)]
     if gpus_per_trial > 0:

@@ -49,13 +49,19 @@ class Progress(Callback):
         for t in trials:
             status = ended[1] if ended and t is ended[0] else t.status
             counts[status] = counts.get(status, 0) + 1
-            self.best = _better(self.best, _candidate(
-                t.metric_analysis.get(self.metric, {}).get("max"), t))
-        best = (f"best {self.metric} {self.best[0]:.3f} ({self.best[1]}, trial {self.best[2]})"
-                if self.best else "no result yet")
-        line = (f"[{time.monotonic() - self.start:5.0f}s] trials: {counts['TERMINATED']} done, "
-                f"{counts['RUNNING']} running, {counts['PENDING'] + counts['PAUSED']} pending, "
-                f"{counts['ERROR']} failed | {best}" + (f" | {note}" if note else ""))
+            self.best = _better(
+                self.best, _candidate(t.metric_analysis.get(self.metric, {}).get("max"), t)
+            )
+        best = (
+            f"best {self.metric} {self.best[0]:.3f} ({self.best[1]}, trial {self.best[2]})"
+            if self.best
+            else "no result yet"
+        )
+        line = (
+            f"[{time.monotonic() - self.start:5.0f}s] trials: {counts['TERMINATED']} done, "
+            f"{counts['RUNNING']} running, {counts['PENDING'] + counts['PAUSED']} pending, "
+            f"{counts['ERROR']} failed | {best}" + (f" | {note}" if note else "")
+        )
         if line.split("] ", 1)[1] != self._last_line:
             self._last_line = line.split("] ", 1)[1]
             self.echo(line)

@@ -28,12 +28,49 @@ from vcrnet.errors import InputError
 from vcrnet.train import OBJECTIVE
 
 TEST_METRICS = ("test_q2a", "test_qa2r", "test_qa2r_pred", "test_q2ar")
-SUMMARY_METRICS = ("val_q2a", "val_qa2r", "val_qa2r_pred", "val_q2ar", "val_qa2r_mixture",
-                   "val_q2ar_mixture", "val_q2ar_joint16", "val_q2a_and_joint16")
+SUMMARY_METRICS = (
+    "val_q2a",
+    "val_qa2r",
+    "val_qa2r_pred",
+    "val_q2ar",
+    "val_qa2r_mixture",
+    "val_q2ar_mixture",
+    "val_q2ar_joint16",
+    "val_q2a_and_joint16",
+)
 # Student's t, 97.5% quantile, by degrees of freedom (1..30); the normal 1.96 beyond
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+T_975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 @dataclass
@@ -57,19 +94,31 @@ def winning_config(best: list[dict], method: str | None) -> tuple[dict, TrainCon
     by_approach = [b for b in best if b["approach"] == method]
     by_method = [b for b in best if b["method"] == method]
     if method is not None and not by_approach and len(by_method) > 1:
-        raise InputError(f"--method {method}: {len(by_method)} rows of the study use it ("
-                         f"{', '.join(b['approach'] for b in by_method)}): name one")
+        raise InputError(
+            f"--method {method}: {len(by_method)} rows of the study use it ("
+            f"{', '.join(b['approach'] for b in by_method)}): name one"
+        )
     chosen = best[0] if method is None else (by_approach or by_method or [None])[0]
     if chosen is None:
         approaches = ", ".join(b["approach"] for b in best)
-        raise InputError(f"--method {method}: no trial of that method or row (the study has "
-                         f"{approaches})")
+        raise InputError(
+            f"--method {method}: no trial of that method or row (the study has {approaches})"
+        )
     return chosen, TrainConfig.from_dict(chosen["config"], where="the trial's params")
 
 
-def rerun(client: MlflowClient, parent_run_id: str, chosen: dict, config: TrainConfig,
-          features: dict, extra: dict, out: Path, seeds: int, epochs: int | None,
-          echo=print) -> RerunResult:
+def rerun(
+    client: MlflowClient,
+    parent_run_id: str,
+    chosen: dict,
+    config: TrainConfig,
+    features: dict,
+    extra: dict,
+    out: Path,
+    seeds: int,
+    epochs: int | None,
+    echo=print,
+) -> RerunResult:
     from vcrnet.features import CachedVCRDataset
     from vcrnet.leaderboard import write_csv
     from vcrnet.train import BEST, fit, load_model, predict
@@ -84,31 +133,48 @@ def rerun(client: MlflowClient, parent_run_id: str, chosen: dict, config: TrainC
     for seed in range(seeds):
         seed_config = config.replace(seed=seed, epochs=epochs or config.epochs)
         folder = out / f"{name}-seed{seed}"
-        tags = {PARENT_TAG: parent_run_id, "method": config.method, "seed": str(seed),
-                "rerun_of": chosen["trial_id"], "rerun_of_run": chosen["run_id"],
-                "final_status": "RUNNING"}
+        tags = {
+            PARENT_TAG: parent_run_id,
+            "method": config.method,
+            "seed": str(seed),
+            "rerun_of": chosen["trial_id"],
+            "rerun_of_run": chosen["run_id"],
+            "final_status": "RUNNING",
+        }
         run = client.create_run(experiment_id, run_name=f"rerun-{name}-seed{seed}", tags=tags)
         run_id = run.info.run_id
-        client.log_batch(run_id, params=[Param(k, str(v))
-                                         for k, v in seed_config.to_dict().items()])
+        client.log_batch(
+            run_id, params=[Param(k, str(v)) for k, v in seed_config.to_dict().items()]
+        )
 
         def log_epoch(metrics: dict, _: Path, run_id=run_id, seed=seed) -> None:
             now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, v, now, metrics["epoch"])
-                                              for k, v in trial_metrics(metrics).items()])
-            echo(f"seed {seed} epoch {metrics['epoch']}: dev Q->AR {metrics[OBJECTIVE]:.3f}, "
-                 f"val Q->AR {metrics['val_q2ar']:.3f}")
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(k, v, now, metrics["epoch"]) for k, v in trial_metrics(metrics).items()
+                ],
+            )
+            echo(
+                f"seed {seed} epoch {metrics['epoch']}: dev Q->AR {metrics[OBJECTIVE]:.3f}, "
+                f"val Q->AR {metrics['val_q2ar']:.3f}"
+            )
 
         resume = (folder / "checkpoint.pt").is_file()  # an interrupted rerun goes on
-        history = fit(seed_config, train_set, val_set, folder, resume=resume,
-                      on_epoch=log_epoch, extra=extra)
+        history = fit(
+            seed_config, train_set, val_set, folder, resume=resume, on_epoch=log_epoch, extra=extra
+        )
         best = max(history, key=lambda m: m[OBJECTIVE])  # chosen on dev, reported on val
         results.append({k: best[k] for k in ("epoch", OBJECTIVE, *SUMMARY_METRICS)})
         if test_labels is not None:  # the built-in data: a test split never selected on
             test_predictions[seed] = predict(load_model(folder / BEST)[0], test_set)
             test = _score_test(test_predictions[seed], test_labels)
-            client.log_batch(run_id, metrics=[Metric(k, v, int(time.time() * 1000), best["epoch"])
-                                              for k, v in test.items()])
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(k, v, int(time.time() * 1000), best["epoch"]) for k, v in test.items()
+                ],
+            )
             results[-1].update(test)
         client.set_tag(run_id, "final_status", "COMPLETED")
         client.set_terminated(run_id, FINISHED)
@@ -117,16 +183,26 @@ def rerun(client: MlflowClient, parent_run_id: str, chosen: dict, config: TrainC
     p = test_predictions.get(best_seed)
     if p is None:
         p = predict(load_model(folders[best_seed][0] / BEST)[0], test_set)
-    submission = write_csv(out.parent / f"submission-{name}.csv", test_set.annot_ids,
-                           p.answer_probs, p.rationale_probs)
+    submission = write_csv(
+        out.parent / f"submission-{name}.csv", test_set.annot_ids, p.answer_probs, p.rationale_probs
+    )
     client.log_artifact(folders[best_seed][1], str(submission))
     keys = [k for k in (*SUMMARY_METRICS, *TEST_METRICS) if k in results[0]]
     mean = {k: statistics.fmean(r[k] for r in results) for k in keys}
     std = {k: statistics.stdev(r[k] for r in results) if seeds > 1 else 0.0 for k in keys}
     t = T_975[seeds - 2] if 2 <= seeds <= len(T_975) + 1 else (1.96 if seeds > 1 else math.nan)
     interval = {k: t * std[k] / math.sqrt(seeds) for k in keys}
-    return RerunResult(config.method, chosen["trial_id"], list(range(seeds)), results, mean, std,
-                       interval, Path(submission), best_seed)
+    return RerunResult(
+        config.method,
+        chosen["trial_id"],
+        list(range(seeds)),
+        results,
+        mean,
+        std,
+        interval,
+        Path(submission),
+        best_seed,
+    )
 
 
 def _test_labels(data: str | None, annot_ids: list[str]):

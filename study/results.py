@@ -7,6 +7,7 @@ import math
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from study.spaces import SearchSpace
 from study.tracking import PARENT_TAG
 
 
@@ -19,19 +20,29 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
     rows = []
     token = None
     while True:
-        page = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
         for run in page:
             tags = run.data.tags
             if "trial_id" not in tags:  # a rerun's run, not a trial's
                 continue
-            rows.append({"run_id": run.info.run_id, "method": tags.get("method"),
-                         "label": tags.get("label") or tags.get("method"),
-                         "labelled": "label" in tags,
-                         "trial_id": tags.get("trial_id"), "status": run.info.status,
-                         "final_status": tags.get("final_status"),
-                         **{f"params.{k}": v for k, v in run.data.params.items()},
-                         **{f"metrics.{k}": v for k, v in run.data.metrics.items()}})
+            rows.append(
+                {
+                    "run_id": run.info.run_id,
+                    "method": tags.get("method"),
+                    "label": tags.get("label") or tags.get("method"),
+                    "labelled": "label" in tags,
+                    "trial_id": tags.get("trial_id"),
+                    "status": run.info.status,
+                    "final_status": tags.get("final_status"),
+                    **{f"params.{k}": v for k, v in run.data.params.items()},
+                    **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
+                }
+            )
         token = page.token
         if not token:
             break
@@ -52,22 +63,63 @@ def at_best_epoch(client: MlflowClient, run_id: str, metric: str) -> dict[str, f
     return out
 
 
-def best_per_method(client: MlflowClient, parent_run_id: str, metric: str) -> list[dict]:
+def best_per_method(
+    client: MlflowClient, parent_run_id: str, metric: str, approaches: list[str] | None = None
+) -> list[dict]:
     """The best trial of each approach by its best epoch's ``metric`` (highest first). An
     approach is a method, or a labelled grid row (R2C and the new baseline are both ``teacher``
-    trials, told apart by their labels)."""
+    trials, told apart by their labels). ``approaches`` (``approaches(space)``): each one
+    without a trial that has ``metric`` gets a row after them, ``metric`` NaN, status
+    ``no trial`` (or ``no result``: its trials failed or were NaN throughout)."""
     runs = trial_runs(client, parent_run_id)
     column = f"metrics.best_{metric}"
-    if runs.empty or column not in runs:
-        return []
-    runs = runs[runs[column].notna()]
     best = []
-    for label, group in runs.groupby("label"):
-        row = group.loc[group[column].idxmax()]
-        metrics = at_best_epoch(client, row["run_id"], metric)
-        params = {k.removeprefix("params."): v for k, v in row.items()
-                  if k.startswith("params.") and isinstance(v, str)}
-        best.append({"approach": label, "method": row["method"], "trial_id": row["trial_id"],
-                     "run_id": row["run_id"], "status": row["final_status"], "trials": len(group),
-                     metric: float(row[column]), "metrics": metrics, "config": params})
-    return sorted(best, key=lambda b: -b[metric])
+    if not runs.empty and column in runs:
+        for label, group in runs[runs[column].notna()].groupby("label"):
+            row = group.loc[group[column].idxmax()]
+            metrics = at_best_epoch(client, row["run_id"], metric)
+            params = {
+                k.removeprefix("params."): v
+                for k, v in row.items()
+                if k.startswith("params.") and isinstance(v, str)
+            }
+            best.append(
+                {
+                    "approach": label,
+                    "method": row["method"],
+                    "trial_id": row["trial_id"],
+                    "run_id": row["run_id"],
+                    "status": row["final_status"],
+                    "trials": len(group),
+                    metric: float(row[column]),
+                    "metrics": metrics,
+                    "config": params,
+                }
+            )
+    best.sort(key=lambda b: -b[metric])
+    found = {b["approach"] for b in best}
+    for approach in approaches or []:
+        if approach not in found:
+            tried = int((runs["label"] == approach).sum()) if not runs.empty else 0
+            best.append(
+                {
+                    "approach": approach,
+                    "method": approach,
+                    "trial_id": "",
+                    "run_id": "",
+                    "status": "no result" if tried else "no trial",
+                    "trials": tried,
+                    metric: math.nan,
+                    "metrics": {},
+                    "config": {},
+                }
+            )
+    return best
+
+
+def approaches(space: SearchSpace) -> list[str]:
+    """What ``best`` gives a row each: a grid's row labels (a row without one named by its
+    method), else the coupling methods the space can draw (``SearchSpace.methods``)."""
+    if space.is_grid:
+        return list(dict.fromkeys(space.labels()))
+    return space.methods()

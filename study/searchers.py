@@ -1,32 +1,107 @@
-"""Ray Tune's OptunaSearch, made safe to resume after the driver was killed."""
+"""Ray Tune's OptunaSearch, made safe to resume and honest about what Tune's scheduler did."""
 
 from __future__ import annotations
 
+import math
+
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 
 class RestartSafeOptunaSearch(OptunaSearch):
-    """OptunaSearch that survives a driver SIGKILL and ``launch --resume``.
+    """OptunaSearch that survives a driver SIGKILL and ``launch --resume``, and tells Optuna
+    each epoch and which trials the scheduler stopped.
+
+    - ``first_trials``: partial params (``{"method": m}``) enqueued when the Optuna study is new
+      (no trial in its storage yet), the rest drawn by the sampler; a restart finds them in the
+      journal and enqueues nothing.
+    - Each epoch's ``metric`` goes to Optuna as an intermediate value at step ``epoch``. A
+      finished trial is told the best of them (``best`` ranks trials by their best epoch too).
+    - A trial that ASHA stopped before ``max_epochs`` is told PRUNED (TPE ranks those below the
+      complete ones, by the step they reached), not COMPLETE with its last, early value. Ray
+      gives no flag; its ``TuneController._process_trial_result`` passes the searcher every
+      result the scheduler lets a trial go on from, and the result it stops a trial on only to
+      ``on_trial_complete``. A trial that ends by itself (its epochs done, or ``fit``'s patience)
+      had its last result passed on first and is then ended by Ray's repeat of it. So: a last
+      epoch below ``max_epochs`` that Optuna was not yet told is a scheduler's stop. (When both
+      fall on one epoch, a patience stop that ASHA also stopped, the scheduler's word counts.)
+      ``max_epochs`` None: no trial is told PRUNED.
 
     Tune restores the searcher from its last experiment checkpoint, which can be older than the
     Optuna journal: a trial that Optuna already holds as finished may be resumed and told again,
     and the journal refuses that (``UpdateFinishedTrialError``, which failed the resumed study).
-    So a trial the journal holds as finished is not told twice, and intermediate values are not
-    sent: with no Optuna pruner inside Ray Tune nothing reads them (ASHA does the stopping).
+    So the journal is read first: a finished trial is not told again, a step it holds is not
+    reported again.
     """
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        return
+    max_epochs: int | None = None  # a searcher pickled before it existed reads None
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
+    def __init__(
+        self,
+        space,
+        *,
+        first_trials: list[dict] | None = None,
+        max_epochs: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(space, **kwargs)
+        self.max_epochs = max_epochs
+        if first_trials and not self._ot_study.get_trials(deepcopy=False):
+            for params in first_trials:
+                self._ot_study.enqueue_trial(params)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        stored = self._stored(trial_id)
+        if stored is not None and not stored.state.is_finished():
+            self._report(trial_id, stored, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        stored = self._stored(trial_id)
+        if stored is None or stored.state.is_finished() or trial_id in self._completed_trials:
+            self._completed_trials.add(trial_id)
+            return
+        ot_trial = self._ot_trials[trial_id]
+        epoch = _epoch(result or {})
+        stopped = (
+            self.max_epochs is not None
+            and epoch is not None
+            and epoch < self.max_epochs
+            and epoch not in stored.intermediate_values
+        )
+        if result:
+            self._report(trial_id, stored, result)
+            stored = self._stored(trial_id)
+        values = [v for v in stored.intermediate_values.values() if math.isfinite(v)]
+        if error:
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        elif stopped or not result:  # no result: removed before it ran (as Ray tells it)
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        elif values:
+            self._ot_study.tell(ot_trial, max(values), state=TrialState.COMPLETE)
+        else:  # NaN every epoch
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        self._completed_trials.add(trial_id)
+
+    def _stored(self, trial_id: str):
+        """The trial as the journal holds it now (None: not a trial of this searcher)."""
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None:
-            stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
-            if stored.state.is_finished():
-                self._completed_trials.add(trial_id)
-                return
-        super().on_trial_complete(trial_id, result=result, error=error)
+        return None if ot_trial is None else self._ot_study._storage.get_trial(ot_trial._trial_id)
+
+    def _report(self, trial_id: str, stored, result: dict) -> None:
+        epoch, value = _epoch(result), result.get(self.metric)
+        if epoch is None or value is None or epoch in stored.intermediate_values:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial._cached_frozen_trial.intermediate_values.update(stored.intermediate_values)
+        ot_trial.report(float(value), epoch)
+
+
+def _epoch(result: dict) -> int | None:
+    """The result's epoch (1-based; Tune's ``training_iteration`` where none is given)."""
+    epoch = result.get("epoch", result.get("training_iteration"))
+    return None if epoch is None else int(epoch)
 
 
 def fail_orphans(journal: str, study_name: str) -> int:

@@ -101,8 +101,11 @@ class SearchSpace:
     def suggest(self, trial) -> dict[str, Any]:
         """Optuna define-by-run: draw the method, then only the parameters that apply to it.
         Returns the constants (``fixed``) for Ray Tune's ``OptunaSearch`` to add."""
-        method = self.params["method"].suggest(trial) if "method" in self.params else (
-            self.fixed.get("method", "softmax"))
+        method = (
+            self.params["method"].suggest(trial)
+            if "method" in self.params
+            else (self.fixed.get("method", "softmax"))
+        )
         for p in self.params.values():
             if p.name != "method" and p.applies_to(method):
                 p.suggest(trial)
@@ -117,8 +120,11 @@ class SearchSpace:
         parameters that do not apply to its method dropped (they keep their defaults)."""
         merged = {k: v for k, v in {**self.fixed, **values}.items() if k != LABEL}
         method = merged.get("method", "softmax")
-        keep = {k: v for k, v in merged.items()
-                if k not in self.params or self.params[k].applies_to(method)}
+        keep = {
+            k: v
+            for k, v in merged.items()
+            if k not in self.params or self.params[k].applies_to(method)
+        }
         return TrainConfig.from_dict(keep, where=str(self.path))
 
 
@@ -197,13 +203,15 @@ def _parse_grid(trials: object, fixed: dict, lines: _Lines) -> list[dict]:
             raise lines.error(f"trials.{i}", "must be a mapping of TrainConfig keys to values")
         if LABEL in trial and (not isinstance(trial[LABEL], str) or not slug(trial[LABEL])):
             raise lines.error(f"trials.{i}.{LABEL}", "must be a non-empty string")
-        _check_config({k: v for k, v in {**fixed, **trial}.items() if k != LABEL},
-                      f"trials.{i}", lines)
+        _check_config(
+            {k: v for k, v in {**fixed, **trial}.items() if k != LABEL}, f"trials.{i}", lines
+        )
     slugs = [slug(trial_label(t, fixed)) for t in trials]
     for i, name in enumerate(slugs):
         if name in slugs[:i] and LABEL in trials[i]:
-            raise lines.error(f"trials.{i}.{LABEL}", f"{trials[i][LABEL]!r} is used twice (as "
-                                                     "a file name)")
+            raise lines.error(
+                f"trials.{i}.{LABEL}", f"{trials[i][LABEL]!r} is used twice (as a file name)"
+            )
     return trials
 
 
@@ -216,8 +224,11 @@ def _parse_param(name: str, spec: object, lines: _Lines) -> Param:
     kinds = [k for k in spec if k in KINDS]
     extra = [k for k in spec if k not in (*KINDS, "log", "methods")]
     if len(kinds) != 1 or extra:
-        raise lines.error(key, f"needs exactly one of {', '.join(KINDS)} "
-                               f"(and optionally log, methods); got {', '.join(map(str, spec))}")
+        raise lines.error(
+            key,
+            f"needs exactly one of {', '.join(KINDS)} "
+            f"(and optionally log, methods); got {', '.join(map(str, spec))}",
+        )
     kind, args = kinds[0], spec[kinds[0]]
     methods = spec.get("methods")
     if methods is not None:
@@ -225,8 +236,9 @@ def _parse_param(name: str, spec: object, lines: _Lines) -> Param:
             raise lines.error(f"{key}.methods", "must be a non-empty list of methods")
         for m in methods:
             if m not in COUPLINGS:
-                raise lines.error(f"{key}.methods", f"unknown method {m!r} "
-                                                    f"(one of {', '.join(COUPLINGS)})")
+                raise lines.error(
+                    f"{key}.methods", f"unknown method {m!r} (one of {', '.join(COUPLINGS)})"
+                )
         methods = tuple(methods)
     log = spec.get("log", kind == "loguniform")
     if kind == "choice":
@@ -236,8 +248,11 @@ def _parse_param(name: str, spec: object, lines: _Lines) -> Param:
     elif kind == "fixed":
         values = [args]
     else:
-        if (not isinstance(args, list) or len(args) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in args)):
+        if (
+            not isinstance(args, list)
+            or len(args) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in args)
+        ):
             raise lines.error(key, f"{kind}: needs [low, high], two numbers")
         low, high = args
         if kind == "int" and not all(isinstance(v, int) for v in args):

@@ -60,20 +60,24 @@ class LaunchOptions:
     ignore_free_space: bool = False  # start even where the free-space check refuses
 
     def check(self) -> None:
-        checks = [(self.trials >= 1, "--trials", "at least 1"),
-                  (self.concurrent >= 1, "--concurrent", "at least 1"),
-                  (self.cpus_per_trial > 0, "--cpus-per-trial", "positive"),
-                  (self.gpus_per_trial >= 0, "--gpus-per-trial", "0 or more"),
-                  (self.searcher in SEARCHERS, "--searcher", f"one of {', '.join(SEARCHERS)}"),
-                  (self.grace_period >= 1, "--grace-period", "at least 1"),
-                  (self.max_failures >= 0, "--max-failures", "0 or more")]
+        checks = [
+            (self.trials >= 1, "--trials", "at least 1"),
+            (self.concurrent >= 1, "--concurrent", "at least 1"),
+            (self.cpus_per_trial > 0, "--cpus-per-trial", "positive"),
+            (self.gpus_per_trial >= 0, "--gpus-per-trial", "0 or more"),
+            (self.searcher in SEARCHERS, "--searcher", f"one of {', '.join(SEARCHERS)}"),
+            (self.grace_period >= 1, "--grace-period", "at least 1"),
+            (self.max_failures >= 0, "--max-failures", "0 or more"),
+        ]
         for ok, option, expected in checks:
             if not ok:
                 raise InputError(f"{option}: must be {expected}")
-        if self.name and (not all(c.isalnum() or c in "-_." for c in self.name)
-                          or self.name.startswith(".")):
-            raise InputError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.', "
-                             "not first")
+        if self.name and (
+            not all(c.isalnum() or c in "-_." for c in self.name) or self.name.startswith(".")
+        ):
+            raise InputError(
+                f"--name {self.name!r}: use letters, digits, '-', '_' and '.', not first"
+            )
 
 
 class StudyRecord(NamedTuple):
@@ -112,8 +116,9 @@ def running(name: str) -> Iterator[None]:
         except BlockingIOError:
             file.seek(0)
             holder = file.read().strip() or "another process"
-            raise InputError(f"--name {name}: the study is running ({holder}); wait for it, "
-                             "or stop that process") from None
+            raise InputError(
+                f"--name {name}: the study is running ({holder}); wait for it, or stop that process"
+            ) from None
         file.seek(0)
         file.truncate()
         file.write(f"launch pid {os.getpid()} on {socket.gethostname()}")
@@ -174,12 +179,16 @@ def load(name: str) -> StudyRecord:
     path = record_path(name)
     if not path.is_file():
         known = names()
-        raise InputError(f"--name {name}: no such study under {builtin.home()}"
-                         + (f" (there are: {', '.join(known)})" if known else ""))
+        raise InputError(
+            f"--name {name}: no such study under {builtin.home()}"
+            + (f" (there are: {', '.join(known)})" if known else "")
+        )
     saved = json.loads(path.read_text())
     if "features" not in saved:  # before 2026-11-28: selected on val, features not recorded
-        raise InputError(f"--name {name}: made by an earlier vcr-study (it selected on val and "
-                         "did not record its features): launch a new study")
+        raise InputError(
+            f"--name {name}: made by an earlier vcr-study (it selected on val and "
+            "did not record its features): launch a new study"
+        )
     parent = saved.pop("parent_run_id")
     return StudyRecord(LaunchOptions(**saved), parent)
 

@@ -13,7 +13,16 @@ import math
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
@@ -22,10 +31,16 @@ from study.uris import is_local, redact
 from vcrnet.errors import InputError
 
 PARENT_TAG = "mlflow.parentRunId"
-METRIC_PREFIXES = ("train_", "dev_", "val_")
+# The experiment's kind as MLflow's UI writes it ("genai_development" is the other; the
+# ExperimentKind enum of MLflow 3.17's JS bundle): model training. MLflow 3.17's UI itself picks
+# its pages by its sidebar switch (the URL's ``workflowType``, else the browser's last choice,
+# else GenAI): a link to a study carries the switch too (``ui_url``).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+METRIC_PREFIXES = ("train_", "dev_", "val_", "system/")  # system/: MLflow's system-metric names
 METRIC_KEYS = ("lr", "tau", "epoch_seconds")  # besides the prefixed ones
-FINISHED, FAILED, KILLED = (RunStatus.to_string(s) for s in
-                            (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
+FINISHED, FAILED, KILLED = (
+    RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+)
 
 
 def create_study(client: MlflowClient, name: str, home: Path, description: str = "") -> str:
@@ -34,14 +49,23 @@ def create_study(client: MlflowClient, name: str, home: Path, description: str =
     if experiment is None:
         # A local store keeps artifacts beside it; a tracking server keeps them where it was told
         # (`mlflow server --artifacts-destination`): the driver uploads them through the server.
-        artifacts = ((home / "mlartifacts" / name).absolute().as_uri()
-                     if is_local(client.tracking_uri) else None)
-        experiment_id = client.create_experiment(name, artifact_location=artifacts,
-                                                 tags={"vcr_study": "1"})
+        artifacts = (
+            (home / "mlartifacts" / name).absolute().as_uri()
+            if is_local(client.tracking_uri)
+            else None
+        )
+        experiment_id = client.create_experiment(
+            name, artifact_location=artifacts, tags={"vcr_study": "1", **EXPERIMENT_KIND}
+        )
     else:  # created by a launch that died before its parent run: nothing to mix with
         experiment_id = experiment.experiment_id
-    run = client.create_run(experiment_id, run_name=name,
-                            tags={"study_role": "parent", "mlflow.note.content": description})
+        for key, value in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(experiment_id, key, value)
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={"study_role": "parent", "mlflow.note.content": description},
+    )
     return run.info.run_id
 
 
@@ -50,14 +74,23 @@ def check_name_free(client: MlflowClient, name: str, home: Path):
     tracking store holds a study under (another home on a shared server, or a study whose folder
     was removed) is refused: the new study's trials would mix with that one's."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None and (experiment.lifecycle_stage == "deleted" or client.search_runs(
-            [experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1)):
+    if experiment is not None and (
+        experiment.lifecycle_stage == "deleted"
+        or client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1)
+    ):
         raise InputError(
             f"--name {name}: the tracking store {redact(client.tracking_uri)} already has a "
             f"study of that name that {home} does not know; resume it from the home that "
             "launched it (--resume), choose another --name, or remove it with "
-            f"`vcr-study delete --name {name}`")
+            f"`vcr-study delete --name {name}`"
+        )
     return experiment
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """A study's trial runs in MLflow's UI served at ``base`` (``http://127.0.0.1:5000``), in
+    its model-training view (a fresh browser would open the GenAI overview)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def reopen_study(client: MlflowClient, parent_run_id: str) -> None:
@@ -68,8 +101,10 @@ def reopen_study(client: MlflowClient, parent_run_id: str) -> None:
 def close_study(client: MlflowClient, parent_run_id: str, status: str = FINISHED) -> int:
     """End the parent run; any trial run still RUNNING is marked KILLED. Returns how many."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    left = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
-                              "and attributes.status = 'RUNNING'")
+    left = client.search_runs(
+        [experiment_id],
+        f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
     for run in left:
         client.set_tag(run.info.run_id, "final_status", "KILLED")
         client.set_terminated(run.info.run_id, KILLED)
@@ -79,23 +114,37 @@ def close_study(client: MlflowClient, parent_run_id: str, status: str = FINISHED
 
 def trial_metrics(result: dict) -> dict[str, float]:
     """The per-epoch metrics of a Tune result (not Ray's own bookkeeping)."""
-    return {k: float(v) for k, v in result.items()
-            if (k.startswith(METRIC_PREFIXES) or k in METRIC_KEYS)
-            and isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if (k.startswith(METRIC_PREFIXES) or k in METRIC_KEYS)
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+    }
 
 
 class MLflowTracker(Callback):
     """A Tune callback (driver side) that logs each trial as a child run of the study.
 
     ``flat_params(config) -> dict`` turns a trial's Tune config into the params to log (the
-    resolved TrainConfig, method included).
+    resolved TrainConfig, method included). ``inputs``: the feature cache entries every trial
+    reads, ``{split: (text entry, objects entry)}`` (``Features.paths()``), logged as each trial
+    run's dataset inputs.
     """
 
-    def __init__(self, tracking_uri: str, parent_run_id: str, flat_params, metric: str):
+    def __init__(
+        self,
+        tracking_uri: str,
+        parent_run_id: str,
+        flat_params,
+        metric: str,
+        inputs: dict[str, tuple[str, str]] | None = None,
+    ):
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
         self.flat_params = flat_params
         self.metric = metric
+        self.inputs = dict(inputs or {})
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}  # trial id -> run id (a cache of what MLflow says)
         self._last_epoch: dict[str, int] = {}
@@ -135,8 +184,9 @@ class MLflowTracker(Callback):
             self._node[trial.trial_id] = node
             self.client.set_tag(run_id, "node_id", node)
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, v, now, epoch)
-                                               for k, v in metrics.items()])
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, v, now, epoch) for k, v in metrics.items()]
+        )
         self._last_epoch[trial.trial_id] = epoch
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
@@ -148,15 +198,17 @@ class MLflowTracker(Callback):
         run_id = self._run_of(trial)
         epochs = int(self.flat_params(trial.config)["epochs"])
         done = self._last_epoch.get(trial.trial_id, 0)
-        self.client.set_tag(run_id, "final_status",
-                            "STOPPED_EARLY" if epochs and done < epochs else "COMPLETED")
+        self.client.set_tag(
+            run_id, "final_status", "STOPPED_EARLY" if epochs and done < epochs else "COMPLETED"
+        )
         self.client.set_terminated(run_id, FINISHED)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id = self._run_of(trial)
         reason = _error_line(getattr(trial, "error_file", None))
-        self.client.log_batch(run_id, tags=[RunTag("final_status", "FAILED"),
-                                            RunTag("error", reason[:500])])
+        self.client.log_batch(
+            run_id, tags=[RunTag("final_status", "FAILED"), RunTag("error", reason[:500])]
+        )
         self.client.set_terminated(run_id, FAILED)
 
     # --- the one run per trial ----------------------------------------------------------------
@@ -167,7 +219,8 @@ class MLflowTracker(Callback):
         found = client.search_runs(
             [self.experiment_id],
             f"tags.trial_id = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
-            max_results=1)
+            max_results=1,
+        )
         if found:  # a restart or a retry: the same run, marked running again
             run_id = found[0].info.run_id
             client.update_run(run_id, status="RUNNING")
@@ -179,18 +232,45 @@ class MLflowTracker(Callback):
         else:
             params = self.flat_params(trial.config)
             label = trial_values(trial.config).get(LABEL)  # a labelled grid row's name
-            tags = {PARENT_TAG: self.parent_run_id, "trial_id": trial.trial_id,
-                    "method": params["method"], "final_status": "RUNNING",
-                    **({LABEL: label} if label else {})}
-            run = client.create_run(self.experiment_id, tags=tags,
-                                    run_name=f"{slug(label or params['method'])}-"
-                                             f"{trial.trial_id}")
+            tags = {
+                PARENT_TAG: self.parent_run_id,
+                "trial_id": trial.trial_id,
+                "method": params["method"],
+                "final_status": "RUNNING",
+                **({LABEL: label} if label else {}),
+            }
+            run = client.create_run(
+                self.experiment_id,
+                tags=tags,
+                run_name=f"{slug(label or params['method'])}-{trial.trial_id}",
+            )
             run_id = run.info.run_id
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
             client.log_dict(run_id, params, "config.json")
+            if self.inputs:
+                client.log_inputs(run_id, datasets=feature_inputs(self.inputs))
             self._last_epoch[trial.trial_id] = 0
         self._runs[trial.trial_id] = run_id
         return run_id
+
+
+def feature_inputs(paths: dict[str, tuple[str, str]]) -> list[DatasetInput]:
+    """The feature cache entries of ``{split: (text entry, objects entry)}`` as MLflow dataset
+    inputs: named ``<split>-<kind>``, digested by the entry's settings fingerprint (its folder is
+    ``<split>-<kind>-<fingerprint>``, ``vcrnet.features.cache.entry_dir``), sourced at its path,
+    in the split's context."""
+    inputs = []
+    for split, entries in paths.items():
+        for kind, entry in zip(("text", "objects"), entries, strict=True):
+            folder = Path(entry).name
+            dataset = Dataset(
+                name=f"{split}-{kind}",
+                digest=folder.rsplit("-", 1)[-1],
+                source_type="local",
+                source=str(entry),
+            )
+            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", split)]))
+    return inputs
 
 
 def _error_line(error_file: str | None) -> str:

@@ -3,11 +3,13 @@
 It turns the trial's flat config into a TrainConfig (through the search space), reads the shared
 feature cache (never recomputes it; from a copy on the node's local disk when asked,
 ``vcrnet.features.stage``), resumes from Tune's checkpoint when there is one, and reports every
-epoch with a checkpoint. Everything it is handed is an absolute path: trials change directory.
+epoch with a checkpoint, with the node's and the trial's system metrics (``SystemSampler``).
+Everything it is handed is an absolute path: trials change directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +26,8 @@ from vcrnet.features.extract import SplitFeatures
 from vcrnet.features.stage import LOCAL_CACHE_VARIABLE, stage
 from vcrnet.train import CHECKPOINT, METRICS, fit
 
+MEGABYTE = 1e6  # MLflow's system metrics count megabytes of 10^6 bytes
+
 
 def resolve_config(space_path: str, config: dict, overrides: dict) -> TrainConfig:
     """The trial's TrainConfig: the space's values, then the launch's ``--set`` overrides."""
@@ -31,8 +35,16 @@ def resolve_config(space_path: str, config: dict, overrides: dict) -> TrainConfi
     return space.config({**trial_values(config), **overrides})
 
 
-def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str, str]],
-                extra: dict, cpus: float, overrides: dict, local_cache: str | None = None) -> None:
+def train_trial(
+    config: dict,
+    *,
+    space_path: str,
+    features: dict[str, tuple[str, str]],
+    extra: dict,
+    cpus: float,
+    overrides: dict,
+    local_cache: str | None = None,
+) -> None:
     """``local_cache``: a folder on the node's local disk to read the cache from (copied there
     by the node's first trial); None: ``$VCR_STUDY_LOCAL_CACHE`` on the node, if set."""
     torch.set_num_threads(max(1, int(cpus)))
@@ -43,13 +55,18 @@ def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str,
     for split, paths in features.items():
         for path in paths:
             if not Path(path).exists():
-                raise FileNotFoundError(f"feature cache ({split}) {path}: not visible on Ray node "
-                                        f"{node_id[:12]}; it must be on storage every node "
-                                        "mounts at the same path")
-        entries[split] = [stage(Path(p), Path(local_cache)) if local_cache else Path(p)
-                          for p in paths]
-    train_set, val_set = (CachedVCRDataset(SplitFeatures(text, objects, ()))
-                          for text, objects in (entries["train"], entries["val"]))
+                raise FileNotFoundError(
+                    f"feature cache ({split}) {path}: not visible on Ray node "
+                    f"{node_id[:12]}; it must be on storage every node "
+                    "mounts at the same path"
+                )
+        entries[split] = [
+            stage(Path(p), Path(local_cache)) if local_cache else Path(p) for p in paths
+        ]
+    train_set, val_set = (
+        CachedVCRDataset(SplitFeatures(text, objects, ()))
+        for text, objects in (entries["train"], entries["val"])
+    )
     working = _working_folder()
     out, outbox = working / "run", working / disk.OUTBOX
     out.mkdir(parents=True, exist_ok=True)
@@ -66,15 +83,98 @@ def train_trial(config: dict, *, space_path: str, features: dict[str, tuple[str,
         outbox.mkdir(exist_ok=True)
         os.replace(run_dir / CHECKPOINT, outbox / CHECKPOINT)
         shutil.copy2(run_dir / METRICS, outbox / METRICS)
-        tune.report({**metrics, "node_id": node_id, "device_kind": device_kind},
-                    checkpoint=tune.Checkpoint.from_directory(str(outbox)))
+        tune.report(
+            {**metrics, **system.sample(), "node_id": node_id, "device_kind": device_kind},
+            checkpoint=tune.Checkpoint.from_directory(str(outbox)),
+        )
         shutil.rmtree(outbox, ignore_errors=True)  # Tune has its copy now
 
     gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
     device = "cuda" if torch.cuda.is_available() and gpus > 0 else "cpu"
     device_kind = plan.device_kind(device, cpus, gpus)  # what the throughput store keys on
-    fit(train_config, train_set, val_set, out, resume=checkpoint is not None, on_epoch=report,
-        extra=extra, device=device, save_best=False)
+    system = SystemSampler(device)
+    fit(
+        train_config,
+        train_set,
+        val_set,
+        out,
+        resume=checkpoint is not None,
+        on_epoch=report,
+        extra=extra,
+        device=device,
+        save_best=False,
+    )
+
+
+class SystemSampler:
+    """Each epoch's system metrics, under the names of MLflow's own (``system/...``: its UI's
+    System metrics tab shows them). MLflow samples those in the process of an active run; here
+    only the driver writes MLflow, so the trial samples and reports them with its metrics:
+
+    - its node's, as MLflow's ``CPUMonitor`` and ``GPUMonitor`` (``system/cpu_utilization_
+      percentage`` averaged since the last sample, ``system/system_memory_usage_megabytes`` and
+      ``_percentage``; for each GPU the trial holds, by its index on the node,
+      ``system/gpu_<i>_memory_usage_megabytes`` and ``_percentage``, and with ``nvidia-ml-py``
+      installed ``system/gpu_<i>_utilization_percentage``): trials packed on one node or one GPU
+      show the same node's load, the run's ``node_id`` tag says which;
+    - its own: ``system/trial_cpu_utilization_percentage`` (100 = one core),
+      ``system/trial_memory_rss_megabytes``, and on a GPU the epoch's peak
+      ``system/trial_gpu_memory_peak_megabytes`` (what its share of a GPU must hold).
+    """
+
+    def __init__(self, device: str = "cpu"):
+        import psutil  # Ray's copy (ray/thirdparty_files, on the path once ray is imported)
+
+        self.psutil = psutil
+        self.process = psutil.Process()
+        psutil.cpu_percent()  # the first call starts the averaging window
+        self.process.cpu_percent()
+        self.gpus: dict[int, int] = {}  # torch's index -> the node's (NVML's) index
+        if device == "cuda":
+            ids = [int(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
+            self.gpus = {i: ids[i] if i < len(ids) else i for i in range(torch.cuda.device_count())}
+        self.nvml = _nvml() if self.gpus else None
+
+    def sample(self) -> dict[str, float]:
+        memory = self.psutil.virtual_memory()
+        metrics = {
+            "system/cpu_utilization_percentage": self.psutil.cpu_percent(),
+            "system/system_memory_usage_megabytes": memory.used / MEGABYTE,
+            "system/system_memory_usage_percentage": memory.used / memory.total * 100,
+            "system/trial_cpu_utilization_percentage": self.process.cpu_percent(),
+            "system/trial_memory_rss_megabytes": self.process.memory_info().rss / MEGABYTE,
+        }
+        for index, node_index in self.gpus.items():
+            free, total = torch.cuda.mem_get_info(index)  # the whole GPU's, every process's
+            gpu = f"system/gpu_{node_index}"
+            metrics[f"{gpu}_memory_usage_megabytes"] = (total - free) / MEGABYTE
+            metrics[f"{gpu}_memory_usage_percentage"] = (total - free) / total * 100
+            if self.nvml is not None:
+                with contextlib.suppress(self.nvml.NVMLError):
+                    handle = self.nvml.nvmlDeviceGetHandleByIndex(node_index)
+                    metrics[f"{gpu}_utilization_percentage"] = float(
+                        self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu
+                    )
+        if self.gpus:
+            metrics["system/trial_gpu_memory_peak_megabytes"] = (
+                sum(torch.cuda.max_memory_allocated(i) for i in self.gpus) / MEGABYTE
+            )
+            for index in self.gpus:
+                torch.cuda.reset_peak_memory_stats(index)
+        return {key: round(value, 1) for key, value in metrics.items()}
+
+
+def _nvml():
+    """NVML (``nvidia-ml-py``, which MLflow's GPU monitor uses too), or None without it."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no driver library
+        return None
+    return pynvml
 
 
 def _working_folder() -> Path:

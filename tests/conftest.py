@@ -22,8 +22,7 @@ SMALL_SETTINGS = FeatureSettings(image_size=(256, 128))  # small canvas: fast an
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """A small synthetic VCR directory. Read it; copy it before changing it."""
-    return write_synthetic(tmp_path_factory.mktemp("synthetic") / "vcr", seed=3,
-                           sizes=SMALL_SIZES)
+    return write_synthetic(tmp_path_factory.mktemp("synthetic") / "vcr", seed=3, sizes=SMALL_SIZES)
 
 
 @pytest.fixture(scope="session")

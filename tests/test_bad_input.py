@@ -35,8 +35,16 @@ class Where:
         return path
 
     def launch(self, *args) -> list:
-        return ["launch", "--data", self.vcr, "--cache", self.cache, "--image-size", "256x128",
-                *args]
+        return [
+            "launch",
+            "--data",
+            self.vcr,
+            "--cache",
+            self.cache,
+            "--image-size",
+            "256x128",
+            *args,
+        ]
 
     def edit_line(self, index: int, change: Callable[[dict], None]) -> None:
         lines = read_lines(self.vcr / "train.jsonl")
@@ -62,105 +70,238 @@ SPACE_HEAD = "description: bad\nfixed: {epochs: 1}\nparams:\n"
 
 # (id, kind, the arguments given w, a regex the one line must match)
 BAD_INPUTS: list[tuple[str, str, Callable[[Where], list], str]] = [
-    ("space-unknown-method", "search space",
-     lambda w: w.launch("--space", w.space(SPACE_HEAD + "  method: {choice: [softmax, foo]}\n")),
-     r"bad\.yaml:4: params\.method: method: must be one of softmax, .* \(got 'foo'\)"),
-    ("space-low-not-below-high", "search space",
-     lambda w: w.launch("--space", w.space(SPACE_HEAD + "  lr: {uniform: [0.1, 0.01]}\n")),
-     r"bad\.yaml:4: params\.lr: uniform: low must be below high \(got 0\.1 >= 0\.01\)"),
-    ("space-non-positive-log-bound", "search space",
-     lambda w: w.launch("--space", w.space(SPACE_HEAD + "  lr: {loguniform: [0, 0.1]}\n")),
-     r"bad\.yaml:4: params\.lr: loguniform: a log scale needs a positive low bound"),
-    ("space-empty-choice", "search space",
-     lambda w: w.launch("--space", w.space(SPACE_HEAD + "  method: {choice: []}\n")),
-     r"bad\.yaml:4: params\.method: choice: needs a non-empty list"),
-    ("space-unknown-key", "search space",
-     lambda w: w.launch("--space", w.space(SPACE_HEAD + "  learning_rate: {uniform: [0, 1]}\n")),
-     r"bad\.yaml:4: params\.learning_rate: unknown key"),
-    ("space-yaml-syntax", "search space",
-     lambda w: w.launch("--space", w.space(SPACE_HEAD + "  lr: {uniform: [0.1, 0.2\n")),
-     r"bad\.yaml:\d+: "),
-    ("space-missing-file", "search space",
-     lambda w: w.launch("--space", w.tmp / "nope.yaml"), r"nope\.yaml"),
-    ("data-malformed-json", "dataset",
-     lambda w: ((w.vcr / "train.jsonl").write_text(
-         (w.vcr / "train.jsonl").read_text().replace("}\n", "\n", 1)),
-         ["data", "check", w.vcr])[1],
-     r"train\.jsonl:1: malformed JSON"),
-    ("data-missing-key", "dataset",
-     lambda w: (w.edit_line(2, lambda d: d.pop("question")), ["data", "check", w.vcr])[1],
-     r"train\.jsonl:3: question: missing key"),
-    ("data-label-out-of-range", "dataset",
-     lambda w: (w.edit_line(0, lambda d: d.update(answer_label=7)),
-                ["data", "check", w.vcr])[1],
-     r"train\.jsonl:1: answer_label: 7 is not in 0\.\.3"),
-    ("data-object-index-beyond-objects", "dataset",
-     lambda w: (w.edit_line(1, lambda d: d["question"].append([99])),
-                ["data", "check", w.vcr])[1],
-     r"train\.jsonl:2: question\[\d+\]: object index 99 is beyond objects"),
-    ("data-missing-image", "dataset",
-     lambda w: ((w.vcr / "vcr1images" / read_lines(w.vcr / "train.jsonl")[0]["img_fn"]).unlink(),
-                ["data", "check", w.vcr])[1],
-     r"train\.jsonl:1: img_fn: no such image file"),
-    ("data-corrupt-metadata", "dataset",
-     lambda w: (next((w.vcr / "vcr1images").rglob("*.json")).write_text("{"),
-                ["data", "check", w.vcr])[1],
-     r"\.json: malformed JSON"),
-    ("data-no-such-directory", "dataset",
-     lambda w: ["data", "check", w.tmp / "nowhere"], r"nowhere"),
-    ("cli-trials-zero", "CLI argument", lambda w: w.launch("--trials", "0"),
-     r"--trials: must be at least 1"),
-    ("cli-cpus-per-trial-zero", "CLI argument", lambda w: w.launch("--cpus-per-trial", "0"),
-     r"--cpus-per-trial: must be positive"),
-    ("cli-unknown-searcher", "CLI argument", lambda w: w.launch("--searcher", "grid-ish"),
-     r"--searcher: must be one of tpe, random"),
-    ("cli-set-not-an-int", "CLI argument",
-     lambda w: w.launch("--set", "batch_size=many"), r"--set: batch_size: .*not an int"),
-    ("cli-set-unknown-key", "CLI argument",
-     lambda w: w.launch("--set", "bogus=1"), r"--set: .*bogus"),
-    ("cli-set-searched-key", "CLI argument",
-     lambda w: w.launch("--set", "lr=0.1"), r"--set lr: is searched by default\.yaml"),
-    ("cli-bad-name", "CLI argument", lambda w: w.launch("--name", "a b"),
-     r"--name 'a b': use letters, digits"),
-    ("cli-bad-image-size", "CLI argument",
-     lambda w: ["launch", "--image-size", "12"], r"--image-size.*'12' is not WIDTHxHEIGHT"),
-    ("cli-not-an-integer", "CLI argument", lambda w: ["launch", "--trials", "x"],
-     r"'--trials'.*valid integer"),
-    ("cli-unknown-study", "CLI argument", lambda w: ["best", "--name", "nosuch"],
-     r"--name nosuch: no such study"),
-    ("cli-resume-without-name", "CLI argument", lambda w: w.launch("--resume"),
-     r"--resume: needs --name"),
-    ("cli-unknown-command", "CLI argument", lambda w: ["lunch"],
-     r"No such command 'lunch'"),
-    ("address-without-port", "address or URI", lambda w: w.launch("--address", "10.0.0.5"),
-     r"--address '10\.0\.0\.5': expected HOST:PORT"),
-    ("address-nothing-listening", "address or URI",
-     lambda w: w.launch("--address", "127.0.0.1:1", "--tracking-uri", w.server),
-     r"--address 127\.0\.0\.1:1: no Ray cluster answers there"),
-    ("tracking-unsupported-scheme", "address or URI",
-     lambda w: w.launch("--tracking-uri", "ftp://user:secret@example.org/x"),
-     r"--tracking-uri ftp://example\.org/x: unsupported scheme 'ftp'"),
-    ("tracking-server-not-answering", "address or URI",
-     lambda w: w.launch("--tracking-uri", "http://127.0.0.1:1"),
-     r"--tracking-uri http://127\.0\.0\.1:1: no MLflow server answers there"),
-    ("tracking-local-store-with-cluster", "address or URI",
-     lambda w: w.launch("--address", "127.0.0.1:6379"),
-     r"--tracking-uri sqlite:.*local MLflow store cannot serve a Ray cluster"),
-    ("checkpoint-truncated", "checkpoint",
-     lambda w: ["predict", "--checkpoint", _truncated(w), "--out", w.tmp / "out.csv"],
-     r"checkpoint\.pt: not a readable checkpoint"),
-    ("checkpoint-not-a-checkpoint", "checkpoint",
-     lambda w: ["predict", "--checkpoint", w.checkpoint(obj={"weights": [1, 2]}),
-                "--out", w.tmp / "out.csv"],
-     r"checkpoint\.pt: not a vcr-study checkpoint \(missing"),
-    ("checkpoint-garbage", "checkpoint",
-     lambda w: ["predict", "--checkpoint", w.checkpoint(b"not a zip file at all"),
-                "--out", w.tmp / "out.csv"],
-     r"checkpoint\.pt: not a readable checkpoint"),
-    ("checkpoint-missing", "checkpoint",
-     lambda w: ["predict", "--checkpoint", w.tmp / "none.pt", "--out", w.tmp / "out.csv"],
-     r"none\.pt: no such checkpoint"),
+    (
+        "space-unknown-method",
+        "search space",
+        lambda w: w.launch("--space", w.space(SPACE_HEAD + "  method: {choice: [softmax, foo]}\n")),
+        r"bad\.yaml:4: params\.method: method: must be one of softmax, .* \(got 'foo'\)",
+    ),
+    (
+        "space-low-not-below-high",
+        "search space",
+        lambda w: w.launch("--space", w.space(SPACE_HEAD + "  lr: {uniform: [0.1, 0.01]}\n")),
+        r"bad\.yaml:4: params\.lr: uniform: low must be below high \(got 0\.1 >= 0\.01\)",
+    ),
+    (
+        "space-non-positive-log-bound",
+        "search space",
+        lambda w: w.launch("--space", w.space(SPACE_HEAD + "  lr: {loguniform: [0, 0.1]}\n")),
+        r"bad\.yaml:4: params\.lr: loguniform: a log scale needs a positive low bound",
+    ),
+    (
+        "space-empty-choice",
+        "search space",
+        lambda w: w.launch("--space", w.space(SPACE_HEAD + "  method: {choice: []}\n")),
+        r"bad\.yaml:4: params\.method: choice: needs a non-empty list",
+    ),
+    (
+        "space-unknown-key",
+        "search space",
+        lambda w: w.launch("--space", w.space(SPACE_HEAD + "  learning_rate: {uniform: [0, 1]}\n")),
+        r"bad\.yaml:4: params\.learning_rate: unknown key",
+    ),
+    (
+        "space-yaml-syntax",
+        "search space",
+        lambda w: w.launch("--space", w.space(SPACE_HEAD + "  lr: {uniform: [0.1, 0.2\n")),
+        r"bad\.yaml:\d+: ",
+    ),
+    (
+        "space-missing-file",
+        "search space",
+        lambda w: w.launch("--space", w.tmp / "nope.yaml"),
+        r"nope\.yaml",
+    ),
+    (
+        "data-malformed-json",
+        "dataset",
+        lambda w: (
+            (w.vcr / "train.jsonl").write_text(
+                (w.vcr / "train.jsonl").read_text().replace("}\n", "\n", 1)
+            ),
+            ["data", "check", w.vcr],
+        )[1],
+        r"train\.jsonl:1: malformed JSON",
+    ),
+    (
+        "data-missing-key",
+        "dataset",
+        lambda w: (w.edit_line(2, lambda d: d.pop("question")), ["data", "check", w.vcr])[1],
+        r"train\.jsonl:3: question: missing key",
+    ),
+    (
+        "data-label-out-of-range",
+        "dataset",
+        lambda w: (w.edit_line(0, lambda d: d.update(answer_label=7)), ["data", "check", w.vcr])[1],
+        r"train\.jsonl:1: answer_label: 7 is not in 0\.\.3",
+    ),
+    (
+        "data-object-index-beyond-objects",
+        "dataset",
+        lambda w: (w.edit_line(1, lambda d: d["question"].append([99])), ["data", "check", w.vcr])[
+            1
+        ],
+        r"train\.jsonl:2: question\[\d+\]: object index 99 is beyond objects",
+    ),
+    (
+        "data-missing-image",
+        "dataset",
+        lambda w: (
+            (w.vcr / "vcr1images" / read_lines(w.vcr / "train.jsonl")[0]["img_fn"]).unlink(),
+            ["data", "check", w.vcr],
+        )[1],
+        r"train\.jsonl:1: img_fn: no such image file",
+    ),
+    (
+        "data-corrupt-metadata",
+        "dataset",
+        lambda w: (
+            next((w.vcr / "vcr1images").rglob("*.json")).write_text("{"),
+            ["data", "check", w.vcr],
+        )[1],
+        r"\.json: malformed JSON",
+    ),
+    (
+        "data-no-such-directory",
+        "dataset",
+        lambda w: ["data", "check", w.tmp / "nowhere"],
+        r"nowhere",
+    ),
+    (
+        "cli-trials-zero",
+        "CLI argument",
+        lambda w: w.launch("--trials", "0"),
+        r"--trials: must be at least 1",
+    ),
+    (
+        "cli-cpus-per-trial-zero",
+        "CLI argument",
+        lambda w: w.launch("--cpus-per-trial", "0"),
+        r"--cpus-per-trial: must be positive",
+    ),
+    (
+        "cli-unknown-searcher",
+        "CLI argument",
+        lambda w: w.launch("--searcher", "grid-ish"),
+        r"--searcher: must be one of tpe, random",
+    ),
+    (
+        "cli-set-not-an-int",
+        "CLI argument",
+        lambda w: w.launch("--set", "batch_size=many"),
+        r"--set: batch_size: .*not an int",
+    ),
+    (
+        "cli-set-unknown-key",
+        "CLI argument",
+        lambda w: w.launch("--set", "bogus=1"),
+        r"--set: .*bogus",
+    ),
+    (
+        "cli-set-searched-key",
+        "CLI argument",
+        lambda w: w.launch("--set", "lr=0.1"),
+        r"--set lr: is searched by default\.yaml",
+    ),
+    (
+        "cli-bad-name",
+        "CLI argument",
+        lambda w: w.launch("--name", "a b"),
+        r"--name 'a b': use letters, digits",
+    ),
+    (
+        "cli-bad-image-size",
+        "CLI argument",
+        lambda w: ["launch", "--image-size", "12"],
+        r"--image-size.*'12' is not WIDTHxHEIGHT",
+    ),
+    (
+        "cli-not-an-integer",
+        "CLI argument",
+        lambda w: ["launch", "--trials", "x"],
+        r"'--trials'.*valid integer",
+    ),
+    (
+        "cli-unknown-study",
+        "CLI argument",
+        lambda w: ["best", "--name", "nosuch"],
+        r"--name nosuch: no such study",
+    ),
+    (
+        "cli-resume-without-name",
+        "CLI argument",
+        lambda w: w.launch("--resume"),
+        r"--resume: needs --name",
+    ),
+    ("cli-unknown-command", "CLI argument", lambda w: ["lunch"], r"No such command 'lunch'"),
+    (
+        "address-without-port",
+        "address or URI",
+        lambda w: w.launch("--address", "10.0.0.5"),
+        r"--address '10\.0\.0\.5': expected HOST:PORT",
+    ),
+    (
+        "address-nothing-listening",
+        "address or URI",
+        lambda w: w.launch("--address", "127.0.0.1:1", "--tracking-uri", w.server),
+        r"--address 127\.0\.0\.1:1: no Ray cluster answers there",
+    ),
+    (
+        "tracking-unsupported-scheme",
+        "address or URI",
+        lambda w: w.launch("--tracking-uri", "ftp://user:secret@example.org/x"),
+        r"--tracking-uri ftp://example\.org/x: unsupported scheme 'ftp'",
+    ),
+    (
+        "tracking-server-not-answering",
+        "address or URI",
+        lambda w: w.launch("--tracking-uri", "http://127.0.0.1:1"),
+        r"--tracking-uri http://127\.0\.0\.1:1: no MLflow server answers there",
+    ),
+    (
+        "tracking-local-store-with-cluster",
+        "address or URI",
+        lambda w: w.launch("--address", "127.0.0.1:6379"),
+        r"--tracking-uri sqlite:.*local MLflow store cannot serve a Ray cluster",
+    ),
+    (
+        "checkpoint-truncated",
+        "checkpoint",
+        lambda w: ["predict", "--checkpoint", _truncated(w), "--out", w.tmp / "out.csv"],
+        r"checkpoint\.pt: not a readable checkpoint",
+    ),
+    (
+        "checkpoint-not-a-checkpoint",
+        "checkpoint",
+        lambda w: [
+            "predict",
+            "--checkpoint",
+            w.checkpoint(obj={"weights": [1, 2]}),
+            "--out",
+            w.tmp / "out.csv",
+        ],
+        r"checkpoint\.pt: not a vcr-study checkpoint \(missing",
+    ),
+    (
+        "checkpoint-garbage",
+        "checkpoint",
+        lambda w: [
+            "predict",
+            "--checkpoint",
+            w.checkpoint(b"not a zip file at all"),
+            "--out",
+            w.tmp / "out.csv",
+        ],
+        r"checkpoint\.pt: not a readable checkpoint",
+    ),
+    (
+        "checkpoint-missing",
+        "checkpoint",
+        lambda w: ["predict", "--checkpoint", w.tmp / "none.pt", "--out", w.tmp / "out.csv"],
+        r"none\.pt: no such checkpoint",
+    ),
 ]
+
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
@@ -171,9 +312,20 @@ def mlflow_server(tmp_path_factory):
 
     port, root = free_port(), tmp_path_factory.mktemp("mlflow")
     server = subprocess.Popen(
-        [Path(sys.executable).parent / "mlflow", "server", "--backend-store-uri",
-         f"sqlite:///{root / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            Path(sys.executable).parent / "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(f"{uri}/health", server, "mlflow server")
@@ -188,8 +340,9 @@ def _snapshot(folder: Path) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_gets_one_line_and_exit_code_2(case, cli, tmp_path, monkeypatch, vcr_copy,
-                                                 synthetic_features, mlflow_server):
+def test_bad_input_gets_one_line_and_exit_code_2(
+    case, cli, tmp_path, monkeypatch, vcr_copy, synthetic_features, mlflow_server
+):
     _, _, make_args, pattern = case
     home = tmp_path / "home"
     monkeypatch.setenv("VCR_STUDY_HOME", str(home))

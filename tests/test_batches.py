@@ -44,22 +44,30 @@ def test_int8_rows_are_widened_on_the_device_as_the_host_would(synthetic_dir, tm
 
     from vcrnet.features import extract_splits
 
-    found = extract_splits(synthetic_dir, ("val",), tmp_path,
-                           replace(SMALL_SETTINGS, storage="int8"), progress=False,
-                           shard_items=4, shard_images=2)["val"]
+    found = extract_splits(
+        synthetic_dir,
+        ("val",),
+        tmp_path,
+        replace(SMALL_SETTINGS, storage="int8"),
+        progress=False,
+        shard_items=4,
+        shard_images=2,
+    )["val"]
     quantized = CachedVCRDataset(found)
     packed = gather(quantized, np.arange(len(quantized)))
     assert packed["text"].dtype == torch.int8 and packed["text_scales"].dtype == torch.float32
     for positions in sorted_order(item_sizes(quantized), 4):
-        assert_same_batch(unpad(gather(quantized, positions)),
-                          collate([quantized[int(i)] for i in positions]))
+        assert_same_batch(
+            unpad(gather(quantized, positions)), collate([quantized[int(i)] for i in positions])
+        )
 
 
 def test_a_subset_serves_its_own_items(dataset):
     view = dataset.subset(np.array([20, 3, 11]))
     assert_same_batch(unpad(gather(view, np.array([2, 0]))), collate([view[2], view[0]]))
-    assert torch.equal(unpad(gather(view, np.array([1])))["objects"],
-                       collate([dataset[3]])["objects"])
+    assert torch.equal(
+        unpad(gather(view, np.array([1])))["objects"], collate([dataset[3]])["objects"]
+    )
 
 
 def test_epoch_order_is_seeded_and_serves_every_item_once():
@@ -102,8 +110,12 @@ def test_host_lengths_change_nothing(dataset, method):
     it counts the masks)."""
     batch = collate([dataset[i] for i in range(6)])
     without = {k: v for k, v in batch.items() if k not in HOST_KEYS}
-    model, coupling = build(TrainConfig(method=method, preset="tiny", correct_answer_rate=1.0,
-                                        num_samples=4, estimator="exact"), text_dim=384)
+    model, coupling = build(
+        TrainConfig(
+            method=method, preset="tiny", correct_answer_rate=1.0, num_samples=4, estimator="exact"
+        ),
+        text_dim=384,
+    )
     model.eval()
     with torch.no_grad():
         a = model.answer_logits(batch), model.rationale_scorer(batch).all_pairs()
@@ -125,11 +137,12 @@ def test_predictions_come_back_in_the_datasets_order(dataset):
     with torch.no_grad():
         for i in (0, 5, 17, 23):
             one = collate([dataset[i]])
-            torch.testing.assert_close(p.answer_logits[i], model.answer_logits(one)[0],
-                                       rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(p.pair_logits[i],
-                                       model.rationale_scorer(one).all_pairs()[0],
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                p.answer_logits[i], model.answer_logits(one)[0], rtol=1e-5, atol=1e-5
+            )
+            torch.testing.assert_close(
+                p.pair_logits[i], model.rationale_scorer(one).all_pairs()[0], rtol=1e-5, atol=1e-5
+            )
     assert torch.equal(p.answer_labels, torch.from_numpy(dataset.labels[:, 0]))
 
 

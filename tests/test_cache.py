@@ -50,20 +50,24 @@ def test_int8_rows_come_back_within_half_a_step(rows):
     error = np.abs(read[0:23].astype(np.float32) - rows.astype(np.float32))
     assert (error <= scales[:, None] / 2 + 2e-3).all()
     assert not read[4:5].any()
-    sharded = QuantizedRows(ShardedRows([codes[:10], codes[10:]]),
-                            ShardedRows([scales[:10], scales[10:]]))
+    sharded = QuantizedRows(
+        ShardedRows([codes[:10], codes[10:]]), ShardedRows([scales[:10], scales[10:]])
+    )
     assert np.array_equal(np.take(sharded, np.array([12, 1]), axis=0), read[np.array([12, 1])])
 
 
 def _private_copy(features: SplitFeatures, cache: Path) -> SplitFeatures:
     """A copy of an entry pair in ``cache``, free to damage."""
-    return SplitFeatures(*(Path(shutil.copytree(e, cache / e.name))
-                           for e in (features.text, features.objects)))
+    return SplitFeatures(
+        *(Path(shutil.copytree(e, cache / e.name)) for e in (features.text, features.objects))
+    )
 
 
 def _damaged(entry: Path) -> str:
-    return (f"a damaged feature cache entry: remove {entry} and run `vcr-study data features` "
-            f"again with the same options")
+    return (
+        f"a damaged feature cache entry: remove {entry} and run `vcr-study data features` "
+        f"again with the same options"
+    )
 
 
 def _cut(path: Path, size: int) -> None:
@@ -86,8 +90,9 @@ def test_an_array_cut_short_is_one_line_naming_entry_file_and_sizes(synthetic_fe
     _cut(array, size // 2)
     with pytest.raises(InputError) as err:
         CachedVCRDataset(copy)
-    assert str(err.value) == (f"{array}: {size // 2:,} bytes, the manifest says {size:,} "
-                              f"({_damaged(copy.objects)})")
+    assert str(err.value) == (
+        f"{array}: {size // 2:,} bytes, the manifest says {size:,} ({_damaged(copy.objects)})"
+    )
 
 
 def test_bytes_changed_in_the_first_mib_fail_the_checksum(synthetic_features, tmp_path):
@@ -97,8 +102,10 @@ def test_bytes_changed_in_the_first_mib_fail_the_checksum(synthetic_features, tm
     _flip(array, 1000)
     with pytest.raises(InputError) as err:
         CachedVCRDataset(copy)
-    assert str(err.value) == (f"{array}: checksum {checksum(array)}, the manifest says {want} "
-                              f"(its first or last MiB changed) ({_damaged(copy.text)})")
+    assert str(err.value) == (
+        f"{array}: checksum {checksum(array)}, the manifest says {want} "
+        f"(its first or last MiB changed) ({_damaged(copy.text)})"
+    )
     assert "\n" not in str(err.value)
 
 
@@ -138,8 +145,9 @@ def test_an_entry_is_checked_once_per_process(synthetic_features, tmp_path, monk
     rest, dev = dev_split(data, 0.25, seed=0)
     for dataset in (data, rest, dev, CachedVCRDataset(copy)):
         assert dataset[0]["objects"].shape[1] == 2048  # the arrays opened (``open_rows``)
-    listed = sum(len(json.loads((e / MANIFEST).read_text())["files"])
-                 for e in (copy.text, copy.objects))
+    listed = sum(
+        len(json.loads((e / MANIFEST).read_text())["files"]) for e in (copy.text, copy.objects)
+    )
     assert len(calls) == len(set(calls)) == listed
 
 
@@ -159,8 +167,9 @@ def test_a_node_copy_is_checked_as_readers_check_an_entry(synthetic_features, tm
     assert str(err.value).endswith(f"({_damaged(damaged)})")
 
 
-def test_train_on_a_damaged_entry_exits_2_with_one_line(synthetic_dir, synthetic_features,
-                                                        tmp_path, cli):
+def test_train_on_a_damaged_entry_exits_2_with_one_line(
+    synthetic_dir, synthetic_features, tmp_path, cli
+):
     cache = tmp_path / "cache"
     copy = _private_copy(synthetic_features, cache)
     with pytest.warns(UserWarning, match="ResNet"):
@@ -168,9 +177,22 @@ def test_train_on_a_damaged_entry_exits_2_with_one_line(synthetic_dir, synthetic
     array = copy.objects / "features-00000.npy"
     size = array.stat().st_size
     _cut(array, 1000)
-    code, out, err = cli("train", "--set", "preset=tiny", "--epochs", 1, "--data", synthetic_dir,
-                         "--cache", cache, "--out", tmp_path / "run")
+    code, out, err = cli(
+        "train",
+        "--set",
+        "preset=tiny",
+        "--epochs",
+        1,
+        "--data",
+        synthetic_dir,
+        "--cache",
+        cache,
+        "--out",
+        tmp_path / "run",
+    )
     assert code == 2, (out, err)
-    assert err.splitlines() == [f"vcr-study: error: {array}: 1,000 bytes, the manifest says "
-                                f"{size:,} ({_damaged(copy.objects)})"]
+    assert err.splitlines() == [
+        f"vcr-study: error: {array}: 1,000 bytes, the manifest says "
+        f"{size:,} ({_damaged(copy.objects)})"
+    ]
     assert "Traceback" not in out + err

@@ -38,8 +38,9 @@ class Cluster:
 
     def start(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         log = (self.root / f"{name}.log").open("w")
-        process = subprocess.Popen(argv, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # its own group: stopped as one
+        process = subprocess.Popen(
+            argv, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )  # its own group: stopped as one
         self.processes[name] = process
         return process
 
@@ -66,10 +67,13 @@ class Cluster:
             self.stop(name)
 
     def live_nodes(self) -> int:
-        probe = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
-                 "print(sum(n['Alive'] for n in ray.nodes()))")
-        done = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True,
-                              text=True, timeout=120)
+        probe = (
+            f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=self.env, capture_output=True, text=True, timeout=120
+        )
         return int(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout else 0
 
     def wait_for_nodes(self, count: int, timeout: float = 120) -> None:
@@ -81,11 +85,14 @@ class Cluster:
             time.sleep(1)
 
     def head_node_id(self) -> str:
-        probe = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
-                 "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
-                 "'node:__internal_head__' in n['Resources']][0])")
-        done = subprocess.run([sys.executable, "-c", probe], env=self.env, capture_output=True,
-                              text=True, timeout=120)
+        probe = (
+            f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
+            "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+            "'node:__internal_head__' in n['Resources']][0])"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=self.env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.split()[-1]
 
@@ -93,8 +100,14 @@ class Cluster:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
     def node_argv(self, cpus: int = 1) -> list[str]:
-        return [str(BIN / "ray"), "start", f"--address={self.address}", f"--num-cpus={cpus}",
-                "--disable-usage-stats", "--block"]
+        return [
+            str(BIN / "ray"),
+            "start",
+            f"--address={self.address}",
+            f"--num-cpus={cpus}",
+            "--disable-usage-stats",
+            "--block",
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -102,24 +115,49 @@ def cluster():
     root = Path(tempfile.mkdtemp(prefix="vcr-cluster-"))  # short: Ray's socket paths live here
     token = root / "auth_token"
     token.write_text(secrets.token_hex(32))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN")
+    }
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     c = Cluster(root, env)
     try:
         port = free_port()
         c.address = f"127.0.0.1:{port}"
-        c.start("head", [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=1",
-                         f"--temp-dir={root / 'ray'}", "--include-dashboard=false",
-                         "--disable-usage-stats", "--block"])
+        c.start(
+            "head",
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                f"--port={port}",
+                "--num-cpus=1",
+                f"--temp-dir={root / 'ray'}",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                "--block",
+            ],
+        )
         c.wait_for_nodes(1)
         c.start("worker", c.node_argv())
         mlflow_port = free_port()
         c.tracking_uri = f"http://127.0.0.1:{mlflow_port}"
-        c.start("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri",
-                           f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
-                           str(root / "mlartifacts"), "--host", "127.0.0.1",
-                           "--port", str(mlflow_port)])
+        c.start(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "mlartifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+            ],
+        )
         c.wait_for_nodes(2)
         wait_until_answers(f"{c.tracking_uri}/health", c.processes["mlflow"], "mlflow server")
         yield c
@@ -131,18 +169,51 @@ def cluster():
 def launch(cluster: Cluster, home: Path, synthetic_dir, cache, *args, timeout=600):
     env = {**cluster.env, "VCR_STUDY_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "study.cli", "launch", "--space", "smoke", "--data",
-         str(synthetic_dir), "--cache", str(cache), "--image-size", "256x128",
-         "--address", cluster.address, *args], env=env, capture_output=True, text=True,
-        timeout=timeout)
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "launch",
+            "--space",
+            "smoke",
+            "--data",
+            str(synthetic_dir),
+            "--cache",
+            str(cache),
+            "--image-size",
+            "256x128",
+            "--address",
+            cluster.address,
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_a_study_runs_across_nodes(cluster, tmp_path, synthetic_dir, synthetic_features):
     home, local = tmp_path / "home", tmp_path / "node-local"
     with_password = cluster.tracking_uri.replace("http://", "http://alice:s3cret-pw@")
-    done = launch(cluster, home, synthetic_dir, synthetic_features.text.parent, "--name", "c1",
-                  "--trials", "4", "--epochs", "2", "--concurrent", "2",
-                  "--tracking-uri", with_password, "--local-cache", local)
+    done = launch(
+        cluster,
+        home,
+        synthetic_dir,
+        synthetic_features.text.parent,
+        "--name",
+        "c1",
+        "--trials",
+        "4",
+        "--epochs",
+        "2",
+        "--concurrent",
+        "2",
+        "--tracking-uri",
+        with_password,
+        "--local-cache",
+        local,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     # the trials read the cache from the node-local copy (one here: both nodes share this disk)
     staged = {p.name for p in local.iterdir() if (p / "manifest.json").is_file()}
@@ -160,30 +231,51 @@ def test_a_study_runs_across_nodes(cluster, tmp_path, synthetic_dir, synthetic_f
     # anything the study wrote
     secrets_ = ["s3cret-pw", (cluster.root / "auth_token").read_text()]
     written = [done.stdout, done.stderr]
-    written += [p.read_text(errors="replace") for p in home.rglob("*") if p.is_file()
-                and p.stat().st_size < 5_000_000 and p.suffix not in (".pt", ".npy")]
+    written += [
+        p.read_text(errors="replace")
+        for p in home.rglob("*")
+        if p.is_file() and p.stat().st_size < 5_000_000 and p.suffix not in (".pt", ".npy")
+    ]
     for run_id in [*runs["run_id"], parent]:
         run = client.get_run(run_id)
         written += [json.dumps(run.data.params), json.dumps(run.data.tags)]
-        written += [Path(client.download_artifacts(run_id, a.path, str(tmp_path / run_id)))
-                    .read_text() for a in client.list_artifacts(run_id) if not a.is_dir]
-    written += [p.read_text(errors="replace") for p in (cluster.root / "mlartifacts").rglob("*")
-                if p.is_file()]
+        written += [
+            Path(client.download_artifacts(run_id, a.path, str(tmp_path / run_id))).read_text()
+            for a in client.list_artifacts(run_id)
+            if not a.is_dir
+        ]
+    written += [
+        p.read_text(errors="replace")
+        for p in (cluster.root / "mlartifacts").rglob("*")
+        if p.is_file()
+    ]
     for secret in secrets_:
         assert not [w for w in written if secret in w]
 
-    best = subprocess.run([sys.executable, "-m", "study.cli", "best", "--name", "c1", "--json"],
-                          env={**cluster.env, "VCR_STUDY_HOME": str(home)},
-                          capture_output=True, text=True, timeout=120)
+    best = subprocess.run(
+        [sys.executable, "-m", "study.cli", "best", "--name", "c1", "--json"],
+        env={**cluster.env, "VCR_STUDY_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert best.returncode == 0, best.stderr[-2000:]
     assert {b["method"] for b in json.loads(best.stdout)} <= {"softmax", "gumbel", "teacher"}
     assert json.loads(best.stdout)
 
     # another home on the same tracking server cannot take the study's name (its trials would
     # mix with c1's), and is told so before any feature or trial
-    other = launch(cluster, tmp_path / "other-home", synthetic_dir,
-                   synthetic_features.text.parent, "--name", "c1", "--tracking-uri",
-                   cluster.tracking_uri, timeout=120)
+    other = launch(
+        cluster,
+        tmp_path / "other-home",
+        synthetic_dir,
+        synthetic_features.text.parent,
+        "--name",
+        "c1",
+        "--tracking-uri",
+        cluster.tracking_uri,
+        timeout=120,
+    )
     assert other.returncode == 2 and other.stderr.strip().count("\n") == 0, other.stderr
     assert "already has a study of that name" in other.stderr
     assert len(trial_runs(client, parent)) == 4
@@ -194,10 +286,31 @@ def test_features_are_extracted_on_the_worker_node(cluster, tmp_path, synthetic_
     driver's, and make the features one process makes."""
     cache = tmp_path / "cache"
     done = subprocess.run(
-        [sys.executable, "-m", "study.cli", "data", "features", str(synthetic_dir), "--cache",
-         str(cache), "--split", "val", "--image-size", "256x128", "--address", cluster.address,
-         "--gpus-per-worker", "0", "--cpus-per-worker", "1"], env=cluster.env,
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "data",
+            "features",
+            str(synthetic_dir),
+            "--cache",
+            str(cache),
+            "--split",
+            "val",
+            "--image-size",
+            "256x128",
+            "--address",
+            cluster.address,
+            "--gpus-per-worker",
+            "0",
+            "--cpus-per-worker",
+            "1",
+        ],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "val text: extracted" in done.stdout and "val objects: extracted" in done.stdout
     head = cluster.head_node_id()
@@ -206,17 +319,19 @@ def test_features_are_extracted_on_the_worker_node(cluster, tmp_path, synthetic_
         assert workers and head not in workers, (workers, head)
     local = tmp_path / "local"
     extract_splits(synthetic_dir, ("val",), local, SMALL_SETTINGS, progress=False)
-    assert_same_features(CachedVCRDataset(SplitFeatures(*entry_paths(synthetic_dir, "val",
-                                                                     local, SMALL_SETTINGS))),
-                         CachedVCRDataset(SplitFeatures(*entry_paths(synthetic_dir, "val",
-                                                                     cache, SMALL_SETTINGS))))
+    assert_same_features(
+        CachedVCRDataset(SplitFeatures(*entry_paths(synthetic_dir, "val", local, SMALL_SETTINGS))),
+        CachedVCRDataset(SplitFeatures(*entry_paths(synthetic_dir, "val", cache, SMALL_SETTINGS))),
+    )
 
 
-def test_a_local_store_is_refused_with_a_cluster(cluster, tmp_path, synthetic_dir,
-                                                 synthetic_features):
+def test_a_local_store_is_refused_with_a_cluster(
+    cluster, tmp_path, synthetic_dir, synthetic_features
+):
     home = tmp_path / "home"
-    done = launch(cluster, home, synthetic_dir, synthetic_features.text.parent, "--name", "c2",
-                  timeout=120)
+    done = launch(
+        cluster, home, synthetic_dir, synthetic_features.text.parent, "--name", "c2", timeout=120
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "local MLflow store cannot serve a Ray cluster" in done.stderr
@@ -232,35 +347,82 @@ def test_a_wrong_token_is_refused_in_one_line(cluster, tmp_path, synthetic_dir, 
     home, cache = tmp_path / "home", tmp_path / "cache"
     env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_TOKEN_PATH"}
     env.update(RAY_AUTH_TOKEN=secrets.token_hex(32), VCR_STUDY_HOME=str(home))
-    argv = {"data features": ["data", "features", str(synthetic_dir), "--gpus-per-worker", "0"],
-            "launch": ["launch", "--space", "smoke", "--data", str(synthetic_dir), "--name", "c5",
-                       "--tracking-uri", cluster.tracking_uri]}[command]
-    done = subprocess.run([sys.executable, "-m", "study.cli", *argv, "--cache", str(cache),
-                           "--image-size", "256x128", "--address", cluster.address],
-                          env=env, capture_output=True, text=True, timeout=120)
+    argv = {
+        "data features": ["data", "features", str(synthetic_dir), "--gpus-per-worker", "0"],
+        "launch": [
+            "launch",
+            "--space",
+            "smoke",
+            "--data",
+            str(synthetic_dir),
+            "--name",
+            "c5",
+            "--tracking-uri",
+            cluster.tracking_uri,
+        ],
+    }[command]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            *argv,
+            "--cache",
+            str(cache),
+            "--image-size",
+            "256x128",
+            "--address",
+            cluster.address,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.count("\n") == 1, done.stderr[-3000:]  # no traceback, no Ray warnings
-    assert done.stderr.startswith(f"vcr-study: error: --address {cluster.address}: the cluster "
-                                  "refused this driver's token"), done.stderr
+    assert done.stderr.startswith(
+        f"vcr-study: error: --address {cluster.address}: the cluster refused this driver's token"
+    ), done.stderr
     assert "RAY_AUTH_TOKEN" in done.stderr and env["RAY_AUTH_TOKEN"] not in done.stderr
     assert not cache.exists() and not (home / "studies" / "c5" / "study.json").exists()
 
 
-def test_a_cache_some_node_cannot_see_is_refused(cluster, tmp_path, synthetic_dir,
-                                                 synthetic_features):
+def test_a_cache_some_node_cannot_see_is_refused(
+    cluster, tmp_path, synthetic_dir, synthetic_features
+):
     cache = synthetic_features.text.parent
-    hide = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            f'mount -t tmpfs none "{cache}" && exec "$@"', "sh"]
-    if shutil.which("unshare") is None or subprocess.run(
-            ["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+    hide = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount -t tmpfs none "{cache}" && exec "$@"',
+        "sh",
+    ]
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0
+    ):
         pytest.skip("needs unshare --mount (root) to give a node its own view of the disk")
     live = cluster.live_nodes()
     cluster.start("blind", hide + cluster.node_argv())
     try:
         cluster.wait_for_nodes(live + 1)
         home = tmp_path / "home"
-        done = launch(cluster, home, synthetic_dir, cache, "--name", "c3",
-                      "--tracking-uri", cluster.tracking_uri, timeout=300)
+        done = launch(
+            cluster,
+            home,
+            synthetic_dir,
+            cache,
+            "--name",
+            "c3",
+            "--tracking-uri",
+            cluster.tracking_uri,
+            timeout=300,
+        )
         assert done.returncode == 2, done.stderr[-2000:]
         assert "not visible from Ray node" in done.stderr and str(cache) in done.stderr
         assert not (home / "studies").exists()
@@ -268,19 +430,50 @@ def test_a_cache_some_node_cannot_see_is_refused(cluster, tmp_path, synthetic_di
         cluster.stop("blind")
 
 
-def test_a_lost_worker_nodes_trial_is_retried_on_another(cluster, tmp_path, synthetic_dir,
-                                                         synthetic_features):
+def test_a_lost_worker_nodes_trial_is_retried_on_another(
+    cluster, tmp_path, synthetic_dir, synthetic_features
+):
     """Last in this module: it takes the worker node away."""
     home = tmp_path / "home"
     env = {**cluster.env, "VCR_STUDY_HOME": str(home)}
     log = (tmp_path / "launch.log").open("w")
     driver = subprocess.Popen(
-        [sys.executable, "-m", "study.cli", "launch", "--space", "smoke", "--data",
-         str(synthetic_dir), "--cache", str(synthetic_features.text.parent), "--image-size",
-         "256x128", "--address", cluster.address, "--tracking-uri", cluster.tracking_uri,
-         "--name", "c4", "--trials", "2", "--epochs", "20", "--concurrent", "2", "--no-asha",
-         "--max-failures", "2", "--set", "patience=100"], env=env, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "launch",
+            "--space",
+            "smoke",
+            "--data",
+            str(synthetic_dir),
+            "--cache",
+            str(synthetic_features.text.parent),
+            "--image-size",
+            "256x128",
+            "--address",
+            cluster.address,
+            "--tracking-uri",
+            cluster.tracking_uri,
+            "--name",
+            "c4",
+            "--trials",
+            "2",
+            "--epochs",
+            "20",
+            "--concurrent",
+            "2",
+            "--no-asha",
+            "--max-failures",
+            "2",
+            "--set",
+            "patience=100",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     client = MlflowClient(cluster.tracking_uri)
     try:
         deadline = time.monotonic() + 300

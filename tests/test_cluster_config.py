@@ -41,8 +41,9 @@ def option(text: str, name: str) -> str:
 
 
 def exported(name: str) -> str:
-    found = re.findall(rf"export {name}=([^'\s]+)", commands("setup_commands",
-                                                            "head_setup_commands"))
+    found = re.findall(
+        rf"export {name}=([^'\s]+)", commands("setup_commands", "head_setup_commands")
+    )
     assert len(found) == 1, f"{name}: {found}"
     return found[0]
 
@@ -51,11 +52,15 @@ def test_rays_validator_accepts_it():
     validate_config(prepare_config(copy.deepcopy(CONFIG)))
 
 
-@pytest.mark.parametrize("break_it", [
-    lambda c: c.update(bogus=1),
-    lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(GPU=0.5),
-    lambda c: c.pop("provider"),
-], ids=["unknown key", "fractional resource", "no provider"])
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        lambda c: c.update(bogus=1),
+        lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(GPU=0.5),
+        lambda c: c.pop("provider"),
+    ],
+    ids=["unknown key", "fractional resource", "no provider"],
+)
 def test_rays_validator_rejects_a_broken_copy(break_it):
     broken = copy.deepcopy(CONFIG)
     break_it(broken)
@@ -115,8 +120,9 @@ def test_a_local_store_is_refused_with_a_cluster():
         check_tracking("sqlite:////tmp/mlflow.db")
 
 
-@pytest.mark.parametrize("address", ["localhost", "10.0.0.5:port", "10.0.0.5:0",
-                                     "http://10.0.0.5:6379", ":6379"])
+@pytest.mark.parametrize(
+    "address", ["localhost", "10.0.0.5:port", "10.0.0.5:0", "http://10.0.0.5:6379", ":6379"]
+)
 def test_bad_addresses_are_refused(address):
     with pytest.raises(InputError, match="--address"):
         check_address(address)

@@ -74,18 +74,28 @@ def test_the_coupling_loss_reaches_the_answer_logits_as_declared(method, changes
     reaches = grad is not None and grad.abs().sum() > 0
     assert reaches == (coupling.answer_gradient != "none")
     loss.backward()
-    assert sum(p.grad.abs().sum() for p in model.rationale_module.parameters()
-               if p.grad is not None) > 0
+    assert (
+        sum(p.grad.abs().sum() for p in model.rationale_module.parameters() if p.grad is not None)
+        > 0
+    )
 
 
 def test_the_declared_answer_gradients():
-    declared = {"-".join([m, *map(str, c.values())]): build(tiny(m, **c), 384)[1].answer_gradient
-                for m, c in VARIANTS}
+    declared = {
+        "-".join([m, *map(str, c.values())]): build(tiny(m, **c), 384)[1].answer_gradient
+        for m, c in VARIANTS
+    }
     assert declared == {
-        "softmax": "pathwise", "gumbel": "pathwise", "gumbel-True": "pathwise",
-        "reinforce-expectation": "estimator", "reinforce-exact": "estimator",
-        "reinforce-score": "estimator", "direct16-separate": "none",
-        "direct16-joint": "pathwise", "teacher": "none"}
+        "softmax": "pathwise",
+        "gumbel": "pathwise",
+        "gumbel-True": "pathwise",
+        "reinforce-expectation": "estimator",
+        "reinforce-exact": "estimator",
+        "reinforce-score": "estimator",
+        "direct16-separate": "none",
+        "direct16-joint": "pathwise",
+        "teacher": "none",
+    }
 
 
 def test_predictions_are_probabilities_and_deterministic(synthetic_features):
@@ -98,18 +108,26 @@ def test_predictions_are_probabilities_and_deterministic(synthetic_features):
     torch.testing.assert_close(first.rationale_probs.sum(-1), torch.ones(24, 4))
     torch.testing.assert_close(first.mixture_probs.sum(-1), torch.ones(24))
     for name in ("answer_logits", "pair_logits", "mixture_logits"):
-        torch.testing.assert_close(getattr(first, name), getattr(second, name), atol=1e-5,
-                                   rtol=0)
+        torch.testing.assert_close(getattr(first, name), getattr(second, name), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("method,changes", VARIANTS, ids=VARIANT_IDS)
-def test_evaluation_gives_every_metric_and_is_deterministic(method, changes,
-                                                            synthetic_features):
+def test_evaluation_gives_every_metric_and_is_deterministic(method, changes, synthetic_features):
     dataset = CachedVCRDataset(synthetic_features)
     model, coupling = build(tiny(method, **changes), text_dim=384)
     first = evaluate(model, dataset, batch_size=5, coupling=coupling)
-    assert set(first) == {"q2a", "qa2r", "qa2r_pred", "q2ar", "qa2r_mixture", "q2ar_mixture",
-                          "qa2r_joint16", "q2ar_joint16", "q2a_and_joint16", "joint_nll"}
+    assert set(first) == {
+        "q2a",
+        "qa2r",
+        "qa2r_pred",
+        "q2ar",
+        "qa2r_mixture",
+        "q2ar_mixture",
+        "qa2r_joint16",
+        "q2ar_joint16",
+        "q2a_and_joint16",
+        "joint_nll",
+    }
     assert all(0 <= v <= 1 for k, v in first.items() if k != "joint_nll")
     assert math.isfinite(first["joint_nll"]) and first["joint_nll"] > 0
     assert evaluate(model, dataset, batch_size=7, coupling=coupling) == pytest.approx(first)
@@ -123,12 +141,14 @@ def test_mixed_with_one_hot_weights_equals_conditioning_on_that_answer(batch):
     fresh = scorer.for_answer(answers)  # before the 16 pairs are made: its own groundings
     one_hot = torch.nn.functional.one_hot(answers, 4).float()
     torch.testing.assert_close(scorer.mixed(one_hot), fresh, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(scorer.all_pairs()[torch.arange(6), answers], fresh, atol=1e-5,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        scorer.all_pairs()[torch.arange(6), answers], fresh, atol=1e-5, rtol=1e-4
+    )
     torch.testing.assert_close(scorer.for_answer(answers), fresh, atol=1e-5, rtol=1e-4)  # picked
 
 
 # the temperature schedule, per iteration and per epoch
+
 
 def _tau(coupling: GumbelCoupling, epoch: int, step: int = 0, steps: int = 1) -> float:
     coupling.set_position(epoch, step, steps)
@@ -147,11 +167,15 @@ def test_gumbel_reaches_tau_end_after_exactly_anneal_epochs_per_iteration():
 
 
 def test_gumbel_per_epoch_and_exponential_schedules():
-    per_epoch = GumbelCoupling(CouplingConfig(tau_start=5, tau_end=1, anneal_epochs=5,
-                                              anneal_per="epoch"))
+    per_epoch = GumbelCoupling(
+        CouplingConfig(tau_start=5, tau_end=1, anneal_epochs=5, anneal_per="epoch")
+    )
     assert [_tau(per_epoch, e, 3, 7) for e in range(7)] == [5, 4, 3, 2, 1, 1, 1]
-    expo = GumbelCoupling(CouplingConfig(tau_start=8, tau_end=2, anneal_epochs=3,
-                                         anneal="exponential", anneal_per="epoch"))
+    expo = GumbelCoupling(
+        CouplingConfig(
+            tau_start=8, tau_end=2, anneal_epochs=3, anneal="exponential", anneal_per="epoch"
+        )
+    )
     assert [_tau(expo, e) for e in range(4)] == pytest.approx([8, 4, 2, 2])
     held = GumbelCoupling(CouplingConfig(tau_start=5, tau_end=0.5, anneal_epochs=0))
     assert _tau(held, 0, 0, 9) == 0.5
@@ -179,8 +203,11 @@ def _hand_example() -> tuple[torch.Tensor, FixedScorer, dict]:
     answer_logits = torch.tensor([P]).log().requires_grad_()
     pairs = torch.zeros(1, 4, 4)
     pairs[0, :, 0] = torch.tensor(C).log()
-    return answer_logits, FixedScorer(pairs), {"answer_label": torch.tensor([1]),
-                                               "rationale_label": torch.tensor([0])}
+    return (
+        answer_logits,
+        FixedScorer(pairs),
+        {"answer_label": torch.tensor([1]), "rationale_label": torch.tensor([0])},
+    )
 
 
 def test_exact_estimator_is_equation_4():
@@ -199,8 +226,9 @@ def test_expectation_estimator_is_the_seed_surrogate():
     log_p = torch.tensor([P]).log()
     expected = (2 * L[0] * P[0] + L[1] * P[1] + L[3] * P[3]) / 4
     assert expectation_loss(losses, log_p, samples).item() == pytest.approx(expected, rel=1e-6)
-    many = torch.multinomial(torch.tensor(P), 400_000, replacement=True,
-                             generator=torch.Generator().manual_seed(0)).unsqueeze(0)
+    many = torch.multinomial(
+        torch.tensor(P), 400_000, replacement=True, generator=torch.Generator().manual_seed(0)
+    ).unsqueeze(0)
     estimate = expectation_loss(losses, log_p, many).item()  # sum p^2 l, not eq. 4's sum p l
     assert estimate == pytest.approx(sum(p * p * lo for p, lo in zip(P, L)), rel=5e-3)
     assert exact_loss(losses, log_p).item() > 1.5 * estimate
@@ -225,25 +253,38 @@ def test_score_estimator_needs_two_samples(make):
     assert make(estimator="expectation", num_samples=1).num_samples == 1
 
 
-@pytest.mark.parametrize("variant,expected", [
-    # 16-way target 4 * 1 + 0 = 4; the separate scores are the pair logits alone
-    ("separate", math.log(sum(C) + 12) - math.log(C[1])),
-    # joint: log p(a) added to each answer's row, a normaliser of sum_a p(a) (c_a + 3)
-    ("joint", math.log(sum(p * (c + 3) for p, c in zip(P, C))) - math.log(P[1] * C[1])),
-])
+@pytest.mark.parametrize(
+    "variant,expected",
+    [
+        # 16-way target 4 * 1 + 0 = 4; the separate scores are the pair logits alone
+        ("separate", math.log(sum(C) + 12) - math.log(C[1])),
+        # joint: log p(a) added to each answer's row, a normaliser of sum_a p(a) (c_a + 3)
+        ("joint", math.log(sum(p * (c + 3) for p, c in zip(P, C))) - math.log(P[1] * C[1])),
+    ],
+)
 def test_direct16_variants_by_hand(variant, expected):
     answer_logits, scorer, batch = _hand_example()
     coupling = COUPLINGS["direct16"](CouplingConfig(direct16_variant=variant))
     assert coupling.rationale_loss(answer_logits, scorer, batch).item() == pytest.approx(
-        expected, rel=1e-6)
+        expected, rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_overfits_a_tiny_batch(method, batch):
     torch.manual_seed(0)
-    config = TrainConfig(method=method, preset="tiny", hidden=32, object_dim=32, mlp_dim=64,
-                         num_samples=16, correct_answer_rate=1.0, tau_start=1.0, tau_end=0.5,
-                         anneal_epochs=1)
+    config = TrainConfig(
+        method=method,
+        preset="tiny",
+        hidden=32,
+        object_dim=32,
+        mlp_dim=64,
+        num_samples=16,
+        correct_answer_rate=1.0,
+        tau_start=1.0,
+        tau_end=0.5,
+        anneal_epochs=1,
+    )
     model, coupling = build(config, text_dim=384)
     coupling.set_position(5)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

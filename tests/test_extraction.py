@@ -25,10 +25,17 @@ def local_ray():
     ray.shutdown()
 
 
-def test_two_ray_workers_extract_what_one_process_does(synthetic_dir, synthetic_features,
-                                                       tmp_path):
-    found = extract_splits(synthetic_dir, ("train",), tmp_path, SMALL_SETTINGS, progress=False,
-                           run=on_ray(CPU_WORKERS), shard_items=6, shard_images=2)["train"]
+def test_two_ray_workers_extract_what_one_process_does(synthetic_dir, synthetic_features, tmp_path):
+    found = extract_splits(
+        synthetic_dir,
+        ("train",),
+        tmp_path,
+        SMALL_SETTINGS,
+        progress=False,
+        run=on_ray(CPU_WORKERS),
+        shard_items=6,
+        shard_images=2,
+    )["train"]
     assert found.computed == ["text", "objects"]
     for entry, shards in ((found.text, 4), (found.objects, 4)):
         manifest = json.loads((entry / "manifest.json").read_text())
@@ -41,6 +48,13 @@ def test_a_workers_bad_image_is_one_line(vcr_copy, tmp_path):
     image = next((vcr_copy / "vcr1images").rglob("*.jpg"))
     image.write_bytes(image.read_bytes()[:200])  # a truncated JPEG: read fails on the worker
     with pytest.raises(InputError, match=f"{image}: cannot"):
-        extract_splits(vcr_copy, ("val", "train"), tmp_path, SMALL_SETTINGS, progress=False,
-                       run=on_ray(CPU_WORKERS), shard_images=2)
+        extract_splits(
+            vcr_copy,
+            ("val", "train"),
+            tmp_path,
+            SMALL_SETTINGS,
+            progress=False,
+            run=on_ray(CPU_WORKERS),
+            shard_images=2,
+        )
     assert len([p for p in tmp_path.glob("*-objects-*") if is_complete(p)]) < 2

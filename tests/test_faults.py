@@ -63,8 +63,9 @@ def checkpoints(name: str) -> list[Path]:
 def checkpointed(name: str) -> int:
     """How many checkpoints a trial of study ``name`` has reported at most (the kept one's
     number, from 0)."""
-    return max((int(p.parent.name.removeprefix("checkpoint_")) + 1 for p in checkpoints(name)),
-               default=0)
+    return max(
+        (int(p.parent.name.removeprefix("checkpoint_")) + 1 for p in checkpoints(name)), default=0
+    )
 
 
 class Saboteur(threading.Thread):
@@ -92,12 +93,25 @@ class Saboteur(threading.Thread):
 def _launch(cli, tmp_path, synthetic_dir, synthetic_features, name, space_text, *args):
     space = tmp_path / f"{name}.yaml"
     space.write_text(space_text)
-    return cli("launch", "--name", name, "--space", space, "--data", synthetic_dir, "--cache",
-               synthetic_features.text.parent, "--image-size", "256x128", *args)
+    return cli(
+        "launch",
+        "--name",
+        name,
+        "--space",
+        space,
+        "--data",
+        synthetic_dir,
+        "--cache",
+        synthetic_features.text.parent,
+        "--image-size",
+        "256x128",
+        *args,
+    )
 
 
 def test_a_trial_killed_mid_training_resumes_from_its_checkpoint(
-        ray_local, study_home, cli, tmp_path, synthetic_dir, synthetic_features):
+    ray_local, study_home, cli, tmp_path, synthetic_dir, synthetic_features
+):
     def kill_the_trial():
         pids = trial_pids("f1")
         assert len(pids) == 1, pids
@@ -105,8 +119,9 @@ def test_a_trial_killed_mid_training_resumes_from_its_checkpoint(
 
     saboteur = Saboteur("f1", 2, kill_the_trial)
     saboteur.start()
-    code, out, err = _launch(cli, tmp_path, synthetic_dir, synthetic_features, "f1", ONE_TRIAL,
-                             "--max-failures", "2")
+    code, out, err = _launch(
+        cli, tmp_path, synthetic_dir, synthetic_features, "f1", ONE_TRIAL, "--max-failures", "2"
+    )
     saboteur.join(timeout=10)
     assert saboteur.done, saboteur.error
     assert code == 0, err
@@ -123,7 +138,8 @@ def test_a_trial_killed_mid_training_resumes_from_its_checkpoint(
 
 
 def test_a_truncated_checkpoint_fails_its_trial_with_the_reason_and_the_study_goes_on(
-        ray_local, study_home, cli, tmp_path, synthetic_dir, synthetic_features):
+    ray_local, study_home, cli, tmp_path, synthetic_dir, synthetic_features
+):
     cut: list[Path] = []
 
     def truncate_then_kill():
@@ -137,8 +153,18 @@ def test_a_truncated_checkpoint_fails_its_trial_with_the_reason_and_the_study_go
 
     saboteur = Saboteur("f2", 2, truncate_then_kill)
     saboteur.start()
-    code, out, err = _launch(cli, tmp_path, synthetic_dir, synthetic_features, "f2", TWO_TRIALS,
-                             "--concurrent", "1", "--max-failures", "1")
+    code, out, err = _launch(
+        cli,
+        tmp_path,
+        synthetic_dir,
+        synthetic_features,
+        "f2",
+        TWO_TRIALS,
+        "--concurrent",
+        "1",
+        "--max-failures",
+        "1",
+    )
     saboteur.join(timeout=10)
     assert saboteur.done, saboteur.error
     assert code == 0, err
@@ -156,7 +182,8 @@ def test_a_truncated_checkpoint_fails_its_trial_with_the_reason_and_the_study_go
 
 
 def test_eight_concurrent_trials_reporting_every_step_lose_no_metric_point(
-        ray_local, study_home, tmp_path):
+    ray_local, study_home, tmp_path
+):
     from ray import tune
 
     from study import builtin, tracking
@@ -165,24 +192,32 @@ def test_eight_concurrent_trials_reporting_every_step_lose_no_metric_point(
 
     def chatty(config):
         for step in range(1, steps + 1):
-            tune.report({"epoch": step, "val_q2ar": config["x"] * step / steps,
-                         "train_loss": 1.0 / step})
+            tune.report(
+                {"epoch": step, "val_q2ar": config["x"] * step / steps, "train_loss": 1.0 / step}
+            )
 
     client = MlflowClient(store.default_tracking_uri(builtin.home()))
     parent = tracking.create_study(client, "load", builtin.home())
-    tracker = tracking.MLflowTracker(client.tracking_uri, parent,
-                                     lambda config: {"method": "softmax", "epochs": steps,
-                                                     **config}, "val_q2ar")
+    tracker = tracking.MLflowTracker(
+        client.tracking_uri,
+        parent,
+        lambda config: {"method": "softmax", "epochs": steps, **config},
+        "val_q2ar",
+    )
     tuner = tune.Tuner(
         tune.with_resources(chatty, {"cpu": 0.25}),
         param_space={"x": tune.grid_search([i / 8 for i in range(1, 9)])},
         tune_config=tune.TuneConfig(max_concurrent_trials=8),
-        run_config=tune.RunConfig(name="load", storage_path=str(store.storage_root()),
-                                  callbacks=[tracker], verbose=0))
+        run_config=tune.RunConfig(
+            name="load", storage_path=str(store.storage_root()), callbacks=[tracker], verbose=0
+        ),
+    )
     grid = tuner.fit()
     assert not grid.errors
     runs = trial_runs(client, parent)
     assert len(runs) == 8 and set(runs["status"]) == {"FINISHED"}
-    points = {key: sum(len(client.get_metric_history(r, key)) for r in runs["run_id"])
-              for key in ("val_q2ar", "train_loss", "best_val_q2ar", "epoch")}
+    points = {
+        key: sum(len(client.get_metric_history(r, key)) for r in runs["run_id"])
+        for key in ("val_q2ar", "train_loss", "best_val_q2ar", "epoch")
+    }
     assert points == dict.fromkeys(points, 8 * steps)  # every one of 8 x 40 reports arrived

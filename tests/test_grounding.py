@@ -19,18 +19,30 @@ from vcrnet.errors import VCRDataError
 
 
 def item(objects, question, answers=None, rationales=None) -> VCRItem:
-    return VCRItem(annot_id="val-0", objects=objects, img_fn="m/a.jpg", metadata_fn="m/a.json",
-                   question=question, answer_choices=answers or [["yes"]] * 4,
-                   rationale_choices=rationales or [["because"]] * 4, answer_label=0,
-                   rationale_label=0, source="val.jsonl:7")
+    return VCRItem(
+        annot_id="val-0",
+        objects=objects,
+        img_fn="m/a.jpg",
+        metadata_fn="m/a.json",
+        question=question,
+        answer_choices=answers or [["yes"]] * 4,
+        rationale_choices=rationales or [["because"]] * 4,
+        answer_label=0,
+        rationale_label=0,
+        source="val.jsonl:7",
+    )
 
 
 OBJECTS = ["person", "dog", "person", "car", "person"]
 
 
 def test_keeps_mentioned_detections_from_question_and_every_choice():
-    it = item(OBJECTS, ["Is", [1], "happy", "?"], answers=[["No"], [[3]], ["yes"], ["no"]],
-              rationales=[["x"], ["y"], ["z"], [[1, 4], "run"]])
+    it = item(
+        OBJECTS,
+        ["Is", [1], "happy", "?"],
+        answers=[["No"], [[3]], ["yes"], ["no"]],
+        rationales=[["x"], ["y"], ["z"], [[1, 4], "run"]],
+    )
     assert relevant_objects(it) == [1, 3, 4]
 
 
@@ -43,11 +55,21 @@ def test_each_tag_int_is_a_token_with_names_for_persons_and_classes_otherwise():
     it = item(OBJECTS, ["Are", [0, 1, 4], "friends", "?"])
     g = ground_item(it)
     assert g.kept == [0, 1, 4]
-    assert g.classes == [CLASS_INDEX["__background__"], CLASS_INDEX["person"],
-                         CLASS_INDEX["dog"], CLASS_INDEX["person"]]
+    assert g.classes == [
+        CLASS_INDEX["__background__"],
+        CLASS_INDEX["person"],
+        CLASS_INDEX["dog"],
+        CLASS_INDEX["person"],
+    ]
     # object 0 is the whole image; kept detections are 1..3; person names by new index
-    assert g.question.words == ["Are", GENDER_NEUTRAL_NAMES[1], "dog", GENDER_NEUTRAL_NAMES[3],
-                                "friends", "?"]
+    assert g.question.words == [
+        "Are",
+        GENDER_NEUTRAL_NAMES[1],
+        "dog",
+        GENDER_NEUTRAL_NAMES[3],
+        "friends",
+        "?",
+    ]
     assert g.question.tags == [0, 1, 2, 3, 0, 0]
     assert g.answers[0].tags == [0]  # untagged words go to the whole image
 

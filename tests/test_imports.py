@@ -18,8 +18,12 @@ print(len(names), *loaded)
 
 def test_no_vcrnet_module_imports_the_harness_stack():
     """Every module of vcrnet (walked, not listed), imported in a fresh interpreter."""
-    out = subprocess.run([sys.executable, "-c", WALK, *HARNESS], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", WALK, *HARNESS],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode == 0, out.stderr
     count, *loaded = out.stdout.split()
     assert int(count) >= 20  # the walk found the package's modules

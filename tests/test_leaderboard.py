@@ -17,8 +17,9 @@ R_LABELS = torch.tensor([1, 1, 0, 2])
 
 def _answers() -> torch.Tensor:
     """Predicted answers 0, 1, 0, 3: right, right, wrong, right."""
-    return torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1], [0.4, 0.1, 0.3, 0.2],
-                         [0.1, 0.1, 0.1, 0.7]])
+    return torch.tensor(
+        [[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1], [0.4, 0.1, 0.3, 0.2], [0.1, 0.1, 0.1, 0.7]]
+    )
 
 
 def _rationales() -> torch.Tensor:
@@ -41,10 +42,13 @@ def test_score_by_hand():
 
 
 def test_paper_decodings_by_hand():
-    mixture = torch.tensor([[0.1, 0.6, 0.2, 0.1], [0.6, 0.2, 0.1, 0.1], [0.5, 0.3, 0.1, 0.1],
-                            [0.1, 0.1, 0.1, 0.7]])  # r1, r0, r0, r3: right, wrong, right, wrong
+    mixture = torch.tensor(
+        [[0.1, 0.6, 0.2, 0.1], [0.6, 0.2, 0.1, 0.1], [0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]]
+    )  # r1, r0, r0, r3: right, wrong, right, wrong
     assert score_mixture(_answers(), mixture, A_LABELS, R_LABELS) == {
-        "qa2r_mixture": 0.5, "q2ar_mixture": 0.25}  # q2's answer is wrong: only q0 both
+        "qa2r_mixture": 0.5,
+        "q2ar_mixture": 0.25,
+    }  # q2's answer is wrong: only q0 both
     pairs = torch.zeros(4, 4, 4)
     pairs[0, 0, 1] = 5  # (a0, r1): both right
     pairs[1, 2, 1] = 5  # (a2, r1): rationale right, answer wrong
@@ -52,10 +56,16 @@ def test_paper_decodings_by_hand():
     pairs[3, 3, 2] = 5  # (a3, r2): both right
     # the answer module alone: q0, q1, q3 right; only q0 and q3 are right both ways
     assert score_joint16(_answers(), pairs, A_LABELS, R_LABELS) == {
-        "qa2r_joint16": 0.75, "q2ar_joint16": 0.5, "q2a_and_joint16": 0.5}
+        "qa2r_joint16": 0.75,
+        "q2ar_joint16": 0.5,
+        "q2a_and_joint16": 0.5,
+    }
     pairs[3, 3, 2], pairs[3, 0, 2] = 0, 5  # q3 now picks (a0, r2): rationale right only
     assert score_joint16(_answers(), pairs, A_LABELS, R_LABELS) == {
-        "qa2r_joint16": 0.75, "q2ar_joint16": 0.25, "q2a_and_joint16": 0.25}
+        "qa2r_joint16": 0.75,
+        "q2ar_joint16": 0.25,
+        "q2a_and_joint16": 0.25,
+    }
 
 
 def test_a_csv_cell_is_its_tensor_entry_to_the_last_float32_bit(tmp_path):
@@ -82,7 +92,6 @@ def test_near_ties_keep_their_argmax_through_the_csv(tmp_path):
     _, got_a, _ = read_csv(write_csv(tmp_path / "t.csv", ["x"], answers, rationales))
     assert got_a.argmax(-1).item() == 1 == answers.argmax(-1).item()
     assert score(got_a, rationales.double(), torch.tensor([1]), torch.tensor([0]))["q2a"] == 1
-
 
 
 def _csv_with_ids(tmp_path, ids):
@@ -126,6 +135,9 @@ def test_every_float32_magnitude_round_trips_bit_for_bit(tmp_path):
     base = torch.rand(64) * torch.logspace(-38, 0, 64)
     values = torch.stack([base, torch.nextafter(base, torch.ones(64))], 1).flatten()  # [128]
     answers = values.reshape(32, 4)
-    _, got, _ = read_csv(write_csv(tmp_path / "m.csv", [str(i) for i in range(32)], answers,
-                                   torch.full((32, 4, 4), 0.25)))
+    _, got, _ = read_csv(
+        write_csv(
+            tmp_path / "m.csv", [str(i) for i in range(32)], answers, torch.full((32, 4, 4), 0.25)
+        )
+    )
     assert torch.equal(got.float().view(torch.int32), answers.view(torch.int32))

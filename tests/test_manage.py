@@ -41,18 +41,30 @@ def client(home) -> MlflowClient:
     return MlflowClient(store.tracking_uri(store.LaunchOptions()))
 
 
-def make_study(client: MlflowClient, name: str, trials=(), status: str | None = "FINISHED",
-               tracking_uri: str | None = None) -> int:
+def make_study(
+    client: MlflowClient,
+    name: str,
+    trials=(),
+    status: str | None = "FINISHED",
+    tracking_uri: str | None = None,
+) -> int:
     """A study as a launch leaves it; ``trials``: (method, label or None, best dev_q2ar or None).
     Returns the bytes of its files."""
     home = Path(os.environ["VCR_STUDY_HOME"])
     parent = tracking.create_study(client, name, home)
     experiment_id = client.get_run(parent).info.experiment_id
-    store.save(store.StudyRecord(store.LaunchOptions(name=name, features=FEATURES,
-                                                     tracking_uri=tracking_uri), parent))
+    store.save(
+        store.StudyRecord(
+            store.LaunchOptions(name=name, features=FEATURES, tracking_uri=tracking_uri), parent
+        )
+    )
     for i, (method, label, best) in enumerate(trials):
-        tags = {tracking.PARENT_TAG: parent, "trial_id": f"{name}_{i:05d}", "method": method,
-                **({"label": label} if label else {})}
+        tags = {
+            tracking.PARENT_TAG: parent,
+            "trial_id": f"{name}_{i:05d}",
+            "method": method,
+            **({"label": label} if label else {}),
+        }
         run_id = client.create_run(experiment_id, tags=tags).info.run_id
         if best is not None:
             client.log_metric(run_id, "best_dev_q2ar", best, step=1)
@@ -62,14 +74,14 @@ def make_study(client: MlflowClient, name: str, trials=(), status: str | None = 
     client.set_terminated(rerun.info.run_id, "FINISHED")
     if status is not None:
         client.set_terminated(parent, status)
-    for path, size in ((store.journal_path(name), FILES["journal"]),
-                       (store.experiment_dir(name) / "trial_0" / "checkpoint.pt",
-                        FILES["checkpoint"]),
-                       (store.reports_dir(name) / "best_per_method.md", FILES["report"])):
+    for path, size in (
+        (store.journal_path(name), FILES["journal"]),
+        (store.experiment_dir(name) / "trial_0" / "checkpoint.pt", FILES["checkpoint"]),
+        (store.reports_dir(name) / "best_per_method.md", FILES["report"]),
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"z" * size)
-    return (store.record_path(name).stat().st_size + sum(FILES.values())
-            + ARTIFACT * len(trials))
+    return store.record_path(name).stat().st_size + sum(FILES.values()) + ARTIFACT * len(trials)
 
 
 def rows_by_name(echo=lambda line: None) -> dict[str, StudyRow]:
@@ -87,30 +99,47 @@ def test_mlflow_keeps_a_deleted_experiments_name(home, client):
 
 
 def test_the_listing_shows_name_state_trials_best_and_disk(home, client):
-    size = make_study(client, "ls-done", [("softmax", None, 0.40), ("gumbel", None, 0.55),
-                                          ("teacher", "r2c", 0.50), ("reinforce", None, None)])
+    size = make_study(
+        client,
+        "ls-done",
+        [
+            ("softmax", None, 0.40),
+            ("gumbel", None, 0.55),
+            ("teacher", "r2c", 0.50),
+            ("reinforce", None, None),
+        ],
+    )
     make_study(client, "ls-cut", [("softmax", None, 0.30)], status=None)  # parent left RUNNING
-    make_study(client, "ls-failed", [("teacher", "new baseline", 0.61), ("teacher", None, 0.2)],
-               status="FAILED")
+    make_study(
+        client,
+        "ls-failed",
+        [("teacher", "new baseline", 0.61), ("teacher", None, 0.2)],
+        status="FAILED",
+    )
     dead = f"http://127.0.0.1:{free_port()}"  # records naming stores that cannot be read
     for name, uri in (("ls-nodb", f"sqlite:///{home / 'gone.db'}"), ("ls-dead", dead)):
-        store.save(store.StudyRecord(store.LaunchOptions(name=name, tracking_uri=uri,
-                                                         features=FEATURES), "0123abcd"))
+        store.save(
+            store.StudyRecord(
+                store.LaunchOptions(name=name, tracking_uri=uri, features=FEATURES), "0123abcd"
+            )
+        )
     store.journal_path("ls-nodb").write_bytes(b"j" * FILES["journal"])
     (home / "studies" / "ls-norecord").mkdir()  # a launch that stopped before its study started
 
     said = []
     rows = rows_by_name(said.append)
-    assert rows["ls-done"] == StudyRow("ls-done", "finished", 4, Best(0.55, "gumbel", "gumbel"),
-                                       size)
+    assert rows["ls-done"] == StudyRow(
+        "ls-done", "finished", 4, Best(0.55, "gumbel", "gumbel"), size
+    )
     assert (rows["ls-cut"].state, rows["ls-cut"].trials) == ("interrupted", 1)
     assert rows["ls-failed"].state == "failed"
     assert rows["ls-failed"].best == Best(0.61, "new baseline", "teacher")
     assert rows["ls-nodb"].state == f"unknown (no tracking store at {home / 'gone.db'})"
     assert not (home / "gone.db").exists()  # listing never creates a store
     assert rows["ls-nodb"].trials is None and rows["ls-nodb"].best is None
-    assert rows["ls-nodb"].disk_bytes == (store.record_path("ls-nodb").stat().st_size
-                                          + FILES["journal"])
+    assert rows["ls-nodb"].disk_bytes == (
+        store.record_path("ls-nodb").stat().st_size + FILES["journal"]
+    )
     assert rows["ls-dead"].state.startswith(f"unknown (--tracking-uri {dead}: no MLflow server")
     assert rows["ls-norecord"].state.startswith("unknown (no study.json")
     assert len(said) == 2 and any(dead in line for line in said)
@@ -119,15 +148,30 @@ def test_the_listing_shows_name_state_trials_best_and_disk(home, client):
     header, *lines = table.splitlines()
     assert header.split()[:4] == ["NAME", "TRIALS", "BEST", "dev_q2ar"]
     done = next(line for line in lines if line.startswith("ls-done "))
-    assert done.split() == ["ls-done", "4", "0.5500", "gumbel", *manage.human_size(size).split(),
-                            "finished"]
+    assert done.split() == [
+        "ls-done",
+        "4",
+        "0.5500",
+        "gumbel",
+        *manage.human_size(size).split(),
+        "finished",
+    ]
     assert "0.6100 new baseline (teacher)" in table
     assert table.endswith(manage.RESUME_HINT)
 
 
-@pytest.mark.parametrize("size, text", [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"),
-                                        (12_345_678, "12.3 MB"), (999_960, "1.0 MB"),
-                                        (1_234_567_890, "1.2 GB"), (5 * 10**15, "5000.0 TB")])
+@pytest.mark.parametrize(
+    "size, text",
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.0 kB"),
+        (12_345_678, "12.3 MB"),
+        (999_960, "1.0 MB"),
+        (1_234_567_890, "1.2 GB"),
+        (5 * 10**15, "5000.0 TB"),
+    ],
+)
 def test_sizes_read_as_people_write_them(size, text):
     assert manage.human_size(size) == text
 
@@ -137,17 +181,22 @@ def test_deleting_removes_every_folder_and_the_experiment_and_frees_the_name(hom
     make_study(client, "del-keep", [("softmax", None, 0.3)])
     experiment = client.get_experiment_by_name("del-me")
     artifacts = home / "mlartifacts" / "del-me"
-    folders = [store.study_dir("del-me"), store.experiment_dir("del-me"),
-               store.reports_dir("del-me"), artifacts]
+    folders = [
+        store.study_dir("del-me"),
+        store.experiment_dir("del-me"),
+        store.reports_dir("del-me"),
+        artifacts,
+    ]
     assert all(f.is_dir() for f in folders)
     sizes = [manage.human_size(manage.disk_bytes(f)) for f in folders]
     assert manage.describe_deletion("del-me") == (
-        f"delete study del-me: 4 folders ({manage.human_size(size)}) and MLflow experiment "
-        "del-me")
+        f"delete study del-me: 4 folders ({manage.human_size(size)}) and MLflow experiment del-me"
+    )
 
     lines = manage.delete_study("del-me")
-    assert lines[0].startswith(f"deleted MLflow experiment del-me (id "
-                               f"{experiment.experiment_id}), renamed del-me.deleted-")
+    assert lines[0].startswith(
+        f"deleted MLflow experiment del-me (id {experiment.experiment_id}), renamed del-me.deleted-"
+    )
     assert lines[1:] == [f"removed {f} ({s})" for f, s in zip(folders, sizes, strict=True)]
     assert not any(f.exists() for f in folders)
     assert client.get_experiment_by_name("del-me") is None
@@ -169,9 +218,16 @@ def test_deleting_removes_every_folder_and_the_experiment_and_frees_the_name(hom
 def test_delete_refuses_while_another_process_runs_the_study(home, client):
     make_study(client, "del-busy", [("softmax", None, 0.4)], status=None)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom study import store\n"
-         "with store.running('del-busy'):\n    print('locked', flush=True)\n    time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom study import store\n"
+            "with store.running('del-busy'):\n    print('locked', flush=True)\n    time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert rows_by_name()["del-busy"].state == "running"
@@ -193,8 +249,9 @@ def test_a_name_found_nowhere_is_one_line(home, client):
     uri = "sqlite:///" + str(home / "mlflow.db")
     with pytest.raises(InputError) as error:
         manage.delete_study("never-was")
-    assert str(error.value) == (f"--name never-was: no such study in {home} or in the tracking "
-                                f"store {uri}")
+    assert str(error.value) == (
+        f"--name never-was: no such study in {home} or in the tracking store {uri}"
+    )
     secret = f"http://user:hunter2@127.0.0.1:{free_port()}"
     with pytest.raises(InputError) as error:
         manage.describe_deletion("never-was", secret)
@@ -212,10 +269,12 @@ def test_a_study_only_in_the_tracking_store_is_deleted_from_it(home, client, tmp
     tracking.create_study(elsewhere, "away", other)
     assert manage.describe_deletion("away", shared) == (
         f"delete study away: MLflow experiment away in {shared} (its study run is marked "
-        "running: stop any launch of it elsewhere first)")
+        "running: stop any launch of it elsewhere first)"
+    )
     lines = manage.delete_study("away", shared)
-    assert len(lines) == 1 and lines[0].startswith(f"deleted MLflow experiment away (id 1) in "
-                                                   f"{shared}, renamed away.deleted-")
+    assert len(lines) == 1 and lines[0].startswith(
+        f"deleted MLflow experiment away (id 1) in {shared}, renamed away.deleted-"
+    )
     assert elsewhere.get_experiment_by_name("away") is None
 
     parent = tracking.create_study(client, "orphan", home)  # this home's, its folder removed
@@ -224,13 +283,16 @@ def test_a_study_only_in_the_tracking_store_is_deleted_from_it(home, client, tmp
     artifacts = home / "mlartifacts" / "orphan"
     assert artifacts.is_dir() and not store.study_dir("orphan").exists()
     assert manage.describe_deletion("orphan").startswith(
-        f"delete study orphan: 1 folder ({manage.human_size(ARTIFACT)}) and MLflow experiment")
-    assert manage.delete_study("orphan")[1] == (f"removed {artifacts} "
-                                                f"({manage.human_size(ARTIFACT)})")
+        f"delete study orphan: 1 folder ({manage.human_size(ARTIFACT)}) and MLflow experiment"
+    )
+    assert manage.delete_study("orphan")[1] == (
+        f"removed {artifacts} ({manage.human_size(ARTIFACT)})"
+    )
     assert not artifacts.exists() and client.get_experiment_by_name("orphan") is None
 
     client.delete_experiment(client.create_experiment("deleted-by-hand"))  # in the MLflow UI
     assert "(deleted already, but its name is still taken)" in manage.describe_deletion(
-        "deleted-by-hand")
+        "deleted-by-hand"
+    )
     manage.delete_study("deleted-by-hand")
     client.create_experiment("deleted-by-hand")  # the name is free

@@ -21,8 +21,8 @@ def test_r2c_init_is_the_r2c_presets_and_allennlps():
                 bound = (6 / sum(param.shape)) ** 0.5
                 assert param.abs().max() <= bound and param.abs().max() > 0.5 * bound
             elif name.startswith("bias_hh"):  # gates i, f, g, o: the forget gate's bias 1
-                assert param[h:2 * h].eq(1).all() and param[:h].eq(0).all()
-                assert param[2 * h:].eq(0).all()
+                assert param[h : 2 * h].eq(1).all() and param[:h].eq(0).all()
+                assert param[2 * h :].eq(0).all()
             else:
                 assert param.eq(0).all(), name
     for layer in (backbone.final_mlp[1], backbone.final_mlp[4]):

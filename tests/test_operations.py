@@ -33,12 +33,23 @@ def study_home(tmp_path, monkeypatch, synthetic_features):
 def _launch(cli, synthetic_dir, synthetic_features, tmp_path, *args):
     space = tmp_path / "one.yaml"
     space.write_text(ONE_TRIAL)
-    return cli("launch", "--data", synthetic_dir, "--cache", synthetic_features.text.parent,
-               "--image-size", "256x128", "--space", space, *args)
+    return cli(
+        "launch",
+        "--data",
+        synthetic_dir,
+        "--cache",
+        synthetic_features.text.parent,
+        "--image-size",
+        "256x128",
+        "--space",
+        space,
+        *args,
+    )
 
 
 def test_a_name_used_before_is_refused_until_deleted_and_checkpoints_are_not_kept(
-        ray_local, study_home, cli, synthetic_dir, synthetic_features, tmp_path):
+    ray_local, study_home, cli, synthetic_dir, synthetic_features, tmp_path
+):
     code, out, err = _launch(cli, synthetic_dir, synthetic_features, tmp_path, "--name", "o1")
     assert code == 0, err
     first = store.load("o1").parent_run_id
@@ -73,7 +84,8 @@ def test_a_name_used_before_is_refused_until_deleted_and_checkpoints_are_not_kep
 
 
 def test_launch_shows_its_own_lines_and_logs_the_libraries(
-        tmp_path, synthetic_dir, synthetic_features):
+    tmp_path, synthetic_dir, synthetic_features
+):
     """In a subprocess, as a person runs it: no Ray notices, MLflow migrations, Optuna's
     "A new study created" or Tune's boxed summary on the terminal; all of them in launch.log."""
     home = tmp_path / "home"
@@ -81,11 +93,35 @@ def test_launch_shows_its_own_lines_and_logs_the_libraries(
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     ran = subprocess.run(
-        [sys.executable, "-m", "study.cli", "launch", "--name", "q1", "--space", "smoke",
-         "--trials", "1", "--epochs", "1", "--concurrent", "1", "--data", str(synthetic_dir),
-         "--cache", str(synthetic_features.text.parent), "--image-size", "256x128",
-         "--ray-temp-dir", "/tmp/ray"],
-        env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "launch",
+            "--name",
+            "q1",
+            "--space",
+            "smoke",
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "--concurrent",
+            "1",
+            "--data",
+            str(synthetic_dir),
+            "--cache",
+            str(synthetic_features.text.parent),
+            "--image-size",
+            "256x128",
+            "--ray-temp-dir",
+            "/tmp/ray",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ran.returncode == 0, ran.stderr
     log = (home / "studies" / "q1" / "launch.log").read_text()
     assert "A new study created" in log  # Optuna's
@@ -95,10 +131,12 @@ def test_launch_shows_its_own_lines_and_logs_the_libraries(
     assert "study q1 done" in ran.stdout and "trials: 1 done" in ran.stdout
 
 
-def test_a_dry_run_prints_the_plan_and_writes_nothing(study_home, cli, synthetic_dir,
-                                                      synthetic_features, tmp_path):
-    code, out, err = _launch(cli, synthetic_dir, synthetic_features, tmp_path, "--name", "p1",
-                             "--dry-run")
+def test_a_dry_run_prints_the_plan_and_writes_nothing(
+    study_home, cli, synthetic_dir, synthetic_features, tmp_path
+):
+    code, out, err = _launch(
+        cli, synthetic_dir, synthetic_features, tmp_path, "--name", "p1", "--dry-run"
+    )
     assert code == 0, err
     assert "features (" in out and "cached" in out
     assert "plan: 1 trial of up to 2 epochs" in out
@@ -108,7 +146,8 @@ def test_a_dry_run_prints_the_plan_and_writes_nothing(study_home, cli, synthetic
 
 
 def test_a_study_the_disk_cannot_hold_is_refused_before_it_starts(
-        study_home, cli, synthetic_dir, synthetic_features, tmp_path, monkeypatch):
+    study_home, cli, synthetic_dir, synthetic_features, tmp_path, monkeypatch
+):
     monkeypatch.setattr("study.plan.free_bytes", lambda home: 1_000_000)  # 1 MB free
     code, out, err = _launch(cli, synthetic_dir, synthetic_features, tmp_path, "--name", "f1")
     assert code == 2, err
@@ -116,15 +155,19 @@ def test_a_study_the_disk_cannot_hold_is_refused_before_it_starts(
     assert len(line.splitlines()) == 1 and "1.0 MB free, the study needs about" in line
     assert "--ignore-free-space" in line
     assert not (study_home / "studies" / "f1").exists()  # no record, no folder left
-    code, out, err = _launch(cli, synthetic_dir, synthetic_features, tmp_path, "--name", "f1",
-                             "--dry-run")
+    code, out, err = _launch(
+        cli, synthetic_dir, synthetic_features, tmp_path, "--name", "f1", "--dry-run"
+    )
     assert code == 0 and "NOT ENOUGH" in out, err
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("repeat", "repeats line 2"), ("drop", "items missing"), ("extra", "is not in the split")])
+@pytest.mark.parametrize(
+    "damage, message",
+    [("repeat", "repeats line 2"), ("drop", "items missing"), ("extra", "is not in the split")],
+)
 def test_evaluate_refuses_a_csv_with_a_repeated_missing_or_extra_id(
-        cli, synthetic_dir, tmp_path, damage, message):
+    cli, synthetic_dir, tmp_path, damage, message
+):
     import torch
 
     from vcrnet.data import read_split
@@ -132,7 +175,8 @@ def test_evaluate_refuses_a_csv_with_a_repeated_missing_or_extra_id(
 
     ids = [item.annot_id for item in read_split(synthetic_dir, "val")]
     ids = {"repeat": ids + ids[:1], "drop": ids[1:], "extra": ids + ["not-an-id"]}[damage]
-    path = write_csv(tmp_path / "p.csv", ids, torch.full((len(ids), 4), 0.25),
-                     torch.full((len(ids), 4, 4), 0.25))
+    path = write_csv(
+        tmp_path / "p.csv", ids, torch.full((len(ids), 4), 0.25), torch.full((len(ids), 4, 4), 0.25)
+    )
     code, out, err = cli("evaluate", "--predictions", path, "--data", synthetic_dir)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err

@@ -21,30 +21,39 @@ MB = 1_000_000
 CPU_KEY = ThroughputKey("abc123", "cpu:2", "small", 16)
 
 
-@pytest.mark.parametrize("trials, epochs, grace, asha, reduction, expected", [
-    (8, 4, 1, False, 4, 32.0),  # no ASHA: every trial runs every epoch
-    # grace 1, max_t 4, reduction 4: one rung, at epoch 1 (the next, 4, is max_t). All 8 trials
-    # run epoch 1 (8); of the 8, 1 + 7/4 = 2.75 go on and run epochs 2-4 (2.75 x 3 = 8.25): 16.25.
-    (8, 4, 1, True, 4, 16.25),
-    (8, 4, 4, True, 4, 32.0),  # grace == max_t: no rung below max_t, nothing is stopped
-    (8, 4, 9, True, 4, 32.0),  # a grace beyond max_t is capped at it, as launch does
-    # rungs at 1 and 4 of 8: 24 x 1 + 6.75 x 3 + (1 + 5.75 / 4) x 4 = 24 + 20.25 + 9.75 = 54
-    (24, 8, 1, True, 4, 54.0),
-    # reduction 2, rungs at 1 and 2 of 3: 4 x 1 + (1 + 3/2) x 1 + (1 + 1.5/2) x 1 = 8.25
-    (4, 3, 1, True, 2, 8.25),
-    (1, 10, 1, True, 4, 10.0),  # one trial: the first to reach a rung always goes on
-])
+@pytest.mark.parametrize(
+    "trials, epochs, grace, asha, reduction, expected",
+    [
+        (8, 4, 1, False, 4, 32.0),  # no ASHA: every trial runs every epoch
+        # grace 1, max_t 4, reduction 4: one rung, at epoch 1 (the next, 4, is max_t). All 8
+        # trials run epoch 1 (8); of the 8, 1 + 7/4 = 2.75 go on and run epochs 2-4
+        # (2.75 x 3 = 8.25): 16.25.
+        (8, 4, 1, True, 4, 16.25),
+        (8, 4, 4, True, 4, 32.0),  # grace == max_t: no rung below max_t, nothing is stopped
+        (8, 4, 9, True, 4, 32.0),  # a grace beyond max_t is capped at it, as launch does
+        # rungs at 1 and 4 of 8: 24 x 1 + 6.75 x 3 + (1 + 5.75 / 4) x 4 = 24 + 20.25 + 9.75 = 54
+        (24, 8, 1, True, 4, 54.0),
+        # reduction 2, rungs at 1 and 2 of 3: 4 x 1 + (1 + 3/2) x 1 + (1 + 1.5/2) x 1 = 8.25
+        (4, 3, 1, True, 2, 8.25),
+        (1, 10, 1, True, 4, 10.0),  # one trial: the first to reach a rung always goes on
+    ],
+)
 def test_trial_epochs(trials, epochs, grace, asha, reduction, expected):
     worst, got = plan.trial_epochs(trials, epochs, grace, asha, reduction)
     assert worst == trials * epochs
     assert got == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("grace, epochs, reduction, rungs", [
-    (1, 4, 4, [1]), (1, 8, 4, [1, 4]), (1, 100, 3, [1, 3, 9, 27, 81]),
-    (2, 100, 2.5, [2, 5, 13, 32, 79]),  # Ray stops at the first iteration >= 12.5: 13
-    (4, 4, 4, []),
-])
+@pytest.mark.parametrize(
+    "grace, epochs, reduction, rungs",
+    [
+        (1, 4, 4, [1]),
+        (1, 8, 4, [1, 4]),
+        (1, 100, 3, [1, 3, 9, 27, 81]),
+        (2, 100, 2.5, [2, 5, 13, 32, 79]),  # Ray stops at the first iteration >= 12.5: 13
+        (4, 4, 4, []),
+    ],
+)
 def test_asha_rungs_match_rays_milestones(grace, epochs, reduction, rungs):
     assert plan.asha_rungs(grace, epochs, reduction) == rungs
 
@@ -71,8 +80,10 @@ def test_disk_needed_counts_running_trials_or_every_kept_checkpoint():
     # kept: 8 last checkpoints, and the 2 running trials' 2 transient files each
     assert plan.disk_needed(8, 2, 10 * MB, keep_checkpoints=True) == 12 * 10 * MB + logs
     # more concurrency than trials: only the trials can run
-    assert plan.disk_needed(1, 4, 10 * MB, False) == 3 * 10 * MB + plan.LOG_BYTES \
-        + plan.LOG_BYTES_PER_TRIAL
+    assert (
+        plan.disk_needed(1, 4, 10 * MB, False)
+        == 3 * 10 * MB + plan.LOG_BYTES + plan.LOG_BYTES_PER_TRIAL
+    )
 
 
 def test_free_space_check_refuses_in_one_line_naming_the_flag(tmp_path):
@@ -82,8 +93,10 @@ def test_free_space_check_refuses_in_one_line_naming_the_flag(tmp_path):
         plan.free_space_check(home, 10**18, why=why)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"{home}: ") and " GB free, the study needs about 1000000000.0 GB" \
-        in message
+    assert (
+        message.startswith(f"{home}: ")
+        and " GB free, the study needs about 1000000000.0 GB" in message
+    )
     assert "(2 running trials x 3 checkpoint files of 24.0 MB, and logs)" in message
     assert message.endswith("or pass --ignore-free-space")
 
@@ -95,8 +108,11 @@ def test_free_space_check_passes_where_there_is_room(tmp_path):
 
 def test_a_plan_with_kept_checkpoints_suggests_dropping_them(tmp_path):
     p = _default_plan(keep_checkpoints=True, checkpoint=10**18)
-    with pytest.raises(InputError, match=r"--keep-checkpoints\).*drop --keep-checkpoints, or "
-                                         r"pass --ignore-free-space$"):
+    with pytest.raises(
+        InputError,
+        match=r"--keep-checkpoints\).*drop --keep-checkpoints, or "
+        r"pass --ignore-free-space$",
+    ):
         p.check_free_space(tmp_path)
 
 
@@ -126,16 +142,24 @@ def test_train_items_from_fits_metrics():
     assert plan.train_items({"train_items_per_s": 50.0, "train_seconds": 27.0}) == 1350
 
 
-@pytest.mark.parametrize("device, preset, figure, cited", [
-    ("cpu:2", "small", 63 / 2700, "63 s for 2 epochs"),
-    ("cpu:1", "small", 2 * 63 / 2700, "x2 for 1 CPU"),
-    ("cpu", "tiny", 63 / 2700, "upper bound"),
-    ("cpu:2", "r2c", 63 / 2700 * 21_677_314 / 1_953_602, "parameter ratio"),
-    ("cuda:NVIDIA H200", "r2c", plan.EPOCH_OVER_TRAINING / 1009, "1,009 items/s"),
-    # 4 trials on one GPU do 2.68x one's items together (MPS): each takes 4/2.68 as long
-    ("cuda:NVIDIA H200/4", "r2c", plan.EPOCH_OVER_TRAINING / 1009 * 4 / 2.68, "x1.49"),
-    ("cuda:NVIDIA H200/3", "r2c", plan.EPOCH_OVER_TRAINING / 1009 * 3 / 2.295, "3 trials a GPU"),
-])
+@pytest.mark.parametrize(
+    "device, preset, figure, cited",
+    [
+        ("cpu:2", "small", 63 / 2700, "63 s for 2 epochs"),
+        ("cpu:1", "small", 2 * 63 / 2700, "x2 for 1 CPU"),
+        ("cpu", "tiny", 63 / 2700, "upper bound"),
+        ("cpu:2", "r2c", 63 / 2700 * 21_677_314 / 1_953_602, "parameter ratio"),
+        ("cuda:NVIDIA H200", "r2c", plan.EPOCH_OVER_TRAINING / 1009, "1,009 items/s"),
+        # 4 trials on one GPU do 2.68x one's items together (MPS): each takes 4/2.68 as long
+        ("cuda:NVIDIA H200/4", "r2c", plan.EPOCH_OVER_TRAINING / 1009 * 4 / 2.68, "x1.49"),
+        (
+            "cuda:NVIDIA H200/3",
+            "r2c",
+            plan.EPOCH_OVER_TRAINING / 1009 * 3 / 2.295,
+            "3 trials a GPU",
+        ),
+    ],
+)
 def test_fallback_figures_cite_docs_benchmarks(tmp_path, device, preset, figure, cited):
     key = ThroughputKey("fp", device, preset, 16)
     got, source = plan.seconds_per_item(tmp_path / "none.json", key)
@@ -146,29 +170,38 @@ def test_fallback_figures_cite_docs_benchmarks(tmp_path, device, preset, figure,
 def test_the_cited_figures_are_in_docs_benchmarks():
     """The figures plan.py's constants are made of (their lines cited there)."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
-    for figure in ("| now | 46.2, 50.8 | 82.6, 68.9 | 63 + 44 s |", "1,350 training questions",
-                   "the model alone did 1,009 items/s", "| 935.6 |", "| 878.0 |",
-                   "6 trials run one at a time", "| 2 | 3,070 | 1.50 | 3,757 | 1.91 |",
-                   "| 4 | 3,467 | **1.69** | 5,257 | **2.68** |"):
+    for figure in (
+        "| now | 46.2, 50.8 | 82.6, 68.9 | 63 + 44 s |",
+        "1,350 training questions",
+        "the model alone did 1,009 items/s",
+        "| 935.6 |",
+        "| 878.0 |",
+        "6 trials run one at a time",
+        "| 2 | 3,070 | 1.50 | 3,757 | 1.91 |",
+        "| 4 | 3,467 | **1.69** | 5,257 | **2.68** |",
+    ):
         assert figure in " ".join(text.split()), figure
 
 
 def test_an_unmeasured_gpu_has_no_estimate(tmp_path):
     for device, preset in [("cuda:NVIDIA H200/8", "r2c"), ("cuda:NVIDIA H200", "small")]:
-        figure, _ = plan.seconds_per_item(tmp_path / "none.json", ThroughputKey("fp", device,
-                                                                               preset, 96))
+        figure, _ = plan.seconds_per_item(
+            tmp_path / "none.json", ThroughputKey("fp", device, preset, 96)
+        )
         assert figure is None
     key = ThroughputKey("fp", "cuda:NVIDIA A10G", "r2c", 96)
     figure, source = plan.seconds_per_item(tmp_path / "none.json", key)
     assert figure is None and source.endswith("estimate unknown")
     lines = _default_plan(seconds=(figure, source), gpus=1, gpus_per_trial=1).lines()
-    assert "one epoch: unknown (no measurement for r2c on cuda:NVIDIA A10G: estimate unknown)" \
-        in lines
+    assert (
+        "one epoch: unknown (no measurement for r2c on cuda:NVIDIA A10G: estimate unknown)" in lines
+    )
     assert "wall time: unknown" in lines and "GPU-hours: unknown" in lines
 
 
-@pytest.mark.parametrize("content", ["{not json", "[]", '{"seconds_per_item": {"k": ["x"]}}',
-                                     '{"version": 1}'])
+@pytest.mark.parametrize(
+    "content", ["{not json", "[]", '{"seconds_per_item": {"k": ["x"]}}', '{"version": 1}']
+)
 def test_a_corrupt_store_is_read_as_empty_with_a_warning(tmp_path, content):
     path = plan.throughput_path(tmp_path)
     path.write_text(content)
@@ -185,17 +218,27 @@ def test_parallel_trials_are_bounded_by_resources():
     assert plan.parallel_trials(8, 4, cpus=2, cpus_per_trial=1) == 2
     assert plan.parallel_trials(1, 4, cpus=16, cpus_per_trial=1) == 1
     assert plan.parallel_trials(8, 8, cpus=16, cpus_per_trial=1, gpus=1, gpus_per_trial=0.25) == 4
-    assert plan.parallel_trials(8, 8, cpus=16, cpus_per_trial=1, gpus=1,
-                                gpus_per_trial=1 / 3) == 3
+    assert plan.parallel_trials(8, 8, cpus=16, cpus_per_trial=1, gpus=1, gpus_per_trial=1 / 3) == 3
     assert plan.parallel_trials(8, 2, cpus=1, cpus_per_trial=2) == 0
 
 
 def _default_plan(**changes) -> plan.Plan:
     """The default study (search_spaces/default.yaml) on the 2-core machine, 1 CPU a trial."""
-    args = dict(trials=8, epochs=4, grace=1, asha=True, concurrent=2, cpus=2, cpus_per_trial=1,
-                train_items=1350, checkpoint=24 * MB, disk_free=100 * 10**9,
-                seconds=plan.seconds_per_item(Path("/nonexistent/throughput.json"),
-                                              ThroughputKey("fp", "cpu:1", "small", 16)))
+    args = dict(
+        trials=8,
+        epochs=4,
+        grace=1,
+        asha=True,
+        concurrent=2,
+        cpus=2,
+        cpus_per_trial=1,
+        train_items=1350,
+        checkpoint=24 * MB,
+        disk_free=100 * 10**9,
+        seconds=plan.seconds_per_item(
+            Path("/nonexistent/throughput.json"), ThroughputKey("fp", "cpu:1", "small", 16)
+        ),
+    )
     return plan.estimate(**{**args, **changes})
 
 
@@ -204,28 +247,41 @@ def test_estimate_lines_show_the_plan():
     epoch = 1350 * 2 * 63 / 2700  # 63 s: the figure at 2 CPUs, twice for 1 CPU a trial
     assert p.epoch_seconds == pytest.approx(epoch)
     assert p.wall_seconds() == pytest.approx(
-        plan.RAY_START_SECONDS + (16.25 * epoch + 8 * plan.TRIAL_OVERHEAD_SECONDS) / 2)
+        plan.RAY_START_SECONDS + (16.25 * epoch + 8 * plan.TRIAL_OVERHEAD_SECONDS) / 2
+    )
     assert p.gpu_hours() is None
     lines = p.lines()
     assert 6 <= len(lines) <= 8
     assert lines[0] == "plan: 8 trials of up to 4 epochs, 2 at a time"
-    assert lines[1] == ("trial-epochs: 32 at most, ~16 expected with ASHA (stops at epoch 1, "
-                        "about 75% of the trials at each)")
-    assert lines[2] == ("one epoch: ~63 s (1,350 training items x 0.0467 s; docs/benchmarks.md: "
-                        "small, batch 16, 2 CPUs: 63 s for 2 epochs of 1,350 items (line 355), "
-                        "x2 for 1 CPU)")
-    assert lines[3] == ("wall time: ~9 min, 17 min at most (Ray's and the trials' "
-                        "start-up included)")
+    assert lines[1] == (
+        "trial-epochs: 32 at most, ~16 expected with ASHA (stops at epoch 1, "
+        "about 75% of the trials at each)"
+    )
+    assert lines[2] == (
+        "one epoch: ~63 s (1,350 training items x 0.0467 s; docs/benchmarks.md: "
+        "small, batch 16, 2 CPUs: 63 s for 2 epochs of 1,350 items (line 355), "
+        "x2 for 1 CPU)"
+    )
+    assert lines[3] == (
+        "wall time: ~9 min, 17 min at most (Ray's and the trials' start-up included)"
+    )
     assert lines[4] == "GPU-hours: none (CPU trials)"
     need = 6 * 24 * MB + plan.LOG_BYTES + 8 * plan.LOG_BYTES_PER_TRIAL
-    assert lines[5] == (f"disk: ~{need / MB:.1f} MB at the peak (2 running trials x 3 checkpoint "
-                        "files of 24.0 MB, and logs), 100.0 GB free: OK")
+    assert lines[5] == (
+        f"disk: ~{need / MB:.1f} MB at the peak (2 running trials x 3 checkpoint "
+        "files of 24.0 MB, and logs), 100.0 GB free: OK"
+    )
     assert _default_plan(disk_free=MB).lines()[5].endswith("1.0 MB free: NOT ENOUGH")
 
 
 def test_estimate_on_gpus_counts_gpu_hours():
-    p = _default_plan(asha=False, gpus=1, gpus_per_trial=0.5, concurrent=4,
-                      seconds=(0.001, "docs/benchmarks.md: test"))
+    p = _default_plan(
+        asha=False,
+        gpus=1,
+        gpus_per_trial=0.5,
+        concurrent=4,
+        seconds=(0.001, "docs/benchmarks.md: test"),
+    )
     assert p.parallel == 2
     assert p.gpu_hours() == pytest.approx(32 * 1.35 * 0.5 / 3600)
     assert p.lines()[1] == "trial-epochs: 32 (no early stopping by ASHA)"
@@ -237,8 +293,14 @@ def test_the_default_studys_measured_wall_time_is_within_2x_of_its_estimate():
     (docs/measurements/study_footprint_cpu.json, docs/benchmarks.md): its wall time within a
     factor 2 of the estimate a fresh home makes (docs/benchmarks.md's figures), below the worst
     case; and within 2x of the estimate from the speed that study measured."""
-    measured = json.loads((Path(__file__).resolve().parents[1] / "docs" / "measurements"
-                           / "study_footprint_cpu.json").read_text())
+    measured = json.loads(
+        (
+            Path(__file__).resolve().parents[1]
+            / "docs"
+            / "measurements"
+            / "study_footprint_cpu.json"
+        ).read_text()
+    )
     wall, p = measured["wall_seconds"], _default_plan()
     assert p.wall_seconds() / 2 <= wall <= 2 * p.wall_seconds()
     assert wall < p.wall_seconds(p.worst_epochs)
@@ -249,8 +311,12 @@ def test_the_default_studys_measured_wall_time_is_within_2x_of_its_estimate():
 
 def test_the_module_imports_without_ray_or_torch():
     code = "import sys, study.plan; print(sorted({'ray', 'torch'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

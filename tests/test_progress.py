@@ -57,8 +57,10 @@ def test_the_best_counts_trials_finished_before_a_restart(callback):
     progress.echo = lines.append
     trials[1].set_status(Trial.RUNNING)
     report(progress, trials, trials[1], 0.30)
-    assert lines[-1].endswith("trials: 1 done, 1 running, 0 pending, 0 failed | "
-                              f"best {METRIC} 0.510 (gumbel, trial done_1)"), lines
+    assert lines[-1].endswith(
+        "trials: 1 done, 1 running, 0 pending, 0 failed | "
+        f"best {METRIC} 0.510 (gumbel, trial done_1)"
+    ), lines
 
 
 def test_a_nan_result_is_never_the_best():

@@ -30,32 +30,59 @@ def real_like(tmp_path_factory):
     draw.polygon([tuple(p) for p in person.tolist()], fill=(200, 40, 40))
     draw.polygon([tuple(p) for p in horse.tolist()], fill=(120, 80, 30))
     image.save(root / "vcr1images" / f"{IMAGE}.jpg", quality=90)
-    meta = {"boxes": [[420.0, 120.0, 780.0, 720.0, 0.998], [1100.0, 300.0, 1700.0, 760.0, 0.97],
-                      [10.0, 10.0, 200.0, 300.0, 0.61]],
-            "segms": [[person.tolist()], [horse.tolist(), []], [[[10, 10], [200, 10], [200, 300]]]],
-            "names": ["person", "horse", "person"], "width": width, "height": height}
+    meta = {
+        "boxes": [
+            [420.0, 120.0, 780.0, 720.0, 0.998],
+            [1100.0, 300.0, 1700.0, 760.0, 0.97],
+            [10.0, 10.0, 200.0, 300.0, 0.61],
+        ],
+        "segms": [[person.tolist()], [horse.tolist(), []], [[[10, 10], [200, 10], [200, 300]]]],
+        "names": ["person", "horse", "person"],
+        "width": width,
+        "height": height,
+    }
     (root / "vcr1images" / f"{IMAGE}.json").write_text(json.dumps(meta))
     line = {
-        "movie": "3015_CHARLIE_ST_CLOUD", "objects": ["person", "horse", "person"],
-        "interesting_scores": [0, 1], "answer_likelihood": "possible",
-        "img_fn": f"{IMAGE}.jpg", "metadata_fn": f"{IMAGE}.json",
-        "answer_orig": "1 is going to ride 2.", "question_orig": "What is 1 going to do?",
+        "movie": "3015_CHARLIE_ST_CLOUD",
+        "objects": ["person", "horse", "person"],
+        "interesting_scores": [0, 1],
+        "answer_likelihood": "possible",
+        "img_fn": f"{IMAGE}.jpg",
+        "metadata_fn": f"{IMAGE}.json",
+        "answer_orig": "1 is going to ride 2.",
+        "question_orig": "What is 1 going to do?",
         "rationale_orig": "1 is standing next to 2 and holding the reins.",
         "question": ["What", "is", [0], "going", "to", "do", "?"],
-        "answer_match_iter": [3, 0, 2, 1], "answer_sources": [3287, 0, 10184, 26],
-        "answer_choices": [[[0], "is", "going", "to", "sleep", "."],
-                           [[0], "is", "going", "to", "ride", [1], "."],
-                           [[0], "will", "dance", "."], ["Everyone", "will", "leave", "."]],
+        "answer_match_iter": [3, 0, 2, 1],
+        "answer_sources": [3287, 0, 10184, 26],
+        "answer_choices": [
+            [[0], "is", "going", "to", "sleep", "."],
+            [[0], "is", "going", "to", "ride", [1], "."],
+            [[0], "will", "dance", "."],
+            ["Everyone", "will", "leave", "."],
+        ],
         "answer_label": 1,
-        "rationale_choices": [[[0], "is", "holding", "the", "reins", "of", [1], "."],
-                              ["It", "is", "late", "."], [[0, 2], "are", "at", "a", "party", "."],
-                              ["People", "leave", "at", "night", "."]],
-        "rationale_sources": [0, 1, 2, 3], "rationale_match_iter": [0, 1, 2, 3],
-        "rationale_label": 0, "img_id": "train-1", "question_number": 1, "annot_id": "train-1",
-        "match_fold": "train-0", "match_index": 1}
+        "rationale_choices": [
+            [[0], "is", "holding", "the", "reins", "of", [1], "."],
+            ["It", "is", "late", "."],
+            [[0, 2], "are", "at", "a", "party", "."],
+            ["People", "leave", "at", "night", "."],
+        ],
+        "rationale_sources": [0, 1, 2, 3],
+        "rationale_match_iter": [0, 1, 2, 3],
+        "rationale_label": 0,
+        "img_id": "train-1",
+        "question_number": 1,
+        "annot_id": "train-1",
+        "match_fold": "train-0",
+        "match_index": 1,
+    }
     (root / "train.jsonl").write_text(json.dumps(line) + "\n")
-    test_line = {k: v for k, v in line.items()
-                 if k not in ("answer_label", "rationale_label") and not k.endswith("_orig")}
+    test_line = {
+        k: v
+        for k, v in line.items()
+        if k not in ("answer_label", "rationale_label") and not k.endswith("_orig")
+    }
     (root / "test.jsonl").write_text(json.dumps({**test_line, "annot_id": "test-0"}) + "\n")
     return root
 

@@ -28,8 +28,15 @@ def test_reads_every_split_into_typed_records(synthetic_dir):
 
 def test_extra_keys_are_tolerated_and_only_model_keys_required(vcr_copy):
     path = vcr_copy / "test.jsonl"
-    keep = ("annot_id", "objects", "img_fn", "metadata_fn", "question", "answer_choices",
-            "rationale_choices")
+    keep = (
+        "annot_id",
+        "objects",
+        "img_fn",
+        "metadata_fn",
+        "question",
+        "answer_choices",
+        "rationale_choices",
+    )
     lines = [{**{k: line[k] for k in keep}, "some_new_key": [1, 2]} for line in read_lines(path)]
     write_lines(path, lines)
     assert len(read_split(vcr_copy, "test")) == len(lines)
@@ -38,12 +45,14 @@ def test_extra_keys_are_tolerated_and_only_model_keys_required(vcr_copy):
 def _set(key, value):
     def mutate(lines, root):
         lines[1][key] = value
+
     return mutate
 
 
 def _delete(key):
     def mutate(lines, root):
         del lines[1][key]
+
     return mutate
 
 
@@ -53,12 +62,14 @@ def _metadata(change):
         meta = json.loads(path.read_text())
         change(meta)
         path.write_text(json.dumps(meta))
+
     return mutate
 
 
 def _remove_file(key):
     def mutate(lines, root):  # line 4 is the first question of the second image
         (root / "vcr1images" / lines[3][key]).unlink()
+
     return mutate
 
 
@@ -69,30 +80,55 @@ def _tag_beyond_objects(lines, root):
 BAD_DATA = [  # (case, mutation, where, what)
     ("missing key", _delete("question"), "train.jsonl:2", "question: missing key"),
     ("missing label", _delete("answer_label"), "train.jsonl:2", "answer_label: missing key"),
-    ("label out of range", _set("rationale_label", 4), "train.jsonl:2",
-     "rationale_label: 4 is not in 0..3"),
+    (
+        "label out of range",
+        _set("rationale_label", 4),
+        "train.jsonl:2",
+        "rationale_label: 4 is not in 0..3",
+    ),
     ("label not an int", _set("answer_label", "1"), "train.jsonl:2", "answer_label:"),
-    ("three choices", _set("answer_choices", [["a"], ["b"], ["c"]]), "train.jsonl:2",
-     "answer_choices: expected 4 choices"),
-    ("tag beyond objects", _tag_beyond_objects, "train.jsonl:2",
-     "answer_choices[2][2]: object index"),
+    (
+        "three choices",
+        _set("answer_choices", [["a"], ["b"], ["c"]]),
+        "train.jsonl:2",
+        "answer_choices: expected 4 choices",
+    ),
+    (
+        "tag beyond objects",
+        _tag_beyond_objects,
+        "train.jsonl:2",
+        "answer_choices[2][2]: object index",
+    ),
     ("bad token", _set("question", ["What", 3, "?"]), "train.jsonl:2", "question[1]:"),
     ("boxes disagree", _metadata(lambda m: m["boxes"].pop()), "json", "boxes: has"),
-    ("names disagree", _metadata(lambda m: m["names"].reverse() or m["names"].append("dog")),
-     "json", "names:"),
+    (
+        "names disagree",
+        _metadata(lambda m: m["names"].reverse() or m["names"].append("dog")),
+        "json",
+        "names:",
+    ),
     ("segms disagree", _metadata(lambda m: m["segms"].pop()), "json", "segms: has"),
-    ("box not 5 numbers", _metadata(lambda m: m["boxes"][0].__setitem__(0, "x")), "json",
-     "boxes[0]:"),
+    (
+        "box not 5 numbers",
+        _metadata(lambda m: m["boxes"][0].__setitem__(0, "x")),
+        "json",
+        "boxes[0]:",
+    ),
     ("missing metadata key", _metadata(lambda m: m.pop("width")), "json", "width: missing key"),
     ("missing image", _remove_file("img_fn"), "train.jsonl:4", "img_fn: no such image file"),
-    ("missing metadata", _remove_file("metadata_fn"), "train.jsonl:4",
-     "metadata_fn: no such metadata file"),
+    (
+        "missing metadata",
+        _remove_file("metadata_fn"),
+        "train.jsonl:4",
+        "metadata_fn: no such metadata file",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case,mutate,where,what", BAD_DATA, ids=[c[0] for c in BAD_DATA])
-def test_bad_data_gets_one_line_naming_file_line_and_field(vcr_copy, cli, case, mutate, where,
-                                                           what):
+def test_bad_data_gets_one_line_naming_file_line_and_field(
+    vcr_copy, cli, case, mutate, where, what
+):
     path = vcr_copy / "train.jsonl"
     lines = read_lines(path)
     mutate(lines, vcr_copy)

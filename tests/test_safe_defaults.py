@@ -14,8 +14,9 @@ from study import cli
 from study.uris import move_credentials_to_env, redact
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*ROOT.glob("vcrnet/**/*.py"), *ROOT.glob("study/**/*.py"),
-                  *ROOT.glob("benchmarks/*.py")])
+SOURCES = sorted(
+    [*ROOT.glob("vcrnet/**/*.py"), *ROOT.glob("study/**/*.py"), *ROOT.glob("benchmarks/*.py")]
+)
 
 
 def calls(name: str) -> list[tuple[Path, ast.Call]]:
@@ -48,12 +49,18 @@ def test_yaml_is_read_only_with_the_safe_loader():
 def test_no_shell_and_no_command_string():
     for name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"):
         assert not calls(name), name
-    for runner in ("subprocess.run", "subprocess.call", "subprocess.Popen",
-                   "subprocess.check_call", "subprocess.check_output"):
+    for runner in (
+        "subprocess.run",
+        "subprocess.call",
+        "subprocess.Popen",
+        "subprocess.check_call",
+        "subprocess.check_output",
+    ):
         for path, call in calls(runner):
             assert keyword(call, "shell") in (None, False), f"{path}:{call.lineno}"
-            assert not isinstance(call.args[0], ast.Constant | ast.JoinedStr), \
+            assert not isinstance(call.args[0], ast.Constant | ast.JoinedStr), (
                 f"{path}:{call.lineno}: a command is a list of arguments, not a string"
+            )
 
 
 def test_servers_bind_to_loopback_by_default():
@@ -64,13 +71,16 @@ def test_servers_bind_to_loopback_by_default():
     assert "0.0.0.0" not in yaml_text
 
 
-@pytest.mark.parametrize("uri, shown", [
-    ("http://user:s3cret@mlflow.example.org:5000", "http://***@mlflow.example.org:5000"),
-    ("https://token@mlflow.example.org/path", "https://***@mlflow.example.org/path"),
-    ("postgresql://u:pw@db:5432/mlflow", "postgresql://***@db:5432/mlflow"),
-    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-    ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
-])
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("http://user:s3cret@mlflow.example.org:5000", "http://***@mlflow.example.org:5000"),
+        ("https://token@mlflow.example.org/path", "https://***@mlflow.example.org/path"),
+        ("postgresql://u:pw@db:5432/mlflow", "postgresql://***@db:5432/mlflow"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ],
+)
 def test_credentials_in_a_uri_are_never_shown(uri, shown):
     assert redact(uri) == shown
 

@@ -18,8 +18,12 @@ from vcrnet.features.cache import MANIFEST
 from vcrnet.features.stage import stage
 
 NAME = "train-text-0123456789abcdef"
-FILES = {"features-00000.npy": b"\x01" * 3000, "features-00001.npy": b"\x02" * 2000,
-         "tags.npy": b"\x03" * 500, "items.json": b'["a-1", "a-2"]'}
+FILES = {
+    "features-00000.npy": b"\x01" * 3000,
+    "features-00001.npy": b"\x02" * 2000,
+    "tags.npy": b"\x03" * 500,
+    "items.json": b'["a-1", "a-2"]',
+}
 
 # A separate process that stages an entry, printing its echo lines and then "RESULT <path>". It
 # imports stage without vcrnet/features/__init__.py (which imports torch: seconds per process),
@@ -62,10 +66,17 @@ def contents(folder: Path) -> dict[str, bytes]:
 
 
 def start_child(entry: Path, local_root: Path, ready: Path, go: Path, delay: float):
-    code = CHILD.format(features_dir=str(Path(stage_module.__file__).parent), entry=str(entry),
-                        local_root=str(local_root), ready=str(ready), go=str(go), delay=delay)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    code = CHILD.format(
+        features_dir=str(Path(stage_module.__file__).parent),
+        entry=str(entry),
+        local_root=str(local_root),
+        ready=str(ready),
+        go=str(go),
+        delay=delay,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:
@@ -89,8 +100,9 @@ def test_copy_is_identical_and_reused(entry, tmp_path):
     before = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in local.iterdir()}
     assert stage(entry, local_root, echo=lines.append) == local
     assert "reusing" in lines[1]
-    assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns)
-            for path in local.iterdir()} == before
+    assert {
+        path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in local.iterdir()
+    } == before
     assert sorted(path.name for path in local_root.iterdir()) == [f".{NAME}.lock", NAME]
 
 
@@ -98,8 +110,9 @@ def test_concurrent_processes_copy_once(entry, tmp_path):
     local_root, signals = tmp_path / "local", tmp_path / "signals"
     signals.mkdir()
     go = signals / "go"
-    children = [start_child(entry, local_root, signals / f"ready-{i}", go, delay=0.1)
-                for i in range(4)]
+    children = [
+        start_child(entry, local_root, signals / f"ready-{i}", go, delay=0.1) for i in range(4)
+    ]
     try:
         wait_for(lambda: len(list(signals.glob("ready-*"))) == len(children))
         go.touch()
@@ -112,8 +125,9 @@ def test_concurrent_processes_copy_once(entry, tmp_path):
     assert sum("copied" in line for line in lines) == 1
     assert sum("reusing" in line for line in lines) == len(children) - 1
     assert any("waiting" in line for line in lines)  # they did overlap
-    assert [line for line in lines if line.startswith("RESULT")] == \
-        [f"RESULT {local_root / NAME}"] * len(children)
+    assert [line for line in lines if line.startswith("RESULT")] == [
+        f"RESULT {local_root / NAME}"
+    ] * len(children)
     assert contents(local_root / NAME) == contents(entry)
     assert sorted(path.name for path in local_root.iterdir()) == [f".{NAME}.lock", NAME]
 
@@ -157,13 +171,16 @@ def test_corrupted_copy_is_replaced(entry, tmp_path):
 
 def test_short_disk_reads_shared_storage(entry, tmp_path, monkeypatch):
     local_root = tmp_path / "local"
-    monkeypatch.setattr(stage_module.shutil, "disk_usage",
-                        lambda path: stage_module.shutil._ntuple_diskusage(10**9, 10**9 - 1000,
-                                                                           1000))
+    monkeypatch.setattr(
+        stage_module.shutil,
+        "disk_usage",
+        lambda path: stage_module.shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000),
+    )
     needed = sum(map(len, FILES.values())) + (entry / MANIFEST).stat().st_size
     needed += stage_module.FREE_MARGIN
-    with pytest.warns(UserWarning, match=f"{local_root} has 1,000 bytes free, the copy needs "
-                                         f"{needed:,}") as caught:
+    with pytest.warns(
+        UserWarning, match=f"{local_root} has 1,000 bytes free, the copy needs {needed:,}"
+    ) as caught:
         assert stage(entry, local_root, echo=lambda _: None) == entry
     assert str(entry) in str(caught[0].message)
     assert not (local_root / NAME).exists()

@@ -22,9 +22,16 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def _record(name: str, parent: str = "parent-1", **changes) -> StudyRecord:
-    values = dict(name=name, space="/spaces/smoke.yaml", trials=5, asha=False,
-                  overrides={"epochs": 2, "lr": 0.003}, data="/data/vcr", features=FEATURES,
-                  tracking_uri="http://127.0.0.1:5000")
+    values = dict(
+        name=name,
+        space="/spaces/smoke.yaml",
+        trials=5,
+        asha=False,
+        overrides={"epochs": 2, "lr": 0.003},
+        data="/data/vcr",
+        features=FEATURES,
+        tracking_uri="http://127.0.0.1:5000",
+    )
     return StudyRecord(LaunchOptions(**{**values, **changes}), parent)
 
 
@@ -64,16 +71,20 @@ def test_a_missing_study_names_the_known_ones(home):
     store.save(_record("alpha"))
     with pytest.raises(InputError) as error:
         store.load("nosuch")
-    assert str(error.value) == (f"--name nosuch: no such study under {home} "
-                                "(there are: alpha, beta)")
+    assert str(error.value) == (
+        f"--name nosuch: no such study under {home} (there are: alpha, beta)"
+    )
 
 
 def test_a_record_without_features_is_refused_in_one_line(home):
     folder = home / "studies" / "old"
     folder.mkdir(parents=True)
-    (folder / "study.json").write_text('{"name": "old", "text_encoder": "minilm", '
-                                       '"parent_run_id": "x"}')
+    (folder / "study.json").write_text(
+        '{"name": "old", "text_encoder": "minilm", "parent_run_id": "x"}'
+    )
     with pytest.raises(InputError) as error:
         store.load("old")
-    assert str(error.value) == ("--name old: made by an earlier vcr-study (it selected on val "
-                                "and did not record its features): launch a new study")
+    assert str(error.value) == (
+        "--name old: made by an earlier vcr-study (it selected on val "
+        "and did not record its features): launch a new study"
+    )

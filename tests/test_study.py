@@ -37,16 +37,36 @@ def study_home(tmp_path, monkeypatch, synthetic_features):
 
 def _launch(cli, synthetic_dir, synthetic_features, *args):
     cache = synthetic_features.text.parent
-    return cli("launch", "--data", synthetic_dir, "--cache", cache, "--image-size", "256x128",
-               "--concurrent", "2", *args)
+    return cli(
+        "launch",
+        "--data",
+        synthetic_dir,
+        "--cache",
+        cache,
+        "--image-size",
+        "256x128",
+        "--concurrent",
+        "2",
+        *args,
+    )
 
 
 def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
-        ray_local, study_home, cli, synthetic_dir, synthetic_features, tmp_path):
+    ray_local, study_home, cli, synthetic_dir, synthetic_features, tmp_path
+):
     space = tmp_path / "nan.yaml"
     space.write_text(GRID_WITH_NAN)
-    code, out, err = _launch(cli, synthetic_dir, synthetic_features, "--name", "g1", "--space",
-                             space, "--max-failures", "0")
+    code, out, err = _launch(
+        cli,
+        synthetic_dir,
+        synthetic_features,
+        "--name",
+        "g1",
+        "--space",
+        space,
+        "--max-failures",
+        "0",
+    )
     assert code == 0, err
     assert "1 failed" in out
     options, parent = store.load("g1")
@@ -70,7 +90,9 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     # best per method answers from MLflow
     code, out, err = cli("best", "--name", "g1", "--json")
     assert code == 0, err
-    best = json.loads(out)
+    every = json.loads(out)  # every row of the grid: the NaN one without a result
+    best = [b for b in every if b["status"] != "no result"]
+    assert [(b["method"], b["trials"]) for b in every if b not in best] == [("gumbel", 1)]
     assert {b["method"] for b in best} == {"softmax", "teacher"}
     assert all(0.0 <= b["dev_q2ar"] <= 1.0 for b in best)  # ranked on dev, the selection split
     assert all(b["metrics"]["dev_q2ar"] == b["dev_q2ar"] for b in best)  # at the best epoch
@@ -80,25 +102,32 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     code, out, err = cli("ablations", "--name", "g1")
     assert code == 0, err
     reports = study_home / "reports" / "g1"
-    for name in ("best_per_method.csv", "best_per_method.md", "learning_curves.png",
-                 "learning_curves.html", "baseline_rate.csv", "trials.csv"):
+    for name in (
+        "best_per_method.csv",
+        "best_per_method.md",
+        "learning_curves.png",
+        "learning_curves.html",
+        "baseline_rate.csv",
+        "trials.csv",
+    ):
         assert (reports / name).stat().st_size > 0, name
     table = (reports / "best_per_method.md").read_text()
-    assert "| softmax |" in table and "| teacher |" in table and "gumbel" not in table
+    assert "| softmax |" in table and "| teacher |" in table
+    assert "| gumbel |  | no result |" in table  # it ran, and failed: listed, not scored
     assert not (reports / "paper_table1.md").exists()  # not the paper's labelled rows
     logged = {a.path for a in client.list_artifacts(parent, "ablations")}
     assert "ablations/best_per_method.md" in logged
 
     # re-run the winner of one method with 2 seeds, and write the test submission
-    code, out, err = cli("rerun", "--name", "g1", "--method", "softmax", "--seeds", "2",
-                         "--epochs", "1")
+    code, out, err = cli(
+        "rerun", "--name", "g1", "--method", "softmax", "--seeds", "2", "--epochs", "1"
+    )
     assert code == 0, err
     assert "val_q2ar" in out and "+-" in out
     submission = reports / "submission-softmax.csv"
     lines = submission.read_text().splitlines()
     assert len(lines) == 1 + 9 and lines[0].startswith("annot_id,answer_0")
-    reruns = client.search_runs([client.get_run(parent).info.experiment_id],
-                                "tags.rerun_of != ''")
+    reruns = client.search_runs([client.get_run(parent).info.experiment_id], "tags.rerun_of != ''")
     assert len(reruns) == 2 and {r.data.tags["seed"] for r in reruns} == {"0", "1"}
     assert len(trial_runs(client, parent)) == 3  # reruns are not trials
 
@@ -108,8 +137,9 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
         page = _render(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}")
         assert "g1" in page  # the study's experiment and parent run
         for run in runs.itertuples():
-            page = _render(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/"
-                           f"{run.run_id}")
+            page = _render(
+                f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run.run_id}"
+            )
             assert f"{run.method}-{run.trial_id}" in page  # the run's name
             assert "loss_ratio" in page and "correct_answer_rate" in page  # its params
             if run.status == "FINISHED":
@@ -125,10 +155,15 @@ class _ui:
     def __enter__(self) -> int:
         self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "study.cli", "ui", "--port", str(self.port)], env=self.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_until_answers(f"http://127.0.0.1:{self.port}/health", self.process,
-                           "vcr-study ui", timeout=90)
+            [sys.executable, "-m", "study.cli", "ui", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until_answers(
+            f"http://127.0.0.1:{self.port}/health", self.process, "vcr-study ui", timeout=90
+        )
         return self.port
 
     def __exit__(self, *exc) -> None:
@@ -140,17 +175,40 @@ def _render(url: str) -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("Debian's chromium is not installed (make test installs it when root)")
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                           "--virtual-time-budget=20000", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
-def test_an_optuna_study_on_the_smoke_space(ray_local, study_home, cli, synthetic_dir,
-                                            synthetic_features):
-    code, out, err = _launch(cli, synthetic_dir, synthetic_features, "--name", "s1", "--space",
-                             "smoke", "--trials", "4", "--epochs", "2")
+def test_an_optuna_study_on_the_smoke_space(
+    ray_local, study_home, cli, synthetic_dir, synthetic_features
+):
+    code, out, err = _launch(
+        cli,
+        synthetic_dir,
+        synthetic_features,
+        "--name",
+        "s1",
+        "--space",
+        "smoke",
+        "--trials",
+        "4",
+        "--epochs",
+        "2",
+    )
     assert code == 0, err
     assert (study_home / "studies" / "s1" / "optuna.journal").is_file()
     options, parent = store.load("s1")
@@ -168,16 +226,34 @@ def test_an_optuna_study_on_the_smoke_space(ray_local, study_home, cli, syntheti
 
 
 def test_the_paper_grid_on_chosen_features_then_rerun_without_extracting_again(
-        ray_local, study_home, cli, synthetic_dir):
+    ray_local, study_home, cli, synthetic_dir
+):
     """A newcomer's path: extract with chosen options, then launch the paper's grid and rerun
     its winner with no feature options: the same features, never extracted again."""
-    code, out, err = cli("data", "features", synthetic_dir, "--image-size", "256x128",
-                         "--text-layer", "-1")
+    code, out, err = cli(
+        "data", "features", synthetic_dir, "--image-size", "256x128", "--text-layer", "-1"
+    )
     assert code == 0, err
     extracted = sorted(p.name for p in (study_home / "cache").iterdir())
-    code, out, err = cli("launch", "--data", synthetic_dir, "--name", "p1", "--space", "paper",
-                         "--set", "preset=tiny", "--set", "batch_size=8", "--set", "lr=3e-3",
-                         "--epochs", "1", "--concurrent", "2")
+    code, out, err = cli(
+        "launch",
+        "--data",
+        synthetic_dir,
+        "--name",
+        "p1",
+        "--space",
+        "paper",
+        "--set",
+        "preset=tiny",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "lr=3e-3",
+        "--epochs",
+        "1",
+        "--concurrent",
+        "2",
+    )
     assert code == 0, err
     assert "using the features already extracted" in out and "layer -1" in out
     saved = json.loads((study_home / "studies" / "p1" / "study.json").read_text())
@@ -187,8 +263,15 @@ def test_the_paper_grid_on_chosen_features_then_rerun_without_extracting_again(
     assert code == 0, err
     best = json.loads(out)  # one row per paper approach, not per method
     assert {b["approach"] for b in best} == {
-        "R2C", "new baseline", "direct cross entropy", "RL sampling", "softmax", "softmax 1:4",
-        "Gumbel softmax", "Gumbel softmax 1:4"}
+        "R2C",
+        "new baseline",
+        "direct cross entropy",
+        "RL sampling",
+        "softmax",
+        "softmax 1:4",
+        "Gumbel softmax",
+        "Gumbel softmax 1:4",
+    }
     assert {b["method"] for b in best if b["approach"] in ("R2C", "new baseline")} == {"teacher"}
 
     code, out, err = cli("ablations", "--name", "p1")
@@ -200,8 +283,9 @@ def test_the_paper_grid_on_chosen_features_then_rerun_without_extracting_again(
     assert "| R2C | 63.8 |" in (reports / "paper_table2.md").read_text()
     assert "| softmax 1:4 | 58.1 |" in (reports / "paper_table4.md").read_text()
 
-    code, out, err = cli("rerun", "--name", "p1", "--method", "new baseline", "--seeds", "2",
-                         "--epochs", "1")
+    code, out, err = cli(
+        "rerun", "--name", "p1", "--method", "new baseline", "--seeds", "2", "--epochs", "1"
+    )
     assert code == 0, err
     test_line = next(line for line in out.splitlines() if line.split()[:1] == ["test_q2ar"])
     assert re.search(r"\[-?\d\.\d{4}, -?\d\.\d{4}\]$", test_line)  # held-out test, 95% interval

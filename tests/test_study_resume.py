@@ -20,19 +20,45 @@ pytestmark = pytest.mark.slow
 
 
 def _command(synthetic_dir, cache, *args):
-    return [sys.executable, "-m", "study.cli", "launch", "--name", "k1", "--space", "smoke",
-            "--data", str(synthetic_dir), "--cache", str(cache), "--image-size", "256x128",
-            "--trials", "4", "--epochs", "2", "--concurrent", "2", *args]
+    return [
+        sys.executable,
+        "-m",
+        "study.cli",
+        "launch",
+        "--name",
+        "k1",
+        "--space",
+        "smoke",
+        "--data",
+        str(synthetic_dir),
+        "--cache",
+        str(cache),
+        "--image-size",
+        "256x128",
+        "--trials",
+        "4",
+        "--epochs",
+        "2",
+        "--concurrent",
+        "2",
+        *args,
+    ]
 
 
-def test_a_killed_study_resumes_to_the_requested_trials(tmp_path, monkeypatch, synthetic_dir,
-                                                        synthetic_features):
+def test_a_killed_study_resumes_to_the_requested_trials(
+    tmp_path, monkeypatch, synthetic_dir, synthetic_features
+):
     home = tmp_path / "home"
     env = {**os.environ, "VCR_STUDY_HOME": str(home)}
     cache = synthetic_features.text.parent
     log = (tmp_path / "first.log").open("w")
-    driver = subprocess.Popen(_command(synthetic_dir, cache), env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(
+        _command(synthetic_dir, cache),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:  # kill it once a trial has finished and others run (the journal is then ahead of Tune)
         deadline = time.monotonic() + 300
         while "trials: 1 done" not in (tmp_path / "first.log").read_text():
@@ -49,8 +75,13 @@ def test_a_killed_study_resumes_to_the_requested_trials(tmp_path, monkeypatch, s
     assert len(before) < 4 or "RUNNING" in set(before["status"])  # killed mid-study
     before_history = {r: client.get_metric_history(r, "val_q2ar") for r in before["run_id"]}
 
-    resumed = subprocess.run([sys.executable, "-m", "study.cli", "launch", "--name", "k1",
-                              "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "study.cli", "launch", "--name", "k1", "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert store.load("k1") == (options, parent)  # --resume rewrites no record
     after = trial_runs(client, parent)
@@ -67,14 +98,19 @@ def test_a_killed_study_resumes_to_the_requested_trials(tmp_path, monkeypatch, s
         again = {m.step: m.timestamp for m in client.get_metric_history(run_id, "val_q2ar")}
         assert again == first
     # Optuna's journal agrees with MLflow and Tune: 4 finished trials with the runs' params
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
-        str(home / "studies" / "k1" / "optuna.journal")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(home / "studies" / "k1" / "optuna.journal"))
+    )
     trials = optuna.load_study(study_name="k1", storage=storage).trials
     states = [t.state for t in trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4, states
     assert optuna.trial.TrialState.RUNNING not in states
-    sampled = sorted((t.params["method"], round(t.params["loss_ratio"], 6)) for t in trials
-                     if t.state == optuna.trial.TrialState.COMPLETE)
-    logged = sorted((r["params.method"], round(float(r["params.loss_ratio"]), 6))
-                    for _, r in after.iterrows())
+    sampled = sorted(
+        (t.params["method"], round(t.params["loss_ratio"], 6))
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    )
+    logged = sorted(
+        (r["params.method"], round(float(r["params.loss_ratio"]), 6)) for _, r in after.iterrows()
+    )
     assert sampled == logged

@@ -15,18 +15,48 @@ from vcrnet.data import read_split, write_synthetic
 from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, QUESTION_TYPES, TEAMS
 from vcrnet.errors import InputError
 
-VCR_KEYS = {"movie", "objects", "interesting_scores", "answer_likelihood", "img_fn",
-            "metadata_fn", "answer_orig", "question_orig", "rationale_orig", "question",
-            "answer_match_iter", "answer_sources", "answer_choices", "answer_label",
-            "rationale_choices", "rationale_sources", "rationale_match_iter", "rationale_label",
-            "img_id", "question_number", "annot_id", "match_fold", "match_index"}
-TEST_ONLY_MISSING = {"answer_label", "rationale_label", "answer_orig", "question_orig",
-                     "rationale_orig"}
+VCR_KEYS = {
+    "movie",
+    "objects",
+    "interesting_scores",
+    "answer_likelihood",
+    "img_fn",
+    "metadata_fn",
+    "answer_orig",
+    "question_orig",
+    "rationale_orig",
+    "question",
+    "answer_match_iter",
+    "answer_sources",
+    "answer_choices",
+    "answer_label",
+    "rationale_choices",
+    "rationale_sources",
+    "rationale_match_iter",
+    "rationale_label",
+    "img_id",
+    "question_number",
+    "annot_id",
+    "match_fold",
+    "match_index",
+}
+TEST_ONLY_MISSING = {
+    "answer_label",
+    "rationale_label",
+    "answer_orig",
+    "question_orig",
+    "rationale_orig",
+}
 
 
 def test_exact_vcr_layout(synthetic_dir):
     assert sorted(p.name for p in synthetic_dir.iterdir()) == [
-        "test.jsonl", "test_labels.json", "train.jsonl", "val.jsonl", "vcr1images"]
+        "test.jsonl",
+        "test_labels.json",
+        "train.jsonl",
+        "val.jsonl",
+        "vcr1images",
+    ]
     for split, count in SMALL_SIZES.items():
         lines = read_lines(synthetic_dir / f"{split}.jsonl")
         assert len(lines) == count
@@ -70,16 +100,18 @@ def test_refuses_to_overwrite(synthetic_dir):
 
 
 def test_cli_synth(tmp_path, cli):
-    code, out, _ = cli("data", "synth", "--out", tmp_path / "d", "--train", 5, "--val", 2,
-                       "--test", 2, "--seed", 9)
+    code, out, _ = cli(
+        "data", "synth", "--out", tmp_path / "d", "--train", 5, "--val", 2, "--test", 2, "--seed", 9
+    )
     assert code == 0 and "5 train" in out
     assert len(read_split(tmp_path / "d", "train")) == 5
 
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
-    root = write_synthetic(tmp_path_factory.mktemp("many") / "d", seed=11,
-                           sizes={"train": 400, "val": 3, "test": 3})
+    root = write_synthetic(
+        tmp_path_factory.mktemp("many") / "d", seed=11, sizes={"train": 400, "val": 3, "test": 3}
+    )
     return read_lines(root / "train.jsonl")
 
 
@@ -91,8 +123,11 @@ def test_vcr_shape_question_types_tags_and_templates(many):
     kinds = Counter()
     for line in many:
         words = set(_words(line["question"]))
-        if words & set(COLOURS) and "everyone" in words or any(
-                isinstance(t, list) and len(t) == 4 for t in line["question"]):
+        if (
+            words & set(COLOURS)
+            and "everyone" in words
+            or any(isinstance(t, list) and len(t) == 4 for t in line["question"])
+        ):
             kinds["who"] += 1
         elif "colour" in words:
             kinds["colour"] += 1
@@ -153,8 +188,9 @@ def test_right_rationale_is_linked_to_the_right_answer(many):
         tags = {str([t for t in answer if isinstance(t, list)]) for answer in answers}
         for a, answer in enumerate(answers):
             phrases = _supporting_phrases(answer, who=len(tags) > 1)
-            support = [r for r, rat in enumerate(rationales)
-                       if any(_contains(rat, p) for p in phrases)]
+            support = [
+                r for r, rat in enumerate(rationales) if any(_contains(rat, p) for p in phrases)
+            ]
             if a == line["answer_label"]:
                 assert line["rationale_label"] in support, line
             else:
@@ -172,4 +208,5 @@ def test_test_labels_are_kept_beside_the_unlabelled_test_split(synthetic_dir):
     assert held_out_labels(synthetic_dir, "val") is None  # labelled splits keep theirs inline
     labelled = with_held_out_labels(synthetic_dir, "test", items)
     assert [(it.answer_label, it.rationale_label) for it in labelled] == [
-        tuple(labels[it.annot_id]) for it in items]
+        tuple(labels[it.annot_id]) for it in items
+    ]

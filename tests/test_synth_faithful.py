@@ -20,8 +20,7 @@ from PIL import Image, ImageDraw
 from vcrnet.data import write_synthetic
 from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, TEAMS
 
-BOOKKEEPING = ("answer_match_iter", "answer_sources", "rationale_match_iter",
-               "rationale_sources")
+BOOKKEEPING = ("answer_match_iter", "answer_sources", "rationale_match_iter", "rationale_sources")
 SIZES = {"train": 400, "val": 100, "test": 400}
 CHANCE, SLACK = 0.25, 0.09  # about 4 standard deviations of a 25% hit rate over 400 lines
 
@@ -40,6 +39,7 @@ def _is_team(line: dict) -> bool:
 
 
 # --- labels from the pixels -----------------------------------------------------------------
+
 
 def _colour_of(image: Image.Image, polygons: list) -> str:
     mask = Image.new("L", image.size, 0)
@@ -83,14 +83,15 @@ def test_the_pixels_decide_the_answer(data):
 
 # --- no label in the bookkeeping ------------------------------------------------------------
 
+
 def _guesses(values: list[int], line: dict) -> dict[str, int | None]:
     """Ways a model could read a position off a bookkeeping field."""
     guesses: dict[str, int | None] = {
-        "argmin": int(np.argmin(values)), "argmax": int(np.argmax(values)),
+        "argmin": int(np.argmin(values)),
+        "argmax": int(np.argmax(values)),
         "last argmin": 3 - int(np.argmin(values[::-1])),
         "last argmax": 3 - int(np.argmax(values[::-1])),
-        "nearest the line's index": int(np.argmin([abs(v - line["match_index"])
-                                                   for v in values])),
+        "nearest the line's index": int(np.argmin([abs(v - line["match_index"]) for v in values])),
     }
     for special in range(4):
         guesses[f"position of {special}"] = values.index(special) if special in values else None
@@ -102,8 +103,9 @@ def _guesses(values: list[int], line: dict) -> dict[str, int | None]:
 
 def _assert_no_leak(lines: list[dict], labels: dict[str, list[int]]) -> None:
     for field in BOOKKEEPING:
-        assert all(len(line[field]) == 4 and all(type(v) is int for v in line[field])
-                   for line in lines), field
+        assert all(
+            len(line[field]) == 4 and all(type(v) is int for v in line[field]) for line in lines
+        ), field
         hits: dict[tuple[str, str], int] = defaultdict(int)
         for i, line in enumerate(lines):
             for rule, guess in _guesses(line[field], line).items():
@@ -116,8 +118,13 @@ def _assert_no_leak(lines: list[dict], labels: dict[str, list[int]]) -> None:
 
 def test_bookkeeping_does_not_reveal_the_labels(data):
     lines = read_lines(data / "train.jsonl") + read_lines(data / "val.jsonl")
-    _assert_no_leak(lines, {"answer_label": [line["answer_label"] for line in lines],
-                            "rationale_label": [line["rationale_label"] for line in lines]})
+    _assert_no_leak(
+        lines,
+        {
+            "answer_label": [line["answer_label"] for line in lines],
+            "rationale_label": [line["rationale_label"] for line in lines],
+        },
+    )
 
 
 def test_test_lines_do_not_reveal_the_answer(data):
@@ -125,11 +132,14 @@ def test_test_lines_do_not_reveal_the_answer(data):
     labelled = [(line, _pixel_label(data, line)) for line in lines]
     labelled = [(line, label) for line, label in labelled if label is not None]
     assert len(labelled) >= 0.97 * len(lines)
-    _assert_no_leak([line for line, _ in labelled],
-                    {"answer (from the pixels)": [label for _, label in labelled]})
+    _assert_no_leak(
+        [line for line, _ in labelled],
+        {"answer (from the pixels)": [label for _, label in labelled]},
+    )
 
 
 # --- team questions: the rationale only through the answer ----------------------------------
+
 
 def _team_of(tokens: list) -> str:
     (team,) = [t for t in TEAMS if f" {t} " in _text(tokens)]
@@ -145,8 +155,12 @@ def test_team_questions_take_about_a_quarter(data):
 def test_team_rationale_is_linked_to_one_answer_and_the_right_one(data):
     """Each rationale names the team of exactly one answer (a bijection), and the gold rationale
     names the gold answer's team: given the gold answer, text alone finds it."""
-    teams = [line for split in ("train", "val") for line in read_lines(data / f"{split}.jsonl")
-             if _is_team(line)]
+    teams = [
+        line
+        for split in ("train", "val")
+        for line in read_lines(data / f"{split}.jsonl")
+        if _is_team(line)
+    ]
     assert len(teams) > 80
     for line in teams:
         answer_teams = [_team_of(a) for a in line["answer_choices"]]
@@ -159,24 +173,33 @@ def test_team_rationales_are_alike_without_the_answer(data):
     """Without the answer nothing picks the right team rationale: the four differ only in the
     team's name, none names a colour or a coloured thing (nothing to check in the pixels), the
     question names no team, and no team keeps one colour across questions."""
-    visual = [*COLOURS, *(t for things in COLOUR_THINGS.values() for t in things),
-              *OCCASIONS.values()]
+    visual = [
+        *COLOURS,
+        *(t for things in COLOUR_THINGS.values() for t in things),
+        *OCCASIONS.values(),
+    ]
     colours_of_team: dict[str, Counter] = defaultdict(Counter)
     gold_team_slot = Counter()
-    lines = [line for split in ("train", "val", "test")
-             for line in read_lines(data / f"{split}.jsonl") if _is_team(line)]
+    lines = [
+        line
+        for split in ("train", "val", "test")
+        for line in read_lines(data / f"{split}.jsonl")
+        if _is_team(line)
+    ]
     for line in lines:
         masked = {re.sub("|".join(TEAMS), "TEAM", _text(r)) for r in line["rationale_choices"]}
         assert len(masked) == 1, line["rationale_choices"]
-        assert not any(f" {word} " in _text(r) for r in line["rationale_choices"]
-                       for word in visual)
+        assert not any(
+            f" {word} " in _text(r) for r in line["rationale_choices"] for word in visual
+        )
         assert not any(f" {team} " in _text(line["question"]) for team in TEAMS)
         for answer in line["answer_choices"]:
             (colour,) = [c for c in COLOURS if f" {c} " in _text(answer)]
             colours_of_team[_team_of(answer)][colour] += 1
         if "rationale_label" in line:
-            gold_team_slot[TEAMS.index(_team_of(line["rationale_choices"][
-                line["rationale_label"]]))] += 1
+            gold_team_slot[
+                TEAMS.index(_team_of(line["rationale_choices"][line["rationale_label"]]))
+            ] += 1
     for team, colours in colours_of_team.items():
         assert max(colours.values()) <= 0.35 * sum(colours.values()), (team, colours)
     assert max(gold_team_slot.values()) <= 3 * sum(gold_team_slot.values()) / len(TEAMS)

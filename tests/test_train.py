@@ -26,15 +26,42 @@ from vcrnet.train import (
 
 TIMING = ("train_items_per_s", "train_seconds", "epoch_seconds")
 # every epoch's metrics, for every method (study/ reads the val_ ones by name)
-EVALUATED = ("joint_nll", "q2a", "qa2r", "qa2r_pred", "q2ar", "qa2r_mixture", "q2ar_mixture",
-             "qa2r_joint16", "q2ar_joint16", "q2a_and_joint16")
-METRIC_NAMES = {"epoch", "lr", *TIMING, "train_loss", "train_answer_loss", "train_coupling_loss",
-                "train_joint_nll", *(f"{split}_{k}" for split in ("dev", "val") for k in EVALUATED)}
+EVALUATED = (
+    "joint_nll",
+    "q2a",
+    "qa2r",
+    "qa2r_pred",
+    "q2ar",
+    "qa2r_mixture",
+    "q2ar_mixture",
+    "qa2r_joint16",
+    "q2ar_joint16",
+    "q2a_and_joint16",
+)
+METRIC_NAMES = {
+    "epoch",
+    "lr",
+    *TIMING,
+    "train_loss",
+    "train_answer_loss",
+    "train_coupling_loss",
+    "train_joint_nll",
+    *(f"{split}_{k}" for split in ("dev", "val") for k in EVALUATED),
+}
 
 
 def tiny(**changes) -> TrainConfig:
-    return TrainConfig(**{"method": "gumbel", "preset": "tiny", "epochs": 3, "batch_size": 8,
-                          "lr": 3e-3, "anneal_epochs": 2, **changes})
+    return TrainConfig(
+        **{
+            "method": "gumbel",
+            "preset": "tiny",
+            "epochs": 3,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "anneal_epochs": 2,
+            **changes,
+        }
+    )
 
 
 def _without_timing(history):
@@ -121,28 +148,43 @@ def test_a_nan_loss_stops_training_with_a_clear_error(synthetic_features, tmp_pa
         fit(tiny(), NaNFeatures(synthetic_features), data, tmp_path)
 
 
-@pytest.mark.parametrize("values,message", [
-    ({"method": "bogus"}, "method: must be one of"),
-    ({"loss_ratio": "0"}, "loss_ratio: must be positive"),
-    ({"learning_rate": "1"}, "unknown key 'learning_rate'"),
-    ({"epochs": "two"}, "epochs: 'two' is not an int"),
-    ({"straight_through": "maybe"}, "straight_through: 'maybe' is not a bool"),
-    ({"estimator": "score", "num_samples": "1"}, "num_samples: must be at least 2 with estimator"),
-    ({"estimator": "sampled"}, "estimator: must be one of expectation, exact, score"),
-    ({"anneal_per": "batch"}, "anneal_per: must be iteration or epoch"),
-    ({"direct16_variant": "both"}, "direct16_variant: must be separate or joint"),
-])
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"method": "bogus"}, "method: must be one of"),
+        ({"loss_ratio": "0"}, "loss_ratio: must be positive"),
+        ({"learning_rate": "1"}, "unknown key 'learning_rate'"),
+        ({"epochs": "two"}, "epochs: 'two' is not an int"),
+        ({"straight_through": "maybe"}, "straight_through: 'maybe' is not a bool"),
+        (
+            {"estimator": "score", "num_samples": "1"},
+            "num_samples: must be at least 2 with estimator",
+        ),
+        ({"estimator": "sampled"}, "estimator: must be one of expectation, exact, score"),
+        ({"anneal_per": "batch"}, "anneal_per: must be iteration or epoch"),
+        ({"direct16_variant": "both"}, "direct16_variant: must be separate or joint"),
+    ],
+)
 def test_config_errors_name_the_key(values, message):
     with pytest.raises(InputError, match=message):
         TrainConfig.from_dict(values, where="--set")
 
 
 def test_the_flat_keys_hold_the_coupling_knobs_once():
-    config = TrainConfig.from_dict({"estimator": "exact", "anneal_per": "epoch",
-                                    "direct16_variant": "joint", "r2c_init": "true"})
+    config = TrainConfig.from_dict(
+        {
+            "estimator": "exact",
+            "anneal_per": "epoch",
+            "direct16_variant": "joint",
+            "r2c_init": "true",
+        }
+    )
     coupling = config.coupling()
     assert (coupling.estimator, coupling.anneal_per, coupling.direct16_variant) == (
-        "exact", "epoch", "joint")
+        "exact",
+        "epoch",
+        "joint",
+    )
     assert config.backbone().r2c_init is True
     assert TrainConfig.from_dict(config.to_dict()) == config
 
@@ -175,8 +217,11 @@ def test_a_checkpoint_with_the_object_class_head_is_a_clear_error(synthetic_feat
     saved = load_checkpoint(tmp_path / CHECKPOINT)
     saved["model"]["answer_module.object_classifier.weight"] = torch.zeros(81, 2048)
     torch.save(saved, tmp_path / "old.pt")
-    with pytest.raises(InputError, match="old.pt: made by another version of the model "
-                                         r"\(unknown parts answer_module.object_classifier\)"):
+    with pytest.raises(
+        InputError,
+        match="old.pt: made by another version of the model "
+        r"\(unknown parts answer_module.object_classifier\)",
+    ):
         load_model(tmp_path / "old.pt")
     with pytest.raises(InputError, match="object_classifier"):
         torch.save(saved, tmp_path / CHECKPOINT)
@@ -197,29 +242,64 @@ def test_csv_round_trip_scores_like_the_metrics(tmp_path):
     got_ids, got_a, got_r = read_csv(path)
     assert got_ids == ids
     assert score(got_a, got_r, a_labels, r_labels) == pytest.approx(
-        score(answers, rationales, a_labels, r_labels))
+        score(answers, rationales, a_labels, r_labels)
+    )
 
 
 def test_train_predict_evaluate_commands(synthetic_dir, tmp_path, cli):
     out = tmp_path / "run"
-    code, stdout, err = cli("train", "--method", "softmax", "--set", "preset=tiny", "--epochs", 2,
-                            "--data", synthetic_dir, "--cache", tmp_path / "cache", "--out", out)
+    code, stdout, err = cli(
+        "train",
+        "--method",
+        "softmax",
+        "--set",
+        "preset=tiny",
+        "--epochs",
+        2,
+        "--data",
+        synthetic_dir,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        out,
+    )
     assert code == 0, err
     assert "epoch  2" in stdout and "best epoch" in stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
-    code, stdout, err = cli("predict", "--checkpoint", out / "checkpoint.pt", "--data",
-                            synthetic_dir, "--cache", tmp_path / "cache", "--out",
-                            tmp_path / "test.csv")
+    code, stdout, err = cli(
+        "predict",
+        "--checkpoint",
+        out / "checkpoint.pt",
+        "--data",
+        synthetic_dir,
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "test.csv",
+    )
     assert code == 0, err
     ids, answers, rationales = read_csv(tmp_path / "test.csv")
     assert len(ids) == 9 and ids[0] == "test-0"
-    torch.testing.assert_close(rationales.sum(-1), torch.ones(9, 4, dtype=torch.float64),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        rationales.sum(-1), torch.ones(9, 4, dtype=torch.float64), atol=1e-4, rtol=0
+    )
     # the val CSV scores exactly as the training loop's last validation
-    cli("predict", "--checkpoint", out / "checkpoint.pt", "--data", synthetic_dir, "--cache",
-        tmp_path / "cache", "--split", "val", "--out", tmp_path / "val.csv")
-    code, stdout, err = cli("evaluate", "--predictions", tmp_path / "val.csv", "--data",
-                            synthetic_dir, "--split", "val")
+    cli(
+        "predict",
+        "--checkpoint",
+        out / "checkpoint.pt",
+        "--data",
+        synthetic_dir,
+        "--cache",
+        tmp_path / "cache",
+        "--split",
+        "val",
+        "--out",
+        tmp_path / "val.csv",
+    )
+    code, stdout, err = cli(
+        "evaluate", "--predictions", tmp_path / "val.csv", "--data", synthetic_dir, "--split", "val"
+    )
     assert code == 0, err
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert f"Q->A {last['val_q2a']:.4f}" in stdout and f"Q->AR {last['val_q2ar']:.4f}" in stdout
@@ -228,8 +308,9 @@ def test_train_predict_evaluate_commands(synthetic_dir, tmp_path, cli):
 def test_bad_checkpoint_and_bad_csv_are_one_line_errors(synthetic_dir, tmp_path, cli):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"\x80\x02 truncated")
-    code, _, err = cli("predict", "--checkpoint", broken, "--data", synthetic_dir, "--out",
-                       tmp_path / "x.csv")
+    code, _, err = cli(
+        "predict", "--checkpoint", broken, "--data", synthetic_dir, "--out", tmp_path / "x.csv"
+    )
     assert code == 2 and "broken.pt: not a readable checkpoint" in err
     assert not (tmp_path / "x.csv").exists()
     bad = tmp_path / "bad.csv"

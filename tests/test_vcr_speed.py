@@ -14,13 +14,30 @@ from vcrnet.data import ground_item, read_split
 from vcrnet.features import collate
 from vcrnet.features.batches import Batches, epoch_order, item_sizes
 
-SMALL = ["--device", "cpu", "--questions", "40", "--dim", "32", "--batch-size", "8",
-         "--batches", "3", "--preset", "tiny", "--workers", "0", "--bucket-batches", "2"]
+SMALL = [
+    "--device",
+    "cpu",
+    "--questions",
+    "40",
+    "--dim",
+    "32",
+    "--batch-size",
+    "8",
+    "--batches",
+    "3",
+    "--preset",
+    "tiny",
+    "--workers",
+    "0",
+    "--bucket-batches",
+    "2",
+]
 
 
 def test_the_benchmark_reports_every_path(tmp_path):
-    report = vcr_speed.main([*SMALL, "--methods", "softmax", "--compare-shuffle",
-                             "--out", str(tmp_path / "speed.json")])
+    report = vcr_speed.main(
+        [*SMALL, "--methods", "softmax", "--compare-shuffle", "--out", str(tmp_path / "speed.json")]
+    )
     assert json.loads((tmp_path / "speed.json").read_text()) == report
     assert report["items"] == 24 and report["text_dim"] == 32
     assert report["packed_equals_collate"] is True
@@ -31,8 +48,13 @@ def test_the_benchmark_reports_every_path(tmp_path):
     assert all(rate > 0 for rate in report["input_items_per_s"].values())
     assert set(report["input_speedup_vs_collate"]) == {"packed", "packed_host"}
     softmax = report["methods"]["softmax"]
-    assert set(softmax) == {"train_items_per_s", "model_items_per_s", "train_over_model",
-                            "vcr_epoch_minutes", "model_items_per_s_shuffled"}
+    assert set(softmax) == {
+        "train_items_per_s",
+        "model_items_per_s",
+        "train_over_model",
+        "vcr_epoch_minutes",
+        "model_items_per_s_shuffled",
+    }
     assert all(value > 0 for value in softmax.values())
     padded = report["padded_text_rows_per_item"]
     assert padded["bucketed"] >= report["text_rows_per_item"]
@@ -50,20 +72,26 @@ def test_its_cache_is_read_like_an_extracted_one(tmp_path):
         assert all(torch.equal(batch[k], v) for k, v in expected.items())
     index = np.asarray(dataset.arrays["index"])
     # pair 4 + 4a + r: question and answer a as context, rationale r as choice
-    assert (index[:, 4:, 1].reshape(-1, 4, 4) == (index[:, :1, 1] + index[:, :4, 2])[
-        :, :, None]).all()
+    assert (
+        index[:, 4:, 1].reshape(-1, 4, 4) == (index[:, :1, 1] + index[:, :4, 2])[:, :, None]
+    ).all()
     assert (index[:, 4:, 2].reshape(-1, 4, 4) == index[:, 4:8, 2][:, None, :]).all()
 
 
 def test_lengths_can_come_from_a_vcr_folder(synthetic_dir, tmp_path):
-    args = vcr_speed.parse_args([*SMALL, "--lengths-from", str(synthetic_dir), "--questions",
-                                 "12"])
+    args = vcr_speed.parse_args([*SMALL, "--lengths-from", str(synthetic_dir), "--questions", "12"])
     dataset = vcr_speed.make_dataset(args, tmp_path)
     known = set()
     for item in read_split(synthetic_dir, "train"):
         g = ground_item(item)
-        known.add((len(g.question.words), tuple(len(a.words) for a in g.answers),
-                   tuple(len(r.words) for r in g.rationales), 1 + len(g.kept)))
+        known.add(
+            (
+                len(g.question.words),
+                tuple(len(a.words) for a in g.answers),
+                tuple(len(r.words) for r in g.rationales),
+                1 + len(g.kept),
+            )
+        )
     a = dataset.arrays
     for i in range(len(dataset)):
         index, objects = a["index"][i], a["offsets"][i + 1] - a["offsets"][i]

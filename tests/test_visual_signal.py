@@ -26,16 +26,19 @@ def _features_of_random_scenes(n_images: int):
         resized = image.resize((fit.resized_width, fit.resized_height))
         pixels = torch.from_numpy(np.asarray(resized, np.float32) / 255).permute(2, 0, 1)
         canvas = torch.zeros(3, CANVAS[1], CANVAS[0])
-        canvas[:, fit.top:fit.top + fit.resized_height,
-               fit.left:fit.left + fit.resized_width] = pixels
-        canvas = (canvas - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(
-            IMAGENET_STD)[:, None, None]
+        canvas[
+            :, fit.top : fit.top + fit.resized_height, fit.left : fit.left + fit.resized_width
+        ] = pixels
+        canvas = (canvas - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
+            :, None, None
+        ]
         boxes = np.array([obj.box for obj in scene], np.float32)
         rois = np.hstack([np.zeros((len(scene), 1)), scale_boxes(boxes, fit)])
         masks = np.stack([make_mask(b, [obj.polygon]) for b, obj in zip(boxes, scene)])
         with torch.inference_mode():
-            feats.append(extractor(canvas[None], torch.from_numpy(rois).float(),
-                                   torch.from_numpy(masks)))
+            feats.append(
+                extractor(canvas[None], torch.from_numpy(rois).float(), torch.from_numpy(masks))
+            )
         colours += [list(COLOURS).index(obj.colour) for obj in scene]
         shapes += [list(SHAPES).index(obj.shape) for obj in scene]
     return torch.cat(feats), torch.tensor(colours), torch.tensor(shapes)
@@ -61,7 +64,9 @@ def test_random_resnet_features_separate_colours_and_shapes():
     assert len(x) >= 350
     colour_acc = _probe_accuracy(x, colours, len(COLOURS))
     shape_acc = _probe_accuracy(x, shapes, len(SHAPES))
-    print(f"held-out probe accuracy: colour {colour_acc:.2f} (chance 0.12), "
-          f"shape {shape_acc:.2f} (chance 0.25)")
+    print(
+        f"held-out probe accuracy: colour {colour_acc:.2f} (chance 0.12), "
+        f"shape {shape_acc:.2f} (chance 0.25)"
+    )
     assert colour_acc >= 0.8  # measured 0.93
     assert shape_acc >= 0.5  # measured 0.64

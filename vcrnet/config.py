@@ -66,10 +66,15 @@ class TrainConfig(CouplingConfig):
         ]
 
     def backbone(self) -> BackboneConfig:
-        overrides = {k: getattr(self, k) for k in _BACKBONE_OVERRIDES
-                     if getattr(self, k) is not None}
-        return preset(self.preset, zero_object_features=self.zero_object_features,
-                      normalize_objects=self.normalize_objects, **overrides)
+        overrides = {
+            k: getattr(self, k) for k in _BACKBONE_OVERRIDES if getattr(self, k) is not None
+        }
+        return preset(
+            self.preset,
+            zero_object_features=self.zero_object_features,
+            normalize_objects=self.normalize_objects,
+            **overrides,
+        )
 
     def coupling(self) -> CouplingConfig:
         """The coupling knobs alone (a coupling sees nothing of the training settings)."""
@@ -93,8 +98,15 @@ class TrainConfig(CouplingConfig):
         return dataclasses.replace(self, **changes)
 
 
-_BACKBONE_OVERRIDES = ("hidden", "object_dim", "mlp_dim", "object_dropout", "rnn_dropout",
-                       "mlp_dropout", "r2c_init")
+_BACKBONE_OVERRIDES = (
+    "hidden",
+    "object_dim",
+    "mlp_dim",
+    "object_dropout",
+    "rnn_dropout",
+    "mlp_dropout",
+    "r2c_init",
+)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:

@@ -12,8 +12,9 @@ class InputError(ValueError):
 class VCRDataError(InputError):
     """Bad VCR-format data. ``str(err)`` is ``FILE[:LINE]: [FIELD: ]problem``."""
 
-    def __init__(self, path: str | Path, problem: str, line: int | None = None,
-                 field: str | None = None):
+    def __init__(
+        self, path: str | Path, problem: str, line: int | None = None, field: str | None = None
+    ):
         self.path = str(path)
         self.line = line
         self.field = field

@@ -53,32 +53,48 @@ RATIONALE_COLUMNS = [f"rationale_conditioned_on_a{i}_{j}" for i in range(4) for 
 COLUMNS = ["annot_id", *ANSWER_COLUMNS, *RATIONALE_COLUMNS]
 
 
-def score(answer_probs: torch.Tensor, rationale_probs: torch.Tensor,
-          answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> dict[str, float]:
+def score(
+    answer_probs: torch.Tensor,
+    rationale_probs: torch.Tensor,
+    answer_labels: torch.Tensor,
+    rationale_labels: torch.Tensor,
+) -> dict[str, float]:
     """``answer_probs [N, 4]``, ``rationale_probs [N, 4, 4]`` (row i: given answer i)."""
     rows = torch.arange(len(answer_labels), device=answer_labels.device)
     predicted = answer_probs.argmax(-1)
     answer_right = predicted == answer_labels
     given_gold = rationale_probs[rows, answer_labels].argmax(-1) == rationale_labels
     given_predicted = rationale_probs[rows, predicted].argmax(-1) == rationale_labels
-    return {"q2a": answer_right.float().mean().item(),
-            "qa2r": given_gold.float().mean().item(),
-            "qa2r_pred": given_predicted.float().mean().item(),
-            "q2ar": (answer_right & given_gold).float().mean().item()}
+    return {
+        "q2a": answer_right.float().mean().item(),
+        "qa2r": given_gold.float().mean().item(),
+        "qa2r_pred": given_predicted.float().mean().item(),
+        "q2ar": (answer_right & given_gold).float().mean().item(),
+    }
 
 
-def score_mixture(answer_probs: torch.Tensor, mixture_probs: torch.Tensor,
-                  answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> dict[str, float]:
+def score_mixture(
+    answer_probs: torch.Tensor,
+    mixture_probs: torch.Tensor,
+    answer_labels: torch.Tensor,
+    rationale_labels: torch.Tensor,
+) -> dict[str, float]:
     """``answer_probs [N, 4]``, ``mixture_probs [N, 4]`` (the rationales given the answer
     mixture) -> ``qa2r_mixture``, ``q2ar_mixture``."""
     answer_right = answer_probs.argmax(-1) == answer_labels
     rationale_right = mixture_probs.argmax(-1) == rationale_labels
-    return {"qa2r_mixture": rationale_right.float().mean().item(),
-            "q2ar_mixture": (answer_right & rationale_right).float().mean().item()}
+    return {
+        "qa2r_mixture": rationale_right.float().mean().item(),
+        "q2ar_mixture": (answer_right & rationale_right).float().mean().item(),
+    }
 
 
-def score_joint16(answer_probs: torch.Tensor, pair_scores: torch.Tensor,
-                  answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> dict[str, float]:
+def score_joint16(
+    answer_probs: torch.Tensor,
+    pair_scores: torch.Tensor,
+    answer_labels: torch.Tensor,
+    rationale_labels: torch.Tensor,
+) -> dict[str, float]:
     """``answer_probs [N, 4]``, ``pair_scores [N, 4 answers, 4 rationales]``: one 16-way argmax
     picks (a, r) -> ``qa2r_joint16`` (r right), ``q2ar_joint16`` (both right),
     ``q2a_and_joint16`` (that, and the answer module's own argmax right)."""
@@ -86,21 +102,28 @@ def score_joint16(answer_probs: torch.Tensor, pair_scores: torch.Tensor,
     rationale_right = picked % 4 == rationale_labels
     pair_right = (picked // 4 == answer_labels) & rationale_right
     answer_right = answer_probs.argmax(-1) == answer_labels
-    return {"qa2r_joint16": rationale_right.float().mean().item(),
-            "q2ar_joint16": pair_right.float().mean().item(),
-            "q2a_and_joint16": (answer_right & pair_right).float().mean().item()}
+    return {
+        "qa2r_joint16": rationale_right.float().mean().item(),
+        "q2ar_joint16": pair_right.float().mean().item(),
+        "q2a_and_joint16": (answer_right & pair_right).float().mean().item(),
+    }
 
 
-def write_csv(path: str | Path, annot_ids: list[str], answer_probs: torch.Tensor,
-              rationale_probs: torch.Tensor) -> Path:
+def write_csv(
+    path: str | Path,
+    annot_ids: list[str],
+    answer_probs: torch.Tensor,
+    rationale_probs: torch.Tensor,
+) -> Path:
     """Write the 21-column CSV atomically."""
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
-        for annot_id, a, r in zip(annot_ids, answer_probs.tolist(),
-                                  rationale_probs.flatten(1).tolist()):
+        for annot_id, a, r in zip(
+            annot_ids, answer_probs.tolist(), rationale_probs.flatten(1).tolist()
+        ):
             writer.writerow([annot_id, *(_cell(p) for p in a), *(_cell(p) for p in r)])
     return path
 
@@ -119,8 +142,10 @@ def read_csv(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != COLUMNS:
-            raise InputError(f"{path}:1: expected the 21 leaderboard columns "
-                             f"annot_id, answer_0..3, rationale_conditioned_on_a0_0..a3_3")
+            raise InputError(
+                f"{path}:1: expected the 21 leaderboard columns "
+                f"annot_id, answer_0..3, rationale_conditioned_on_a0_0..a3_3"
+            )
         ids, values = [], []
         for number, row in enumerate(reader, start=2):
             if len(row) != len(COLUMNS):
@@ -142,13 +167,16 @@ def rows_for(path: str | Path, ids: list[str], expected: list[str]) -> torch.Ten
     by_id = _unique_rows(path, ids)
     missing = [annot_id for annot_id in expected if annot_id not in by_id]
     if missing:
-        raise InputError(f"{path}: no row for {missing[0]} "
-                         f"({len(missing)} of {len(expected)} items missing)")
+        raise InputError(
+            f"{path}: no row for {missing[0]} ({len(missing)} of {len(expected)} items missing)"
+        )
     wanted = set(expected)
     extra = [i for i, annot_id in enumerate(ids) if annot_id not in wanted]
     if extra:
-        raise InputError(f"{path}:{extra[0] + 2}: annot_id {ids[extra[0]]} is not in the split "
-                         f"({len(extra)} of {len(ids)} rows are not)")
+        raise InputError(
+            f"{path}:{extra[0] + 2}: annot_id {ids[extra[0]]} is not in the split "
+            f"({len(extra)} of {len(ids)} rows are not)"
+        )
     return torch.tensor([by_id[annot_id] for annot_id in expected], dtype=torch.long)
 
 
@@ -157,7 +185,8 @@ def _unique_rows(path: str | Path, ids: list[str]) -> dict[str, int]:
     by_id: dict[str, int] = {}
     for i, annot_id in enumerate(ids):
         if annot_id in by_id:
-            raise InputError(f"{path}:{i + 2}: annot_id {annot_id} repeats line "
-                             f"{by_id[annot_id] + 2}")
+            raise InputError(
+                f"{path}:{i + 2}: annot_id {annot_id} repeats line {by_id[annot_id] + 2}"
+            )
         by_id[annot_id] = i
     return by_id

@@ -98,12 +98,14 @@ def make_optimizer(model: JointModel, config: TrainConfig) -> torch.optim.Adam:
     """R2C's Adam (L2 weight decay), fused into one kernel a step on a GPU; call it after the
     model is on its device."""
     cuda = next(model.parameters()).is_cuda
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                            fused=cuda)
+    return torch.optim.Adam(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=cuda
+    )
 
 
-def training_loss(model: JointModel, coupling: Coupling, batch: dict,
-                  loss_ratio: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def training_loss(
+    model: JointModel, coupling: Coupling, batch: dict, loss_ratio: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(answer_loss + ratio * coupling_loss) / (1 + ratio)``, and its parts and the joint NLL
     as detached scalar tensors (no host sync)."""
     answer_logits = model.answer_logits(batch)  # [B, 4]
@@ -114,16 +116,24 @@ def training_loss(model: JointModel, coupling: Coupling, batch: dict,
     with torch.no_grad():  # -log p(a*) is the answer loss; add -log p(r* | a*)
         gold = scorer.for_answer(host_answer_labels(batch))  # [B, 4 rationales]
         nll = answer_loss + F.cross_entropy(gold, batch["rationale_label"])
-    return loss, {"answer_loss": answer_loss.detach(), "coupling_loss": coupling_loss.detach(),
-                  "joint_nll": nll}
+    return loss, {
+        "answer_loss": answer_loss.detach(),
+        "coupling_loss": coupling_loss.detach(),
+        "joint_nll": nll,
+    }
 
 
-def joint_nll(answer_logits: torch.Tensor, gold_pair_logits: torch.Tensor,
-              answer_labels: torch.Tensor, rationale_labels: torch.Tensor) -> torch.Tensor:
+def joint_nll(
+    answer_logits: torch.Tensor,
+    gold_pair_logits: torch.Tensor,
+    answer_labels: torch.Tensor,
+    rationale_labels: torch.Tensor,
+) -> torch.Tensor:
     """Mean ``-log p(a*) - log p(r* | a*)``: ``answer_logits [B, 4]``, ``gold_pair_logits
     [B, 4]`` (the rationale logits given the gold answer), labels ``[B]`` -> a scalar."""
-    return (F.cross_entropy(answer_logits, answer_labels)
-            + F.cross_entropy(gold_pair_logits, rationale_labels))
+    return F.cross_entropy(answer_logits, answer_labels) + F.cross_entropy(
+        gold_pair_logits, rationale_labels
+    )
 
 
 @torch.no_grad()
@@ -138,33 +148,56 @@ def predict(model: JointModel, dataset: CachedVCRDataset, batch_size: int = 64) 
         answer_logits = model.answer_logits(batch)
         scorer = model.rationale_scorer(batch)
         mixture = scorer.mixed(torch.softmax(answer_logits, -1))
-        for part, t in zip(parts, (answer_logits, scorer.all_pairs(), mixture,
-                                   batch["answer_label"], batch["rationale_label"],
-                                   batch["index"])):
+        for part, t in zip(
+            parts,
+            (
+                answer_logits,
+                scorer.all_pairs(),
+                mixture,
+                batch["answer_label"],
+                batch["rationale_label"],
+                batch["index"],
+            ),
+        ):
             part.append(t)
     *scores, index = (torch.cat(part).cpu() for part in parts)
     order = torch.argsort(index)
     return Predictions(*(t[order] for t in scores))
 
 
-def evaluate(model: JointModel, dataset: CachedVCRDataset, batch_size: int = 64,
-             coupling: Coupling | None = None) -> dict[str, float]:
+def evaluate(
+    model: JointModel,
+    dataset: CachedVCRDataset,
+    batch_size: int = 64,
+    coupling: Coupling | None = None,
+) -> dict[str, float]:
     """The metrics of a labelled split, unprefixed (``q2ar``, ``joint_nll``, ...). ``coupling``
     gives the 16-way decoding's pair scores (default: ``log p(a) + log p(r | a)``)."""
     p = predict(model, dataset, batch_size)
     a, r = p.answer_labels, p.rationale_labels
-    pair_scores = (coupling.pair_scores if coupling is not None
-                   else factorised_pair_scores)(p.answer_logits, p.pair_logits)
+    pair_scores = (coupling.pair_scores if coupling is not None else factorised_pair_scores)(
+        p.answer_logits, p.pair_logits
+    )
     gold = p.pair_logits[torch.arange(len(a)), a]  # [N, 4]
-    return {**score(p.answer_probs, p.rationale_probs, a, r),
-            **score_mixture(p.answer_probs, p.mixture_probs, a, r),
-            **score_joint16(p.answer_probs, pair_scores, a, r),
-            "joint_nll": joint_nll(p.answer_logits, gold, a, r).item()}
+    return {
+        **score(p.answer_probs, p.rationale_probs, a, r),
+        **score_mixture(p.answer_probs, p.mixture_probs, a, r),
+        **score_joint16(p.answer_probs, pair_scores, a, r),
+        "joint_nll": joint_nll(p.answer_logits, gold, a, r).item(),
+    }
 
 
-def fit(config: TrainConfig, train_set: CachedVCRDataset, val_set: CachedVCRDataset,
-        out: str | Path, resume: bool = False, on_epoch: EpochCallback | None = None,
-        extra: dict | None = None, device: str = "cpu", save_best: bool = True) -> list[dict]:
+def fit(
+    config: TrainConfig,
+    train_set: CachedVCRDataset,
+    val_set: CachedVCRDataset,
+    out: str | Path,
+    resume: bool = False,
+    on_epoch: EpochCallback | None = None,
+    extra: dict | None = None,
+    device: str = "cpu",
+    save_best: bool = True,
+) -> list[dict]:
     """Train; returns the per-epoch metrics. ``train_set`` is split into training items and the
     dev items every choice is made on (``dev_split``; their annot_ids in ``out/dev_items.json``);
     ``val_set`` is evaluated and reported every epoch, never selected on (dev and val in batches
@@ -187,8 +220,12 @@ def fit(config: TrainConfig, train_set: CachedVCRDataset, val_set: CachedVCRData
     model.to(device)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience,
-        cooldown=config.lr_cooldown)
+        optimizer,
+        mode="max",
+        factor=config.lr_factor,
+        patience=config.lr_patience,
+        cooldown=config.lr_cooldown,
+    )
     state = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
     if resume and (out / CHECKPOINT).is_file():
         saved = load_checkpoint(out / CHECKPOINT)
@@ -207,25 +244,39 @@ def fit(config: TrainConfig, train_set: CachedVCRDataset, val_set: CachedVCRData
     history, sizes = state["history"], item_sizes(train_set)
     while state["epoch"] < config.epochs and state["bad_epochs"] < config.patience:
         epoch, started = state["epoch"], time.perf_counter()
-        metrics = {"epoch": epoch + 1,
-                   **train_epoch(model, coupling, train_set, optimizer, config, epoch,
-                                 sizes),
-                   **coupling.state()}
+        metrics = {
+            "epoch": epoch + 1,
+            **train_epoch(model, coupling, train_set, optimizer, config, epoch, sizes),
+            **coupling.state(),
+        }
         for name, dataset in (("dev", dev_set), ("val", val_set)):
-            metrics.update({f"{name}_{k}": v for k, v in
-                            evaluate(model, dataset, config.batch_size, coupling).items()})
+            metrics.update(
+                {
+                    f"{name}_{k}": v
+                    for k, v in evaluate(model, dataset, config.batch_size, coupling).items()
+                }
+            )
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = time.perf_counter() - started  # training and validation
         scheduler.step(metrics[OBJECTIVE])
         improved = metrics[OBJECTIVE] > state["best"]
-        state.update(epoch=epoch + 1, best=max(state["best"], metrics[OBJECTIVE]),
-                     bad_epochs=0 if improved else state["bad_epochs"] + 1)
+        state.update(
+            epoch=epoch + 1,
+            best=max(state["best"], metrics[OBJECTIVE]),
+            bad_epochs=0 if improved else state["bad_epochs"] + 1,
+        )
         history.append(metrics)
-        saved = {"config": config.to_dict(), "text_dim": text_dim,
-                 "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                 "optimizer": _cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state(), "extra": extra or {}, **state,
-                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        saved = {
+            "config": config.to_dict(),
+            "text_dim": text_dim,
+            "model": {k: v.cpu() for k, v in model.state_dict().items()},
+            "optimizer": _cpu(optimizer.state_dict()),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "extra": extra or {},
+            **state,
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
         _save_atomic(saved, out / CHECKPOINT)
         if improved and save_best:
             _save_atomic(saved, out / BEST)
@@ -235,9 +286,15 @@ def fit(config: TrainConfig, train_set: CachedVCRDataset, val_set: CachedVCRData
     return history
 
 
-def train_epoch(model: JointModel, coupling: Coupling, dataset: CachedVCRDataset,
-                optimizer: torch.optim.Optimizer, config: TrainConfig,
-                epoch: int, sizes: np.ndarray | None = None) -> dict[str, float]:
+def train_epoch(
+    model: JointModel,
+    coupling: Coupling,
+    dataset: CachedVCRDataset,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int,
+    sizes: np.ndarray | None = None,
+) -> dict[str, float]:
     """One epoch over ``dataset`` in ``epoch_order`` (seeded by the run's seed and the epoch;
     ``sizes``: ``item_sizes(dataset)``, computed if not given); the coupling is told each step's
     position. The losses are summed on the device and checked every ``CHECK_EVERY`` steps and
@@ -257,13 +314,20 @@ def train_epoch(model: JointModel, coupling: Coupling, dataset: CachedVCRDataset
         if (step + 1) % CHECK_EVERY == 0 or step + 1 == len(batches):
             _check_finite(totals["loss"], epoch)
     seconds = time.perf_counter() - start
-    return {**{f"train_{k}": v.item() / items for k, v in totals.items()},
-            "train_items_per_s": items / seconds, "train_seconds": seconds}
+    return {
+        **{f"train_{k}": v.item() / items for k, v in totals.items()},
+        "train_items_per_s": items / seconds,
+        "train_seconds": seconds,
+    }
 
 
-def train_step(model: JointModel, coupling: Coupling, batch: dict,
-               optimizer: torch.optim.Optimizer,
-               config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def train_step(
+    model: JointModel,
+    coupling: Coupling,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step (forward, backward, clip, Adam); ``training_loss``'s values."""
     loss, parts = training_loss(model, coupling, batch, config.loss_ratio)
     optimizer.zero_grad()
@@ -273,13 +337,15 @@ def train_step(model: JointModel, coupling: Coupling, batch: dict,
     return loss, parts
 
 
-def epoch_batches(dataset: CachedVCRDataset, config: TrainConfig, epoch: int,
-                  sizes: np.ndarray | None = None) -> list[np.ndarray]:
+def epoch_batches(
+    dataset: CachedVCRDataset, config: TrainConfig, epoch: int, sizes: np.ndarray | None = None
+) -> list[np.ndarray]:
     """The positions of each batch of training ``epoch`` (0-based), a function of the run's
     seed and the epoch only (a resumed run repeats them)."""
     sizes = item_sizes(dataset) if sizes is None else sizes
-    return epoch_order(sizes, config.batch_size, config.seed * 100_003 + epoch,
-                       config.bucket_batches)
+    return epoch_order(
+        sizes, config.batch_size, config.seed * 100_003 + epoch, config.bucket_batches
+    )
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
@@ -297,8 +363,9 @@ def load_checkpoint(path: str | Path) -> dict:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated, corrupt or foreign files alike
         raise InputError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    missing = {"config", "text_dim", "model", "epoch"} - set(saved if isinstance(saved, dict)
-                                                             else ())
+    missing = {"config", "text_dim", "model", "epoch"} - set(
+        saved if isinstance(saved, dict) else ()
+    )
     if missing:
         raise InputError(f"{path}: not a vcr-study checkpoint (missing {sorted(missing)})")
     return saved
@@ -318,14 +385,22 @@ def _load_weights(model: JointModel, weights: dict, path: Path) -> None:
     expected = model.state_dict()
     unknown = sorted({_part(k) for k in weights.keys() - expected.keys()})
     absent = sorted({_part(k) for k in expected.keys() - weights.keys()})
-    shapes = sorted(k for k in weights.keys() & expected.keys()
-                    if weights[k].shape != expected[k].shape)
+    shapes = sorted(
+        k for k in weights.keys() & expected.keys() if weights[k].shape != expected[k].shape
+    )
     if unknown or absent or shapes:
-        problems = [f"{what} {', '.join(names)}" for what, names in
-                    (("unknown parts", unknown), ("missing parts", absent),
-                     ("other shapes", shapes)) if names]
-        raise InputError(f"{path}: made by another version of the model ({'; '.join(problems)}):"
-                         " train it again")
+        problems = [
+            f"{what} {', '.join(names)}"
+            for what, names in (
+                ("unknown parts", unknown),
+                ("missing parts", absent),
+                ("other shapes", shapes),
+            )
+            if names
+        ]
+        raise InputError(
+            f"{path}: made by another version of the model ({'; '.join(problems)}): train it again"
+        )
     model.load_state_dict(weights)
 
 

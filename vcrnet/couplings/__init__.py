@@ -8,9 +8,18 @@ from vcrnet.couplings.softmax import SoftmaxCoupling
 from vcrnet.couplings.teacher import TeacherCoupling
 
 COUPLINGS: dict[str, type[Coupling]] = {
-    c.name: c for c in (SoftmaxCoupling, GumbelCoupling, ReinforceCoupling, Direct16Coupling,
-                        TeacherCoupling)
+    c.name: c
+    for c in (SoftmaxCoupling, GumbelCoupling, ReinforceCoupling, Direct16Coupling, TeacherCoupling)
 }
 
-__all__ = ["COUPLINGS", "Coupling", "CouplingConfig", "Direct16Coupling", "GumbelCoupling",
-           "ReinforceCoupling", "SoftmaxCoupling", "TeacherCoupling", "factorised_pair_scores"]
+__all__ = [
+    "COUPLINGS",
+    "Coupling",
+    "CouplingConfig",
+    "Direct16Coupling",
+    "GumbelCoupling",
+    "ReinforceCoupling",
+    "SoftmaxCoupling",
+    "TeacherCoupling",
+    "factorised_pair_scores",
+]

@@ -67,10 +67,16 @@ class CouplingConfig:
             (self.anneal_per in ANNEAL_PER, "anneal_per", " or ".join(ANNEAL_PER)),
             (self.num_samples >= 1, "num_samples", "at least 1"),
             (self.estimator in ESTIMATORS, "estimator", f"one of {', '.join(ESTIMATORS)}"),
-            (self.estimator != "score" or self.num_samples >= 2, "num_samples",
-             "at least 2 with estimator score (its leave-one-out baseline needs another sample)"),
-            (self.direct16_variant in DIRECT16_VARIANTS, "direct16_variant",
-             " or ".join(DIRECT16_VARIANTS)),
+            (
+                self.estimator != "score" or self.num_samples >= 2,
+                "num_samples",
+                "at least 2 with estimator score (its leave-one-out baseline needs another sample)",
+            ),
+            (
+                self.direct16_variant in DIRECT16_VARIANTS,
+                "direct16_variant",
+                " or ".join(DIRECT16_VARIANTS),
+            ),
             (0.0 <= self.correct_answer_rate <= 1.0, "correct_answer_rate", "in 0..1"),
         ]
 
@@ -92,13 +98,13 @@ class Coupling:
         """Schedule values worth logging (e.g. the temperature), at the last position set."""
         return {}
 
-    def rationale_loss(self, answer_logits: torch.Tensor, scorer: RationaleScorer,
-                       batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def rationale_loss(
+        self, answer_logits: torch.Tensor, scorer: RationaleScorer, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         """The training rationale loss (a scalar). ``answer_logits [B, 4]``."""
         raise NotImplementedError
 
-    def pair_scores(self, answer_logits: torch.Tensor,
-                    pair_logits: torch.Tensor) -> torch.Tensor:
+    def pair_scores(self, answer_logits: torch.Tensor, pair_logits: torch.Tensor) -> torch.Tensor:
         """The 16 (answer, rationale) pairs' scores for a 16-way decoding (the argmax picks the
         pair). ``answer_logits [B, 4]``, ``pair_logits [B, 4 answers, 4 rationales]`` ->
         ``[B, 4, 4]``. By default :func:`factorised_pair_scores`; ``direct16`` scores the pairs

@@ -44,6 +44,7 @@ class GumbelCoupling(Coupling):
         return {"tau": self.tau}
 
     def rationale_loss(self, answer_logits, scorer, batch) -> torch.Tensor:
-        weights = F.gumbel_softmax(answer_logits, tau=self.tau,
-                                   hard=self.config.straight_through)  # [B, 4]
+        weights = F.gumbel_softmax(
+            answer_logits, tau=self.tau, hard=self.config.straight_through
+        )  # [B, 4]
         return F.cross_entropy(scorer.mixed(weights), batch["rationale_label"])

@@ -33,8 +33,9 @@ class ReinforceCoupling(Coupling):
         log_p = torch.log_softmax(answer_logits, dim=-1)  # [B, 4]
         if self.config.estimator == "exact":
             return exact_loss(losses, log_p)
-        samples = torch.multinomial(log_p.exp().detach(), self.config.num_samples,
-                                    replacement=True)  # [B, K]
+        samples = torch.multinomial(
+            log_p.exp().detach(), self.config.num_samples, replacement=True
+        )  # [B, K]
         if self.config.estimator == "score":
             return rloo_loss(losses, log_p, samples)
         return expectation_loss(losses, log_p, samples)
@@ -48,8 +49,9 @@ def per_answer_loss(pair_logits: torch.Tensor, rationale_label: torch.Tensor) ->
     return F.cross_entropy(pair_logits.flatten(0, 1), target, reduction="none").view(b, 4)
 
 
-def expectation_loss(losses: torch.Tensor, log_p: torch.Tensor,
-                     samples: torch.Tensor) -> torch.Tensor:
+def expectation_loss(
+    losses: torch.Tensor, log_p: torch.Tensor, samples: torch.Tensor
+) -> torch.Tensor:
     """The seed's surrogate: mean of ``l(a_k) p(a_k)``. ``losses, log_p [B, 4]``,
     ``samples [B, K]`` -> a scalar (an estimate of ``sum_a p(a)^2 l(a)``)."""
     return (losses.gather(1, samples) * log_p.gather(1, samples).exp()).mean()

@@ -30,18 +30,23 @@ class SplitSummary:
             v = np.asarray(values or [0])
             return f"  {name:<24} mean {v.mean():6.2f}  min {v.min():4d}  max {v.max():4d}"
 
-        out = [f"{self.split}: {self.items} items, {self.images} images",
-               stat("detections per item", self.detections),
-               stat("objects kept per item", self.kept),
-               stat("question tokens", self.question_tokens),
-               stat("answer tokens", self.answer_tokens),
-               stat("rationale tokens", self.rationale_tokens)]
-        for name, counts in (("answer labels", self.answer_labels),
-                             ("rationale labels", self.rationale_labels)):
+        out = [
+            f"{self.split}: {self.items} items, {self.images} images",
+            stat("detections per item", self.detections),
+            stat("objects kept per item", self.kept),
+            stat("question tokens", self.question_tokens),
+            stat("answer tokens", self.answer_tokens),
+            stat("rationale tokens", self.rationale_tokens),
+        ]
+        for name, counts in (
+            ("answer labels", self.answer_labels),
+            ("rationale labels", self.rationale_labels),
+        ):
             if counts:
                 total = sum(counts.values())
-                shares = "  ".join(f"{k}: {100 * counts[k] / total:4.1f}%"
-                                   for k in range(NUM_CHOICES))
+                shares = "  ".join(
+                    f"{k}: {100 * counts[k] / total:4.1f}%" for k in range(NUM_CHOICES)
+                )
                 out.append(f"  {name:<24} {shares}")
             else:
                 out.append(f"  {name:<24} none (unlabelled split)")

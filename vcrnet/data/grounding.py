@@ -21,23 +21,106 @@ from vcrnet.data.records import Token, VCRItem
 from vcrnet.errors import VCRDataError
 
 COCO_CLASSES = (
-    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train",
-    "truck", "boat", "traffic light", "fire hydrant", "stop sign", "parking meter", "bench",
-    "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe",
-    "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
-    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana",
-    "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
-    "chair", "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
-    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator",
-    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+    "__background__",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 )
 """The 81 classes of R2C's class embedding: background (the whole image) and COCO's 80."""
 CLASS_INDEX = {name: i for i, name in enumerate(COCO_CLASSES)}
 
 GENDER_NEUTRAL_NAMES = (
-    "Casey", "Riley", "Jessie", "Jackie", "Avery", "Jaime", "Peyton", "Kerry", "Jody", "Kendall",
-    "Skyler", "Frankie", "Pat", "Quinn",
+    "Casey",
+    "Riley",
+    "Jessie",
+    "Jackie",
+    "Avery",
+    "Jaime",
+    "Peyton",
+    "Kerry",
+    "Jody",
+    "Kendall",
+    "Skyler",
+    "Frankie",
+    "Pat",
+    "Quinn",
 )
 EVERYONE_WORDS = ("everyone", "everyones")
 MASK_SIZE = 14
@@ -86,8 +169,12 @@ def ground_item(item: VCRItem) -> GroundedItem:
         name = item.objects[i]
         if name not in CLASS_INDEX:
             path, _, line = item.source.rpartition(":")
-            raise VCRDataError(path, f"unknown class {name!r} (not a COCO class)",
-                               line=int(line), field=f"objects[{i}]")
+            raise VCRDataError(
+                path,
+                f"unknown class {name!r} (not a COCO class)",
+                line=int(line),
+                field=f"objects[{i}]",
+            )
         classes.append(CLASS_INDEX[name])
 
     def sentence(tokens: list[Token]) -> Sentence:
@@ -100,14 +187,21 @@ def ground_item(item: VCRItem) -> GroundedItem:
             for old in tok:
                 new = new_index[old]
                 name = item.objects[old]
-                words.append(GENDER_NEUTRAL_NAMES[new % len(GENDER_NEUTRAL_NAMES)]
-                             if name == "person" else name)
+                words.append(
+                    GENDER_NEUTRAL_NAMES[new % len(GENDER_NEUTRAL_NAMES)]
+                    if name == "person"
+                    else name
+                )
                 tags.append(new)
         return Sentence(words, tags)
 
-    return GroundedItem(kept=kept, classes=classes, question=sentence(item.question),
-                        answers=[sentence(c) for c in item.answer_choices],
-                        rationales=[sentence(c) for c in item.rationale_choices])
+    return GroundedItem(
+        kept=kept,
+        classes=classes,
+        question=sentence(item.question),
+        answers=[sentence(c) for c in item.answer_choices],
+        rationales=[sentence(c) for c in item.rationale_choices],
+    )
 
 
 @dataclass(frozen=True)
@@ -124,18 +218,25 @@ class ImageFit:
     @property
     def window(self) -> np.ndarray:
         """The image's area on the canvas, x1 y1 x2 y2: the box of object 0."""
-        return np.array([self.left, self.top, self.left + self.resized_width,
-                         self.top + self.resized_height], dtype=np.float32)
+        return np.array(
+            [self.left, self.top, self.left + self.resized_width, self.top + self.resized_height],
+            dtype=np.float32,
+        )
 
 
-def fit_image(width: int, height: int,
-              canvas: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> ImageFit:
+def fit_image(width: int, height: int, canvas: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> ImageFit:
     """Scale to fit ``canvas`` keeping the aspect ratio, then pad equally on both sides."""
     cw, ch = canvas
     scale = min(cw / width, ch / height)
     rw, rh = min(cw, round(width * scale)), min(ch, round(height * scale))
-    return ImageFit(scale=scale, left=(cw - rw) // 2, top=(ch - rh) // 2, resized_width=rw,
-                    resized_height=rh, canvas=canvas)
+    return ImageFit(
+        scale=scale,
+        left=(cw - rw) // 2,
+        top=(ch - rh) // 2,
+        resized_width=rw,
+        resized_height=rh,
+        canvas=canvas,
+    )
 
 
 def scale_boxes(boxes: np.ndarray, fit: ImageFit) -> np.ndarray:

@@ -28,8 +28,15 @@ IMAGES_DIR = "vcr1images"
 # the built-in data's test labels beside test.jsonl (which has none, as VCR's): test_labels.json
 # maps annot_id -> [answer_label, rationale_label], so a split never selected on can be scored
 TEST_LABELS_SUFFIX = "_labels.json"
-REQUIRED_KEYS = ("annot_id", "objects", "img_fn", "metadata_fn", "question", "answer_choices",
-                 "rationale_choices")
+REQUIRED_KEYS = (
+    "annot_id",
+    "objects",
+    "img_fn",
+    "metadata_fn",
+    "question",
+    "answer_choices",
+    "rationale_choices",
+)
 LABEL_KEYS = ("answer_label", "rationale_label")
 
 Token = str | list[int]
@@ -87,14 +94,23 @@ def with_held_out_labels(root: str | Path, split: str, items: list[VCRItem]) -> 
         return items
     missing = [it.annot_id for it in items if it.annot_id not in labels]
     if missing:
-        raise VCRDataError(Path(root) / f"{split}{TEST_LABELS_SUFFIX}",
-                           f"no labels for {missing[0]} ({len(missing)} items)")
-    return [replace(it, answer_label=labels[it.annot_id][0],
-                    rationale_label=labels[it.annot_id][1]) for it in items]
+        raise VCRDataError(
+            Path(root) / f"{split}{TEST_LABELS_SUFFIX}",
+            f"no labels for {missing[0]} ({len(missing)} items)",
+        )
+    return [
+        replace(it, answer_label=labels[it.annot_id][0], rationale_label=labels[it.annot_id][1])
+        for it in items
+    ]
 
 
-def require_splits(root: str | Path, splits: tuple[str, ...], images: bool = False,
-                   option: str = "--data", split_option: bool = False) -> Path:
+def require_splits(
+    root: str | Path,
+    splits: tuple[str, ...],
+    images: bool = False,
+    option: str = "--data",
+    split_option: bool = False,
+) -> Path:
     """Check, before anything is read or written, that ``root`` is a folder holding the split
     files a command will read (and ``vcr1images/`` when it will extract features). One line
     naming what is missing (and, with ``split_option``, which ``--split`` would do); returns the
@@ -106,14 +122,16 @@ def require_splits(root: str | Path, splits: tuple[str, ...], images: bool = Fal
     if missing:
         present = [s for s in SPLITS if split_path(root, s).is_file()]
         has = f"; it has {', '.join(f'{s}.jsonl' for s in present)}"
-        hint = (has + (": pass " + " ".join(f"--split {s}" for s in present)
-                       if split_option else "")
-                if present else "; a VCR 1.0 folder holds train.jsonl, val.jsonl, test.jsonl "
-                "and vcr1images/")
+        hint = (
+            has + (": pass " + " ".join(f"--split {s}" for s in present) if split_option else "")
+            if present
+            else "; a VCR 1.0 folder holds train.jsonl, val.jsonl, test.jsonl and vcr1images/"
+        )
         raise VCRDataError(root, f"no {', '.join(f'{s}.jsonl' for s in missing)}{hint}")
     if images and not (root / IMAGES_DIR).is_dir():
-        raise VCRDataError(root, f"no {IMAGES_DIR}/ folder: the images are needed to extract "
-                           "object features")
+        raise VCRDataError(
+            root, f"no {IMAGES_DIR}/ folder: the images are needed to extract object features"
+        )
     return root
 
 
@@ -163,12 +181,15 @@ def parse_line(text: str, path: str | Path, number: int, labeled: bool) -> VCRIt
             if isinstance(tok, str):
                 continue
             if not isinstance(tok, list) or not tok or not all(_is_int(t) for t in tok):
-                raise fail("a token must be a word or a non-empty list of ints",
-                           field=f"{field}[{i}]")
+                raise fail(
+                    "a token must be a word or a non-empty list of ints", field=f"{field}[{i}]"
+                )
             for t in tok:
                 if not 0 <= t < len(objects):
-                    raise fail(f"object index {t} is beyond objects (which has {len(objects)})",
-                               field=f"{field}[{i}]")
+                    raise fail(
+                        f"object index {t} is beyond objects (which has {len(objects)})",
+                        field=f"{field}[{i}]",
+                    )
         return value
 
     def choices(key: str) -> list[list[Token]]:
@@ -186,11 +207,17 @@ def parse_line(text: str, path: str | Path, number: int, labeled: bool) -> VCRIt
         return value
 
     return VCRItem(
-        annot_id=raw["annot_id"], objects=objects, img_fn=raw["img_fn"],
-        metadata_fn=raw["metadata_fn"], question=tokens(raw["question"], "question"),
-        answer_choices=choices("answer_choices"), rationale_choices=choices("rationale_choices"),
-        answer_label=label("answer_label"), rationale_label=label("rationale_label"),
-        source=f"{path}:{number}")
+        annot_id=raw["annot_id"],
+        objects=objects,
+        img_fn=raw["img_fn"],
+        metadata_fn=raw["metadata_fn"],
+        question=tokens(raw["question"], "question"),
+        answer_choices=choices("answer_choices"),
+        rationale_choices=choices("rationale_choices"),
+        answer_label=label("answer_label"),
+        rationale_label=label("rationale_label"),
+        source=f"{path}:{number}",
+    )
 
 
 def image_path(root: str | Path, item: VCRItem) -> Path:
@@ -221,28 +248,37 @@ def load_metadata(root: str | Path, item: VCRItem) -> ImageMetadata:
         if not _is_int(value) or value <= 0:
             raise VCRDataError(path, f"expected a positive int, got {value!r}", field=key)
     if raw["names"] != item.objects:
-        raise VCRDataError(path, f"names {raw['names']} disagree with objects {item.objects} "
-                           f"of {item.source}", field="names")
+        raise VCRDataError(
+            path,
+            f"names {raw['names']} disagree with objects {item.objects} of {item.source}",
+            field="names",
+        )
     boxes = _boxes(raw["boxes"], n, path, item)
     segms = raw["segms"]
     if not isinstance(segms, list) or len(segms) != n:
         count = len(segms) if isinstance(segms, list) else "no"
-        raise VCRDataError(path, f"has {count} entries but objects of {item.source} has {n}",
-                           field="segms")
+        raise VCRDataError(
+            path, f"has {count} entries but objects of {item.source} has {n}", field="segms"
+        )
     polygons = [_polygons(s, path, f"segms[{i}]") for i, s in enumerate(segms)]
-    return ImageMetadata(boxes=boxes, segms=polygons, names=list(raw["names"]),
-                         width=width, height=height)
+    return ImageMetadata(
+        boxes=boxes, segms=polygons, names=list(raw["names"]), width=width, height=height
+    )
 
 
 def _boxes(value: object, n: int, path: Path, item: VCRItem) -> np.ndarray:
     if not isinstance(value, list) or len(value) != n:
         count = len(value) if isinstance(value, list) else "no"
-        raise VCRDataError(path, f"has {count} rows but objects of {item.source} has {n}",
-                           field="boxes")
+        raise VCRDataError(
+            path, f"has {count} rows but objects of {item.source} has {n}", field="boxes"
+        )
     rows = []
     for i, row in enumerate(value):
-        if (not isinstance(row, list) or len(row) not in (4, 5)
-                or not all(_is_finite_number(v) for v in row)):
+        if (
+            not isinstance(row, list)
+            or len(row) not in (4, 5)
+            or not all(_is_finite_number(v) for v in row)
+        ):
             raise VCRDataError(path, "expected [x1, y1, x2, y2, score]", field=f"boxes[{i}]")
         x1, y1, x2, y2 = row[:4]
         if x2 < x1 or y2 < y1:

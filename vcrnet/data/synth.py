@@ -80,26 +80,62 @@ from vcrnet.data.records import (
 from vcrnet.errors import InputError
 
 COLOURS = {  # name -> RGB
-    "red": (200, 30, 30), "green": (40, 160, 50), "blue": (30, 60, 210),
-    "yellow": (235, 215, 40), "purple": (130, 40, 160), "orange": (240, 130, 20),
-    "white": (245, 245, 245), "black": (20, 20, 20),
+    "red": (200, 30, 30),
+    "green": (40, 160, 50),
+    "blue": (30, 60, 210),
+    "yellow": (235, 215, 40),
+    "purple": (130, 40, 160),
+    "orange": (240, 130, 20),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
 }
 COLOUR_THINGS = {  # what each colour reminds you of
-    "red": ("a ripe tomato", "a fire truck"), "green": ("fresh grass", "a lime"),
-    "blue": ("a clear sky", "the ocean"), "yellow": ("a banana", "the sun"),
-    "purple": ("a grape", "an aubergine"), "orange": ("a pumpkin", "a carrot"),
-    "white": ("fresh snow", "a glass of milk"), "black": ("coal", "the night sky"),
+    "red": ("a ripe tomato", "a fire truck"),
+    "green": ("fresh grass", "a lime"),
+    "blue": ("a clear sky", "the ocean"),
+    "yellow": ("a banana", "the sun"),
+    "purple": ("a grape", "an aubergine"),
+    "orange": ("a pumpkin", "a carrot"),
+    "white": ("fresh snow", "a glass of milk"),
+    "black": ("coal", "the night sky"),
 }
 OCCASIONS = {  # colour of the clothes -> where the person is going
-    "red": "a fire drill", "green": "a golf match", "blue": "a swimming race",
-    "yellow": "the beach", "purple": "a royal banquet", "orange": "road works",
-    "white": "a wedding", "black": "a funeral",
+    "red": "a fire drill",
+    "green": "a golf match",
+    "blue": "a swimming race",
+    "yellow": "the beach",
+    "purple": "a royal banquet",
+    "orange": "road works",
+    "white": "a wedding",
+    "black": "a funeral",
 }
-TEAMS = ("Hawks", "Lions", "Tigers", "Wolves", "Eagles", "Sharks", "Foxes", "Owls", "Rams",
-         "Falcons", "Comets", "Rockets")  # drawn per question: no team has a colour of its own
+TEAMS = (
+    "Hawks",
+    "Lions",
+    "Tigers",
+    "Wolves",
+    "Eagles",
+    "Sharks",
+    "Foxes",
+    "Owls",
+    "Rams",
+    "Falcons",
+    "Comets",
+    "Rockets",
+)  # drawn per question: no team has a colour of its own
 SHAPES = ("circle", "square", "triangle", "star")
-OTHER_CLASSES = ("dog", "car", "chair", "cup", "bottle", "umbrella", "horse", "bench", "handbag",
-                 "cat")
+OTHER_CLASSES = (
+    "dog",
+    "car",
+    "chair",
+    "cup",
+    "bottle",
+    "umbrella",
+    "horse",
+    "bench",
+    "handbag",
+    "cat",
+)
 QUESTION_TYPES = ("colour", "who", "occasion", "team")
 DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 300}
 QUESTIONS_PER_IMAGE = 3
@@ -162,15 +198,22 @@ def _write_split(root: Path, split: str, count: int, rng: np.random.Generator) -
         for q_number in range(min(QUESTIONS_PER_IMAGE, count - len(lines))):
             kind = QUESTION_TYPES[int(rng.integers(len(QUESTION_TYPES)))]
             q = _ASK[kind](scene, rng)
-            lines.append(_annotation(split, len(lines), image_number, q_number, stem, scene, q,
-                                     rng))
+            lines.append(
+                _annotation(split, len(lines), image_number, q_number, stem, scene, q, rng)
+            )
     if split not in LABELED_SPLITS:  # as VCR: no labels in the file; kept aside for scoring
-        labels = {line["annot_id"]: [line["answer_label"], line["rationale_label"]]
-                  for line in lines}
+        labels = {
+            line["annot_id"]: [line["answer_label"], line["rationale_label"]] for line in lines
+        }
         _write_json(root / f"{split}{TEST_LABELS_SUFFIX}", labels)
         for line in lines:
-            for key in ("answer_label", "rationale_label", "answer_orig", "question_orig",
-                        "rationale_orig"):
+            for key in (
+                "answer_label",
+                "rationale_label",
+                "answer_orig",
+                "question_orig",
+                "rationale_orig",
+            ):
                 del line[key]
     with (root / f"{split}.jsonl").open("w", encoding="utf-8") as f:
         for line in lines:
@@ -178,6 +221,7 @@ def _write_split(root: Path, split: str, count: int, rng: np.random.Generator) -
 
 
 # --- the scene --------------------------------------------------------------------------------
+
 
 def _draw_scene(rng: np.random.Generator, width: int, height: int) -> list[SceneObject]:
     n = int(rng.integers(5, 8))
@@ -195,12 +239,15 @@ def _draw_scene(rng: np.random.Generator, width: int, height: int) -> list[Scene
     return [objects[i] for i in order]
 
 
-def _place(shape: str, rng: np.random.Generator, width: int, height: int,
-           placed: list[np.ndarray]) -> np.ndarray:
+def _place(
+    shape: str, rng: np.random.Generator, width: int, height: int, placed: list[np.ndarray]
+) -> np.ndarray:
     for _ in range(50):
         size = float(rng.uniform(60, 90))  # large enough for random features to see shape
-        cx, cy = rng.uniform(size / 2 + 2, width - size / 2 - 2), rng.uniform(
-            size / 2 + 2, height - size / 2 - 2)
+        cx, cy = (
+            rng.uniform(size / 2 + 2, width - size / 2 - 2),
+            rng.uniform(size / 2 + 2, height - size / 2 - 2),
+        )
         polygon = _polygon(shape, cx, cy, size / 2, float(rng.uniform(0, 2 * np.pi)))
         if not any(_overlap(polygon, other) for other in placed):
             return polygon
@@ -229,8 +276,9 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
     return not (ax2 + 4 < bx1 or bx2 + 4 < ax1 or ay2 + 4 < by1 or by2 + 4 < ay1)
 
 
-def _render(scene: list[SceneObject], width: int, height: int,
-            rng: np.random.Generator) -> Image.Image:
+def _render(
+    scene: list[SceneObject], width: int, height: int, rng: np.random.Generator
+) -> Image.Image:
     noise = rng.normal(0, 6, size=(height, width, 1))
     pixels = np.clip(BACKGROUND + noise, 0, 255).astype(np.uint8).repeat(3, axis=2)
     image = Image.fromarray(pixels, "RGB")
@@ -242,18 +290,19 @@ def _render(scene: list[SceneObject], width: int, height: int,
     return image
 
 
-def _metadata(scene: list[SceneObject], width: int, height: int,
-              rng: np.random.Generator) -> dict:
+def _metadata(scene: list[SceneObject], width: int, height: int, rng: np.random.Generator) -> dict:
     return {
         "boxes": [obj.box + [round(float(rng.uniform(0.7, 1.0)), 4)] for obj in scene],
         "segms": [[obj.polygon.tolist()] for obj in scene],
         "names": [obj.name for obj in scene],
-        "width": width, "height": height,
+        "width": width,
+        "height": height,
     }
 
 
 # --- the questions ----------------------------------------------------------------------------
 # Each asker returns answers[i] with its supporting rationales[i]; _annotation shuffles them.
+
 
 def _pick(rng: np.random.Generator, options: tuple | list):
     return options[int(rng.integers(len(options)))]
@@ -262,7 +311,7 @@ def _pick(rng: np.random.Generator, options: tuple | list):
 def _values(rng: np.random.Generator, truth: str, pool: list[str]) -> tuple[list[str], int]:
     """4 distinct values containing ``truth`` at a uniformly random position."""
     others = [v for v in pool if v != truth]
-    values = [others[i] for i in rng.permutation(len(others))[:NUM_CHOICES - 1]]
+    values = [others[i] for i in rng.permutation(len(others))[: NUM_CHOICES - 1]]
     label = int(rng.integers(NUM_CHOICES))
     values.insert(label, truth)
     return values, label
@@ -271,18 +320,34 @@ def _values(rng: np.random.Generator, truth: str, pool: list[str]) -> tuple[list
 def _ask_colour(scene: list[SceneObject], rng: np.random.Generator) -> Question:
     o = int(rng.integers(len(scene)))
     values, label = _values(rng, scene[o].colour, list(COLOURS))
-    question = _pick(rng, (["What", "colour", "is", [o], "?"],
-                           ["Which", "colour", "does", [o], "have", "?"],
-                           ["What", "colour", "would", "you", "call", [o], "?"]))
-    answer = _pick(rng, (lambda c: [[o], "is", c, "."], lambda c: [[o], "looks", c, "."],
-                         lambda c: [[o], "is", "mostly", c, "."]))
-    rationale = _pick(rng, (
-        lambda c, k: [[o], "has", "the", "colour", "of", *_thing(c, k), "."],
-        lambda c, k: [[o], "looks", "just", "like", *_thing(c, k), "."],
-        lambda c, k: ["The", "colour", "of", [o], "reminds", "me", "of", *_thing(c, k), "."]))
+    question = _pick(
+        rng,
+        (
+            ["What", "colour", "is", [o], "?"],
+            ["Which", "colour", "does", [o], "have", "?"],
+            ["What", "colour", "would", "you", "call", [o], "?"],
+        ),
+    )
+    answer = _pick(
+        rng,
+        (
+            lambda c: [[o], "is", c, "."],
+            lambda c: [[o], "looks", c, "."],
+            lambda c: [[o], "is", "mostly", c, "."],
+        ),
+    )
+    rationale = _pick(
+        rng,
+        (
+            lambda c, k: [[o], "has", "the", "colour", "of", *_thing(c, k), "."],
+            lambda c, k: [[o], "looks", "just", "like", *_thing(c, k), "."],
+            lambda c, k: ["The", "colour", "of", [o], "reminds", "me", "of", *_thing(c, k), "."],
+        ),
+    )
     k = int(rng.integers(2))
-    return Question("colour", question, [answer(c) for c in values],
-                    [rationale(c, k) for c in values], label)
+    return Question(
+        "colour", question, [answer(c) for c in values], [rationale(c, k) for c in values], label
+    )
 
 
 def _persons(scene: list[SceneObject]) -> list[int]:
@@ -298,32 +363,62 @@ def _ask_who(scene: list[SceneObject], rng: np.random.Generator) -> Question:
         question = ["Who", "among", "everyone", "is", "wearing", colour, "?"]
     else:
         tag = sorted(candidates)
-        question = _pick(rng, (["Which", "of", tag, "is", "wearing", colour, "?"],
-                               ["Who", "of", tag, "is", "dressed", "in", colour, "?"]))
-    answer = _pick(rng, (lambda p: [[p], "is", "wearing", colour, "."],
-                         lambda p: ["It", "is", [p], ",", "in", colour, "."],
-                         lambda p: [[p], "is", "the", "one", "in", colour, "."]))
-    rationale = _pick(rng, (
-        lambda p: [[p], "is", "dressed", "in", colour, "from", "head", "to", "toe", "."],
-        lambda p: [[p], "'s", "clothes", "are", colour, "."],
-        lambda p: ["You", "can", "see", "that", [p], "wears", colour, "."]))
-    return Question("who", question, [answer(p) for p in candidates],
-                    [rationale(p) for p in candidates], label)
+        question = _pick(
+            rng,
+            (
+                ["Which", "of", tag, "is", "wearing", colour, "?"],
+                ["Who", "of", tag, "is", "dressed", "in", colour, "?"],
+            ),
+        )
+    answer = _pick(
+        rng,
+        (
+            lambda p: [[p], "is", "wearing", colour, "."],
+            lambda p: ["It", "is", [p], ",", "in", colour, "."],
+            lambda p: [[p], "is", "the", "one", "in", colour, "."],
+        ),
+    )
+    rationale = _pick(
+        rng,
+        (
+            lambda p: [[p], "is", "dressed", "in", colour, "from", "head", "to", "toe", "."],
+            lambda p: [[p], "'s", "clothes", "are", colour, "."],
+            lambda p: ["You", "can", "see", "that", [p], "wears", colour, "."],
+        ),
+    )
+    return Question(
+        "who", question, [answer(p) for p in candidates], [rationale(p) for p in candidates], label
+    )
 
 
 def _ask_occasion(scene: list[SceneObject], rng: np.random.Generator) -> Question:
     o = int(_pick(rng, _persons(scene)))
     values, label = _values(rng, scene[o].colour, list(COLOURS))
-    question = _pick(rng, (["Where", "is", [o], "going", "?"],
-                           ["What", "event", "is", [o], "dressed", "for", "?"],
-                           ["Why", "is", [o], "dressed", "like", "this", "?"]))
-    answer = _pick(rng, (lambda c: [[o], "is", "going", "to", *OCCASIONS[c].split(), "."],
-                         lambda c: [[o], "is", "dressed", "for", *OCCASIONS[c].split(), "."]))
-    rationale = _pick(rng, (
-        lambda c: [[o], "is", "wearing", c, ",", "which", "suits", "it", "."],
-        lambda c: ["People", "wear", c, "there", ",", "and", "so", "does", [o], "."]))
-    return Question("occasion", question, [answer(c) for c in values],
-                    [rationale(c) for c in values], label)
+    question = _pick(
+        rng,
+        (
+            ["Where", "is", [o], "going", "?"],
+            ["What", "event", "is", [o], "dressed", "for", "?"],
+            ["Why", "is", [o], "dressed", "like", "this", "?"],
+        ),
+    )
+    answer = _pick(
+        rng,
+        (
+            lambda c: [[o], "is", "going", "to", *OCCASIONS[c].split(), "."],
+            lambda c: [[o], "is", "dressed", "for", *OCCASIONS[c].split(), "."],
+        ),
+    )
+    rationale = _pick(
+        rng,
+        (
+            lambda c: [[o], "is", "wearing", c, ",", "which", "suits", "it", "."],
+            lambda c: ["People", "wear", c, "there", ",", "and", "so", "does", [o], "."],
+        ),
+    )
+    return Question(
+        "occasion", question, [answer(c) for c in values], [rationale(c) for c in values], label
+    )
 
 
 def _ask_team(scene: list[SceneObject], rng: np.random.Generator) -> Question:
@@ -335,18 +430,36 @@ def _ask_team(scene: list[SceneObject], rng: np.random.Generator) -> Question:
     o = int(_pick(rng, _persons(scene)))
     values, label = _values(rng, scene[o].colour, list(COLOURS))
     teams = [TEAMS[i] for i in rng.permutation(len(TEAMS))[:NUM_CHOICES]]
-    question = _pick(rng, (["Which", "team", "does", [o], "play", "for", "?"],
-                           ["What", "team", "is", [o], "on", "?"],
-                           ["Who", "is", [o], "playing", "for", "today", "?"]))
-    answer = _pick(rng, (
-        lambda c, t: [[o], "plays", "for", "the", t, ",", "who", "wear", c, "."],
-        lambda c, t: [[o], "is", "on", "the", t, ",", "the", "team", "in", c, "."]))
-    rationale = _pick(rng, (
-        lambda t: [[o], "is", "wearing", "the", "kit", "of", "the", t, "."],
-        lambda t: [[o], "wears", "the", t, "'", "colours", "."],
-        lambda t: ["All", "players", "of", "the", t, "dress", "like", [o], "."]))
-    return Question("team", question, [answer(c, t) for c, t in zip(values, teams)],
-                    [rationale(t) for t in teams], label)
+    question = _pick(
+        rng,
+        (
+            ["Which", "team", "does", [o], "play", "for", "?"],
+            ["What", "team", "is", [o], "on", "?"],
+            ["Who", "is", [o], "playing", "for", "today", "?"],
+        ),
+    )
+    answer = _pick(
+        rng,
+        (
+            lambda c, t: [[o], "plays", "for", "the", t, ",", "who", "wear", c, "."],
+            lambda c, t: [[o], "is", "on", "the", t, ",", "the", "team", "in", c, "."],
+        ),
+    )
+    rationale = _pick(
+        rng,
+        (
+            lambda t: [[o], "is", "wearing", "the", "kit", "of", "the", t, "."],
+            lambda t: [[o], "wears", "the", t, "'", "colours", "."],
+            lambda t: ["All", "players", "of", "the", t, "dress", "like", [o], "."],
+        ),
+    )
+    return Question(
+        "team",
+        question,
+        [answer(c, t) for c, t in zip(values, teams)],
+        [rationale(t) for t in teams],
+        label,
+    )
 
 
 _ASK = {"colour": _ask_colour, "who": _ask_who, "occasion": _ask_occasion, "team": _ask_team}
@@ -356,15 +469,17 @@ def _thing(colour: str, k: int) -> list[str]:
     return COLOUR_THINGS[colour][k].split()
 
 
-def _true_but_irrelevant(scene: list[SceneObject], q: Question,
-                         rng: np.random.Generator) -> list[Token] | None:
+def _true_but_irrelevant(
+    scene: list[SceneObject], q: Question, rng: np.random.Generator
+) -> list[Token] | None:
     """A true statement about an object the question is not about, or None.
 
     None for ``team``: a fact checkable in the pixels would stand out from the team rationales
     as one that is never right, and without the answer the four must be alike.
     """
-    mentioned = {t for sent in [q.question, *q.answers] for tok in sent if isinstance(tok, list)
-                 for t in tok}
+    mentioned = {
+        t for sent in [q.question, *q.answers] for tok in sent if isinstance(tok, list) for t in tok
+    }
     others = [i for i in range(len(scene)) if i not in mentioned]
     if not others or q.kind in ("who", "team"):
         return None
@@ -374,8 +489,17 @@ def _true_but_irrelevant(scene: list[SceneObject], q: Question,
 
 # --- one jsonl line ---------------------------------------------------------------------------
 
-def _annotation(split: str, index: int, image_number: int, q_number: int, stem: str,
-                scene: list[SceneObject], q: Question, rng: np.random.Generator) -> dict:
+
+def _annotation(
+    split: str,
+    index: int,
+    image_number: int,
+    q_number: int,
+    stem: str,
+    scene: list[SceneObject],
+    q: Question,
+    rng: np.random.Generator,
+) -> dict:
     rationales = list(q.rationales)
     if rng.random() < 0.25:  # replace one wrong rationale by a true but irrelevant fact
         fact = _true_but_irrelevant(scene, q, rng)

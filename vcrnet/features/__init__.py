@@ -10,6 +10,15 @@ from vcrnet.features.extract import (
 )
 from vcrnet.features.settings import FeatureChoice, FeatureSettings
 
-__all__ = ["CachedVCRDataset", "FeatureChoice", "FeatureSettings", "SplitFeatures",
-           "cached_settings", "collate", "dev_split", "entry_paths", "extract_split",
-           "extract_splits"]
+__all__ = [
+    "CachedVCRDataset",
+    "FeatureChoice",
+    "FeatureSettings",
+    "SplitFeatures",
+    "cached_settings",
+    "collate",
+    "dev_split",
+    "entry_paths",
+    "extract_split",
+    "extract_splits",
+]

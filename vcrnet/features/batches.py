@@ -36,9 +36,11 @@ from vcrnet.features.cache import QuantizedRows
 from vcrnet.features.dataset import _TAG_NAMES, HOST_KEYS, TEXT_FIELDS, CachedVCRDataset
 
 _PAIR_FIELDS = {  # field -> (pairs of the item's 20, context (True) or choice words)
-    "question": (slice(0, NUM_CHOICES), True), "answers": (slice(0, NUM_CHOICES), False),
+    "question": (slice(0, NUM_CHOICES), True),
+    "answers": (slice(0, NUM_CHOICES), False),
     "rationale_query": (slice(NUM_CHOICES, None), True),
-    "rationales": (slice(NUM_CHOICES, None), False)}
+    "rationales": (slice(NUM_CHOICES, None), False),
+}
 
 
 def item_sizes(dataset: CachedVCRDataset) -> np.ndarray:
@@ -53,12 +55,14 @@ def padded_text_rows(index: np.ndarray, axis: int | None) -> np.ndarray:
     ``axis``: 1, each item alone (``[N]``); None, the N items as one batch (a scalar)."""
     ctx, choice = index[..., 1], index[..., 2]
     q, r = slice(0, NUM_CHOICES), slice(NUM_CHOICES, None)
-    return (NUM_CHOICES * (ctx[:, q].max(axis) + choice[:, q].max(axis))
-            + NUM_CHOICES ** 2 * (ctx[:, r].max(axis) + choice[:, r].max(axis)))
+    return NUM_CHOICES * (ctx[:, q].max(axis) + choice[:, q].max(axis)) + NUM_CHOICES**2 * (
+        ctx[:, r].max(axis) + choice[:, r].max(axis)
+    )
 
 
-def epoch_order(sizes: np.ndarray, batch_size: int, seed: int,
-                bucket_batches: int = 0) -> list[np.ndarray]:
+def epoch_order(
+    sizes: np.ndarray, batch_size: int, seed: int, bucket_batches: int = 0
+) -> list[np.ndarray]:
     """The positions of each batch of an epoch, drawn with ``seed``. ``bucket_batches`` > 1:
     length buckets of that many batches (module docstring); 0 or 1: a plain shuffle. Every item
     once; ``ceil(n / batch_size)`` batches either way."""
@@ -78,11 +82,12 @@ def sorted_order(sizes: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def _chunks(order: np.ndarray, size: int) -> list[np.ndarray]:
-    return [order[s:s + size] for s in range(0, len(order), size)]
+    return [order[s : s + size] for s in range(0, len(order), size)]
 
 
-def gather(dataset: CachedVCRDataset, positions: np.ndarray,
-           pin: bool = False) -> dict[str, torch.Tensor]:
+def gather(
+    dataset: CachedVCRDataset, positions: np.ndarray, pin: bool = False
+) -> dict[str, torch.Tensor]:
     """The packed host batch of the items at ``positions``: ``text [R + 1, D]`` and ``objects
     [M, 2048]`` float16 rows (text's last row zero: padding reads it; int8-stored text stays int8
     here, with ``text_scales [R + 1]``, and is widened on the device), each text field's
@@ -102,8 +107,10 @@ def gather(dataset: CachedVCRDataset, positions: np.ndarray,
     copies = [(a["tags"], tags)]
     if quantized:
         extra["text_scales"] = torch.zeros(total + 1, dtype=torch.float32)
-        copies += [(text_rows.codes, text.numpy()),
-                   (text_rows.scales, extra["text_scales"].numpy())]
+        copies += [
+            (text_rows.codes, text.numpy()),
+            (text_rows.scales, extra["text_scales"].numpy()),
+        ]
     else:
         copies.append((text_rows, text.numpy()))
     for source, target in copies:
@@ -113,8 +120,10 @@ def gather(dataset: CachedVCRDataset, positions: np.ndarray,
     starts = starts.reshape(first.shape)
     rationale_words = choice[:, NUM_CHOICES:].reshape(-1, NUM_CHOICES, NUM_CHOICES)
     if (rationale_words != rationale_words[:, :1]).any():  # the model relies on it (joint.py)
-        raise InputError(f"{dataset.text_entry}: a rationale's word count differs between the "
-                         "answers it is encoded beside")
+        raise InputError(
+            f"{dataset.text_entry}: a rationale's word count differs between the "
+            "answers it is encoded beside"
+        )
     batch = {"text": text, **extra}
     for name in TEXT_FIELDS:
         pairs, context = _PAIR_FIELDS[name]
@@ -127,24 +136,32 @@ def gather(dataset: CachedVCRDataset, positions: np.ndarray,
         mask = slots < lengths[..., None]
         rows = np.where(mask, begin[..., None] + slots, total)
         prefix = _TAG_NAMES[name]
-        batch.update({f"{name}_rows": torch.from_numpy(rows),
-                      f"{prefix}_tags": torch.from_numpy(tags[rows]),
-                      f"{prefix}_mask": torch.from_numpy(mask),
-                      f"{prefix}_lengths": torch.from_numpy(lengths.astype(np.int64))})
+        batch.update(
+            {
+                f"{name}_rows": torch.from_numpy(rows),
+                f"{prefix}_tags": torch.from_numpy(tags[rows]),
+                f"{prefix}_mask": torch.from_numpy(mask),
+                f"{prefix}_lengths": torch.from_numpy(lengths.astype(np.int64)),
+            }
+        )
     batch.update(_gather_objects(a, items, pin))
     labels = np.asarray(dataset.labels[positions], dtype=np.int64)
-    batch.update(answer_label=torch.from_numpy(np.ascontiguousarray(labels[:, 0])),
-                 host_answer_label=torch.from_numpy(np.ascontiguousarray(labels[:, 0])),
-                 rationale_label=torch.from_numpy(np.ascontiguousarray(labels[:, 1])),
-                 index=torch.from_numpy(positions))
+    batch.update(
+        answer_label=torch.from_numpy(np.ascontiguousarray(labels[:, 0])),
+        host_answer_label=torch.from_numpy(np.ascontiguousarray(labels[:, 0])),
+        rationale_label=torch.from_numpy(np.ascontiguousarray(labels[:, 1])),
+        index=torch.from_numpy(positions),
+    )
     if pin:  # a copy from pageable memory may wait for the device: pin the small ones too
-        batch = {k: v if k in HOST_KEYS or v.is_pinned() else v.pin_memory()
-                 for k, v in batch.items()}
+        batch = {
+            k: v if k in HOST_KEYS or v.is_pinned() else v.pin_memory() for k, v in batch.items()
+        }
     return batch
 
 
-def _gather_objects(a: dict[str, np.ndarray], items: np.ndarray,
-                    pin: bool) -> dict[str, torch.Tensor]:
+def _gather_objects(
+    a: dict[str, np.ndarray], items: np.ndarray, pin: bool
+) -> dict[str, torch.Tensor]:
     lo, hi = np.asarray(a["offsets"][items]), np.asarray(a["offsets"][items + 1])
     counts = hi - lo
     starts = np.cumsum(counts) - counts
@@ -156,13 +173,18 @@ def _gather_objects(a: dict[str, np.ndarray], items: np.ndarray,
     object_index = np.where(mask, starts[:, None] + slots, 0)
     classes = np.where(mask, np.asarray(a["classes"][rows], dtype=np.int64)[object_index], 0)
     boxes = np.where(mask[..., None], np.asarray(a["boxes"][rows])[object_index], 0)
-    return {"objects": objects, "object_index": torch.from_numpy(object_index),
-            "object_classes": torch.from_numpy(classes), "object_mask": torch.from_numpy(mask),
-            "boxes": torch.from_numpy(boxes.astype(np.float32))}
+    return {
+        "objects": objects,
+        "object_index": torch.from_numpy(object_index),
+        "object_classes": torch.from_numpy(classes),
+        "object_mask": torch.from_numpy(mask),
+        "boxes": torch.from_numpy(boxes.astype(np.float32)),
+    }
 
 
-def _copy_ranges(source: np.ndarray, first: np.ndarray, lengths: np.ndarray,
-                 target: np.ndarray) -> None:
+def _copy_ranges(
+    source: np.ndarray, first: np.ndarray, lengths: np.ndarray, target: np.ndarray
+) -> None:
     """Rows ``first[i] : first[i] + lengths[i]`` of ``source``, for each i in turn, into
     ``target`` back to back; ranges that follow each other in ``source`` (an item's 20 pairs)
     are copied as one (a memcpy of ~0.8 MB an item at VCR's shape, not 540 row copies)."""
@@ -170,7 +192,7 @@ def _copy_ranges(source: np.ndarray, first: np.ndarray, lengths: np.ndarray,
     breaks = np.flatnonzero(first[1:] != first[:-1] + lengths[:-1]) + 1
     for s, e in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(first)]])):
         n = dest[e - 1] + lengths[e - 1] - dest[s]
-        target[dest[s]:dest[s] + n] = source[first[s]:first[s] + n]
+        target[dest[s] : dest[s] + n] = source[first[s] : first[s] + n]
 
 
 def _empty(shape: tuple[int, ...], pin: bool, dtype: type = np.float16) -> torch.Tensor:
@@ -178,8 +200,7 @@ def _empty(shape: tuple[int, ...], pin: bool, dtype: type = np.float16) -> torch
     a GPU; else numpy's, which asks for huge pages (torch's own CPU allocations fault 4 KiB pages
     one by one: 4x slower to fill at ~80 MB a batch, measured)."""
     if pin:
-        return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype,
-                           pin_memory=True)
+        return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
     return torch.from_numpy(np.empty(shape, dtype=dtype))
 
 
@@ -189,8 +210,11 @@ def unpad(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     text = packed["text"]
     if "text_scales" in packed:  # int8 rows: widened here, rounded to float16 as the host would
         text = (text.float() * packed["text_scales"].unsqueeze(1)).half()
-    batch = {k: v for k, v in packed.items()
-             if k not in ("text", "text_scales") and not k.endswith("_rows")}
+    batch = {
+        k: v
+        for k, v in packed.items()
+        if k not in ("text", "text_scales") and not k.endswith("_rows")
+    }
     for name in TEXT_FIELDS:  # gathered in float16, then widened: 4x faster than the other
         rows = packed[f"{name}_rows"]  # way round on a CPU, measured
         batch[name] = text.index_select(0, rows.flatten()).view(*rows.shape, -1).float()
@@ -202,8 +226,13 @@ class Batches:
     """The batches at ``order`` (lists of positions), padded on ``device``, in that order; each
     gathered ``prefetch`` batches ahead in a background thread (0: when asked for)."""
 
-    def __init__(self, dataset: CachedVCRDataset, order: list[np.ndarray],
-                 device: torch.device | str = "cpu", prefetch: int = 2):
+    def __init__(
+        self,
+        dataset: CachedVCRDataset,
+        order: list[np.ndarray],
+        device: torch.device | str = "cpu",
+        prefetch: int = 2,
+    ):
         self.dataset, self.order = dataset, order
         self.device, self.prefetch = torch.device(device), prefetch
 
@@ -215,8 +244,10 @@ class Batches:
         stream = torch.cuda.Stream(self.device) if cuda else None
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             positions = iter(self.order)  # the first batches, then one more for each taken
-            pending = collections.deque(pool.submit(gather, self.dataset, p, cuda)
-                                        for p in itertools.islice(positions, self.prefetch + 1))
+            pending = collections.deque(
+                pool.submit(gather, self.dataset, p, cuda)
+                for p in itertools.islice(positions, self.prefetch + 1)
+            )
             copied = self._copy(pending.popleft().result(), stream) if pending else None
             while copied is not None:
                 if (p := next(positions, None)) is not None:
@@ -225,20 +256,24 @@ class Batches:
                 yield unpad(self._ready(*copied))
                 copied = following
 
-    def _copy(self, host: dict[str, torch.Tensor], stream: torch.cuda.Stream | None
-              ) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
+    def _copy(
+        self, host: dict[str, torch.Tensor], stream: torch.cuda.Stream | None
+    ) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
         """Start copying a host batch to the device (on ``stream``; the lengths stay); the
         event marks the end of this batch's copies."""
         if stream is None:
             return {k: v.to(self.device) for k, v in host.items()}, None
         with torch.cuda.stream(stream):
-            batch = {k: v if k in HOST_KEYS else v.to(self.device, non_blocking=True)
-                     for k, v in host.items()}
+            batch = {
+                k: v if k in HOST_KEYS else v.to(self.device, non_blocking=True)
+                for k, v in host.items()
+            }
             return batch, stream.record_event()
 
     @staticmethod
-    def _ready(batch: dict[str, torch.Tensor],
-               copied: torch.cuda.Event | None) -> dict[str, torch.Tensor]:
+    def _ready(
+        batch: dict[str, torch.Tensor], copied: torch.cuda.Event | None
+    ) -> dict[str, torch.Tensor]:
         """Make the compute stream wait for this batch's copies (not the next one's, already
         under way), and tell the allocator which stream uses their memory."""
         if copied is not None:

@@ -46,8 +46,10 @@ MANIFEST = "manifest.json"
 CHECKSUM = "crc32-ends-1MiB"  # the manifest's "checksum": how its "checksums" are computed
 CHECKSUM_BYTES = 1 << 20  # read at each end of a file: 2 MiB a file, ~0.6 GB for VCR's train
 # split with BERT-base (~310 shards of <= 0.8 GB), once per process
-REBUILD = ("a damaged feature cache entry: remove {entry} and run `vcr-study data features` "
-           "again with the same options")
+REBUILD = (
+    "a damaged feature cache entry: remove {entry} and run `vcr-study data features` "
+    "again with the same options"
+)
 
 
 def file_digest(path: str | Path) -> str:
@@ -130,8 +132,10 @@ def damage(folder: Path, manifest: dict) -> str | None:
     for name, want in sorted(sums.items()):
         have = checksum(folder / name)
         if have != want:
-            return (f"{folder / name}: checksum {have}, the manifest says {want} (its first or "
-                    f"last MiB changed)")
+            return (
+                f"{folder / name}: checksum {have}, the manifest says {want} (its first or "
+                f"last MiB changed)"
+            )
     return None
 
 
@@ -173,8 +177,7 @@ def shard_name(name: str, number: int) -> str:
 
 
 @contextlib.contextmanager
-def shard_file(folder: Path, name: str, shape: tuple[int, ...],
-               dtype: str) -> Iterator[np.memmap]:
+def shard_file(folder: Path, name: str, shape: tuple[int, ...], dtype: str) -> Iterator[np.memmap]:
     """A memory-mapped ``<name>.npy`` of ``folder`` to fill: written to a temporary file (the
     dead's removed first), synced and renamed on success, removed on failure."""
     _remove_stale_temporaries(folder, f".{name}.tmp-", _unlink)
@@ -196,9 +199,13 @@ def finish(folder: Path, entry: Path, manifest: dict) -> None:
     paths = [p for p in sorted(folder.iterdir()) if p.name != MANIFEST]
     files = {p.name: p.stat().st_size for p in paths}
     sums = {p.name: checksum(p) for p in paths}
-    (folder / MANIFEST).write_text(json.dumps(
-        {**manifest, "files": files, "checksum": CHECKSUM, "checksums": sums}, indent=2,
-        sort_keys=True))
+    (folder / MANIFEST).write_text(
+        json.dumps(
+            {**manifest, "files": files, "checksum": CHECKSUM, "checksums": sums},
+            indent=2,
+            sort_keys=True,
+        )
+    )
     fsync_folder(folder)
     try:
         os.rename(folder, entry)
@@ -232,8 +239,9 @@ def open_rows(entry: Path, name: str) -> np.ndarray | ShardedRows | QuantizedRow
     rows = _joined([open_array(entry, shard_name(name, k)) for k in range(shards)])
     if manifest.get("storage", "float16") == "float16":
         return rows
-    return QuantizedRows(rows, _joined([open_array(entry, shard_name(SCALES, k))
-                                        for k in range(shards)]))
+    return QuantizedRows(
+        rows, _joined([open_array(entry, shard_name(SCALES, k)) for k in range(shards)])
+    )
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray | ShardedRows:
@@ -246,12 +254,14 @@ def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes = np.empty(rows.shape, dtype=np.int8)
     scales = np.empty(len(rows), dtype=np.float32)
     for start in range(0, len(rows), QUANTIZE_ROWS):
-        part = np.asarray(rows[start:start + QUANTIZE_ROWS], dtype=np.float32)
+        part = np.asarray(rows[start : start + QUANTIZE_ROWS], dtype=np.float32)
         scale = np.abs(part).max(axis=1, initial=0.0) / 127
-        np.rint(np.divide(part, scale[:, None], out=np.zeros_like(part),
-                          where=scale[:, None] > 0), out=part)
-        codes[start:start + len(part)] = part
-        scales[start:start + len(part)] = scale
+        np.rint(
+            np.divide(part, scale[:, None], out=np.zeros_like(part), where=scale[:, None] > 0),
+            out=part,
+        )
+        codes[start : start + len(part)] = part
+        scales[start : start + len(part)] = scale
     return codes, scales
 
 
@@ -269,10 +279,10 @@ class QuantizedRows:
     def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
         return _dequantized(np.asarray(self.codes[key]), np.asarray(self.scales[key]))
 
-    def take(self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None,
-             mode: str = "raise") -> np.ndarray:
-        values = _dequantized(np.take(self.codes, rows, axis=0),
-                              np.take(self.scales, rows, axis=0))
+    def take(
+        self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None, mode: str = "raise"
+    ) -> np.ndarray:
+        values = _dequantized(np.take(self.codes, rows, axis=0), np.take(self.scales, rows, axis=0))
         if out is None:
             return values
         out[...] = values
@@ -304,11 +314,12 @@ class ShardedRows:
             raise IndexError("ShardedRows: only row slices with step 1")
         first = int(np.searchsorted(self.bounds, start, side="right")) - 1
         if first < len(self.parts) and stop <= self.bounds[first + 1]:  # one shard: a view
-            return self.parts[first][start - self.bounds[first]:stop - self.bounds[first]]
+            return self.parts[first][start - self.bounds[first] : stop - self.bounds[first]]
         return self.take(np.arange(start, stop), axis=0)
 
-    def take(self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None,
-             mode: str = "raise") -> np.ndarray:
+    def take(
+        self, rows: np.ndarray, axis: int = 0, out: np.ndarray | None = None, mode: str = "raise"
+    ) -> np.ndarray:
         if axis != 0:
             raise IndexError("ShardedRows: rows only (axis=0)")
         rows = np.asarray(rows, dtype=np.int64)

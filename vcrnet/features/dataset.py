@@ -46,10 +46,16 @@ from vcrnet.features import cache
 from vcrnet.features.extract import PAIRS_PER_ITEM, SplitFeatures
 
 TEXT_FIELDS = ("question", "answers", "rationale_query", "rationales")
-_TAG_NAMES = {"question": "question", "answers": "answer", "rationale_query": "rationale_query",
-              "rationales": "rationale"}  # the prefix of each field's _tags, _mask, _lengths
-HOST_KEYS = (*(f"{prefix}_lengths" for prefix in _TAG_NAMES.values()),
-             "host_answer_label")  # stay on the CPU
+_TAG_NAMES = {
+    "question": "question",
+    "answers": "answer",
+    "rationale_query": "rationale_query",
+    "rationales": "rationale",
+}  # the prefix of each field's _tags, _mask, _lengths
+HOST_KEYS = (
+    *(f"{prefix}_lengths" for prefix in _TAG_NAMES.values()),
+    "host_answer_label",
+)  # stay on the CPU
 
 
 class CachedVCRDataset(Dataset):
@@ -92,10 +98,14 @@ class CachedVCRDataset(Dataset):
         if self._arrays is None:
             t, o = self.text_entry, self.object_entry
             self._arrays = {
-                "text": cache.open_rows(t, "features"), "tags": cache.open_array(t, "tags"),
-                "index": cache.open_array(t, "index"), "objects": cache.open_rows(o, "features"),
-                "boxes": cache.open_array(o, "boxes"), "classes": cache.open_array(o, "classes"),
-                "offsets": cache.open_array(o, "offsets"), "rows": cache.open_array(o, "rows"),
+                "text": cache.open_rows(t, "features"),
+                "tags": cache.open_array(t, "tags"),
+                "index": cache.open_array(t, "index"),
+                "objects": cache.open_rows(o, "features"),
+                "boxes": cache.open_array(o, "boxes"),
+                "classes": cache.open_array(o, "classes"),
+                "offsets": cache.open_array(o, "offsets"),
+                "rows": cache.open_array(o, "rows"),
             }
         return self._arrays
 
@@ -105,16 +115,19 @@ class CachedVCRDataset(Dataset):
         index = a["index"][i]  # [20, 3]: first row, context words, choice words
         contexts, choices = [], []
         for first, n_ctx, n_choice in index.tolist():
-            contexts.append((a["text"][first:first + n_ctx], a["tags"][first:first + n_ctx]))
+            contexts.append((a["text"][first : first + n_ctx], a["tags"][first : first + n_ctx]))
             end = first + n_ctx + n_choice
-            choices.append((a["text"][first + n_ctx:end], a["tags"][first + n_ctx:end]))
-        rows = a["rows"][a["offsets"][i]:a["offsets"][i + 1]]
+            choices.append((a["text"][first + n_ctx : end], a["tags"][first + n_ctx : end]))
+        rows = a["rows"][a["offsets"][i] : a["offsets"][i + 1]]
         return {
-            "question": contexts[:NUM_CHOICES], "answers": choices[:NUM_CHOICES],
+            "question": contexts[:NUM_CHOICES],
+            "answers": choices[:NUM_CHOICES],
             "rationale_query": contexts[NUM_CHOICES:PAIRS_PER_ITEM],
             "rationales": choices[NUM_CHOICES:PAIRS_PER_ITEM],
-            "objects": a["objects"][rows], "boxes": a["boxes"][rows],
-            "object_classes": a["classes"][rows], "labels": self.labels[position],
+            "objects": a["objects"][rows],
+            "boxes": a["boxes"][rows],
+            "object_classes": a["classes"][rows],
+            "labels": self.labels[position],
             "index": position,
         }
 
@@ -130,8 +143,9 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
             mask = mask.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
         prefix = _TAG_NAMES[name]
         batch[name] = feats
-        batch.update({f"{prefix}_tags": tags, f"{prefix}_mask": mask,
-                      f"{prefix}_lengths": mask.sum(-1)})
+        batch.update(
+            {f"{prefix}_tags": tags, f"{prefix}_mask": mask, f"{prefix}_lengths": mask.sum(-1)}
+        )
     counts = [len(it["objects"]) for it in items]
     k = max(counts)
     starts = np.cumsum([0, *counts[:-1]])
@@ -144,18 +158,27 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
         boxes[b, :n] = torch.from_numpy(np.asarray(it["boxes"], dtype=np.float32))
         classes[b, :n] = torch.from_numpy(np.asarray(it["object_classes"], dtype=np.int64))
         object_mask[b, :n] = True
-    objects = torch.from_numpy(np.concatenate([np.asarray(it["objects"], dtype=np.float32)
-                                               for it in items]))
+    objects = torch.from_numpy(
+        np.concatenate([np.asarray(it["objects"], dtype=np.float32) for it in items])
+    )
     labels = torch.from_numpy(np.stack([it["labels"] for it in items]).astype(np.int64))
-    batch.update(objects=objects, object_index=object_index, boxes=boxes, object_classes=classes,
-                 object_mask=object_mask, answer_label=labels[:, 0],
-                 host_answer_label=labels[:, 0].clone(), rationale_label=labels[:, 1],
-                 index=torch.tensor([it["index"] for it in items], dtype=torch.long))
+    batch.update(
+        objects=objects,
+        object_index=object_index,
+        boxes=boxes,
+        object_classes=classes,
+        object_mask=object_mask,
+        answer_label=labels[:, 0],
+        host_answer_label=labels[:, 0].clone(),
+        rationale_label=labels[:, 1],
+        index=torch.tensor([it["index"] for it in items], dtype=torch.long),
+    )
     return batch
 
 
-def _pad_sentences(per_item: list[list[tuple[np.ndarray, np.ndarray]]]
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pad_sentences(
+    per_item: list[list[tuple[np.ndarray, np.ndarray]]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``[B][S] (feats [L, D], tags [L])`` -> feats ``[B, S, L, D]``, tags, mask ``[B, S, L]``."""
     n_items, n_sent = len(per_item), len(per_item[0])
     length = max(len(f) for sentences in per_item for f, _ in sentences)
@@ -165,14 +188,15 @@ def _pad_sentences(per_item: list[list[tuple[np.ndarray, np.ndarray]]]
     mask = np.zeros((n_items, n_sent, length), dtype=bool)
     for b, sentences in enumerate(per_item):
         for s, (f, t) in enumerate(sentences):
-            feats[b, s, :len(f)] = f
-            tags[b, s, :len(t)] = t
-            mask[b, s, :len(f)] = True
+            feats[b, s, : len(f)] = f
+            tags[b, s, : len(t)] = t
+            mask[b, s, : len(f)] = True
     return torch.from_numpy(feats), torch.from_numpy(tags), torch.from_numpy(mask)
 
 
-def dev_split(dataset: CachedVCRDataset, fraction: float,
-              seed: int) -> tuple[CachedVCRDataset, CachedVCRDataset]:
+def dev_split(
+    dataset: CachedVCRDataset, fraction: float, seed: int
+) -> tuple[CachedVCRDataset, CachedVCRDataset]:
     """Carve a labelled dev split off a training split: ``(rest, dev)``. Whole images go to one
     side (the questions about one image are never split across the two), drawn with ``seed``
     until ``fraction`` of the items are in dev. The same split, fraction and seed give the same
@@ -185,6 +209,5 @@ def dev_split(dataset: CachedVCRDataset, fraction: float,
     dev_images = order[:enough]
     in_dev = np.isin(images, dev_images)
     if in_dev.all():
-        raise InputError(f"dev_fraction {fraction}: leaves no training items "
-                         f"({len(images)} items)")
+        raise InputError(f"dev_fraction {fraction}: leaves no training items ({len(images)} items)")
     return dataset.subset(np.flatnonzero(~in_dev)), dataset.subset(np.flatnonzero(in_dev))

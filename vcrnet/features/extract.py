@@ -147,51 +147,73 @@ class EntryPlan:
         if missing:
             raise RuntimeError(f"{self.entry}: shards {missing} were not written")
         first = cache.open_array(self.shards[0].folder, cache.shard_name(FEATURES, 0))
-        cache.finish(self.shards[0].folder, self.entry,
-                     {**self.manifest, "dim": int(first.shape[1]), "shards": len(self.shards),
-                      "extracted_on": sorted(set(workers))})
+        cache.finish(
+            self.shards[0].folder,
+            self.entry,
+            {
+                **self.manifest,
+                "dim": int(first.shape[1]),
+                "shards": len(self.shards),
+                "extracted_on": sorted(set(workers)),
+            },
+        )
 
 
 RunShards = Callable[[list[Shard], FeatureSettings, bool], Iterable[tuple[Shard, str]]]
 """Computes ``shards`` (any order) with ``settings``; yields each shard done with who did it."""
 
 
-def entry_paths(data_root: str | Path, split: str, cache_root: str | Path,
-                settings: FeatureSettings) -> tuple[Path, Path]:
+def entry_paths(
+    data_root: str | Path, split: str, cache_root: str | Path, settings: FeatureSettings
+) -> tuple[Path, Path]:
     """Where the split's (text, objects) entries for ``settings`` are, extracted or not."""
     digest = cache.file_digest(split_path(Path(data_root).absolute(), split))
-    return (cache.entry_dir(cache_root, split, "text", _text_key(digest, split, settings)),
-            cache.entry_dir(cache_root, split, "objects", _object_key(digest, split, settings)))
+    return (
+        cache.entry_dir(cache_root, split, "text", _text_key(digest, split, settings)),
+        cache.entry_dir(cache_root, split, "objects", _object_key(digest, split, settings)),
+    )
 
 
-def extract_split(data_root: str | Path, split: str, cache_root: str | Path,
-                  settings: FeatureSettings = FeatureSettings(),
-                  progress: bool = True) -> SplitFeatures:
+def extract_split(
+    data_root: str | Path,
+    split: str,
+    cache_root: str | Path,
+    settings: FeatureSettings = FeatureSettings(),
+    progress: bool = True,
+) -> SplitFeatures:
     """The split's cache entries, extracting whichever is missing, in this process."""
     return extract_splits(data_root, (split,), cache_root, settings, progress)[split]
 
 
-def extract_splits(data_root: str | Path, splits: tuple[str, ...], cache_root: str | Path,
-                   settings: FeatureSettings = FeatureSettings(), progress: bool = True,
-                   run: RunShards | None = None, shard_items: int = SHARD_ITEMS,
-                   shard_images: int = SHARD_IMAGES) -> dict[str, SplitFeatures]:
+def extract_splits(
+    data_root: str | Path,
+    splits: tuple[str, ...],
+    cache_root: str | Path,
+    settings: FeatureSettings = FeatureSettings(),
+    progress: bool = True,
+    run: RunShards | None = None,
+    shard_items: int = SHARD_ITEMS,
+    shard_images: int = SHARD_IMAGES,
+) -> dict[str, SplitFeatures]:
     """Each split's cache entries; the missing ones planned here, their shards computed by
     ``run`` (default: in this process, ``run_here``), and finished here. The shard sizes apply
     to entries begun now (a resumed one keeps its own)."""
     data_root = Path(data_root).absolute()
-    plans = {split: plan_split(data_root, split, cache_root, settings, shard_items, shard_images)
-             for split in splits}
+    plans = {
+        split: plan_split(data_root, split, cache_root, settings, shard_items, shard_images)
+        for split in splits
+    }
     entries = [plan for split_plans in plans.values() for plan in split_plans]
-    todo = {shard.path: (shard, plan) for plan in entries for shard in plan.shards
-            if not shard.done()}
+    todo = {
+        shard.path: (shard, plan) for plan in entries for shard in plan.shards if not shard.done()
+    }
     workers: dict[Path, str] = {}
     pending = {id(plan): sum(1 for s, p in todo.values() if p is plan) for plan in entries}
     for plan in entries:  # each entry finished as soon as its last shard is written
         if not pending[id(plan)]:
             plan.finish(["earlier run"])
     try:
-        for shard, worker in (run or run_here)([s for s, _ in todo.values()], settings,
-                                               progress):
+        for shard, worker in (run or run_here)([s for s, _ in todo.values()], settings, progress):
             plan = todo[shard.path][1]
             workers[shard.path] = worker
             pending[id(plan)] -= 1
@@ -202,16 +224,26 @@ def extract_splits(data_root: str | Path, splits: tuple[str, ...], cache_root: s
             if plan.shards and not any(s.done() for s in plan.shards):
                 shutil.rmtree(plan.shards[0].folder, ignore_errors=True)
         raise
-    return {split: SplitFeatures(*entry_paths(data_root, split, cache_root, settings),
-                                 [p.manifest["kind"] for p in plans[split]]) for split in splits}
+    return {
+        split: SplitFeatures(
+            *entry_paths(data_root, split, cache_root, settings),
+            [p.manifest["kind"] for p in plans[split]],
+        )
+        for split in splits
+    }
 
 
-def run_here(shards: list[Shard], settings: FeatureSettings,
-             progress: bool) -> Iterator[tuple[Shard, str]]:
+def run_here(
+    shards: list[Shard], settings: FeatureSettings, progress: bool
+) -> Iterator[tuple[Shard, str]]:
     """``RunShards`` in this process, one shard after the other (on its GPU if it has one)."""
     cuda = torch.cuda.is_available()
-    worker = ShardWorker(settings, "cuda" if cuda else "cpu", image_batch=16 if cuda else 4,
-                         threads=torch.get_num_threads())
+    worker = ShardWorker(
+        settings,
+        "cuda" if cuda else "cpu",
+        image_batch=16 if cuda else 4,
+        threads=torch.get_num_threads(),
+    )
     for shard in progress_bar(shards, len(shards), progress):
         worker(shard)
         yield shard, socket.gethostname()
@@ -221,13 +253,19 @@ def progress_bar(done: Iterable, total: int, enabled: bool) -> Iterable:
     """One bar over shards (on stderr), advanced by each of ``done``."""
     if not enabled or not total:
         return done
-    return tqdm(done, total=total, desc="feature shards", unit="shard", file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(
+        done, total=total, desc="feature shards", unit="shard", file=sys.stderr, dynamic_ncols=True
+    )
 
 
-def plan_split(data_root: Path, split: str, cache_root: str | Path, settings: FeatureSettings,
-               shard_items: int = SHARD_ITEMS,
-               shard_images: int = SHARD_IMAGES) -> list[EntryPlan]:
+def plan_split(
+    data_root: Path,
+    split: str,
+    cache_root: str | Path,
+    settings: FeatureSettings,
+    shard_items: int = SHARD_ITEMS,
+    shard_images: int = SHARD_IMAGES,
+) -> list[EntryPlan]:
     """The split's entries still missing, planned: their partial folders hold every array but
     the features (and the shards already finished by an interrupted extraction)."""
     text_entry, object_entry = entry_paths(data_root, split, cache_root, settings)
@@ -240,8 +278,9 @@ def plan_split(data_root: Path, split: str, cache_root: str | Path, settings: Fe
     if text_entry in missing:
         plans.append(_plan_text(text_entry, items, grounded, settings, shard_items))
     if object_entry in missing:
-        plans.append(_plan_objects(object_entry, data_root, items, grounded, settings,
-                                   shard_images))
+        plans.append(
+            _plan_objects(object_entry, data_root, items, grounded, settings, shard_images)
+        )
     return plans
 
 
@@ -250,8 +289,9 @@ class ShardWorker:
     shard first needs it. Reading runs beside the encoder: the next batch's wordpieces in a
     thread, its JPEGs decoded by ``threads`` threads."""
 
-    def __init__(self, settings: FeatureSettings, device: str = "cpu", image_batch: int = 4,
-                 threads: int = 1):
+    def __init__(
+        self, settings: FeatureSettings, device: str = "cpu", image_batch: int = 4, threads: int = 1
+    ):
         self.settings, self.device, self.image_batch = settings, device, image_batch
         self.threads = max(1, threads)
         self._text: TextEncoder | None = None
@@ -268,25 +308,29 @@ class ShardWorker:
     def _text_shard(self, shard: Shard) -> None:
         if self._text is None:
             s = self.settings
-            self._text = TextEncoder(s.text_encoder, s.text_layer, s.max_wordpieces,
-                                     device=self.device)
-        self._write(shard, self._text.dim, lambda out: self._text.encode_into(list(shard.jobs),
-                                                                              out))
+            self._text = TextEncoder(
+                s.text_encoder, s.text_layer, s.max_wordpieces, device=self.device
+            )
+        self._write(
+            shard, self._text.dim, lambda out: self._text.encode_into(list(shard.jobs), out)
+        )
 
     def _object_shard(self, shard: Shard) -> None:
         if self._objects is None:
             weights = find_image_weights(self.settings.image_weights)
             self._objects = ObjectFeatureExtractor(weights, seed=self.settings.image_seed)
             self._objects.to(self.device)
-        batches = [shard.jobs[s:s + self.image_batch]
-                   for s in range(0, len(shard.jobs), self.image_batch)]
+        batches = [
+            shard.jobs[s : s + self.image_batch]
+            for s in range(0, len(shard.jobs), self.image_batch)
+        ]
 
         def fill(out: np.ndarray) -> None:
             with concurrent.futures.ThreadPoolExecutor(self.threads) as decoders:
                 row = 0
                 for inputs in prefetched(lambda jobs: _image_inputs(jobs, decoders), batches):
                     features = self._run_images(*inputs)
-                    out[row:row + len(features)] = features
+                    out[row : row + len(features)] = features
                     row += len(features)
 
         self._write(shard, OBJECT_DIM, fill)
@@ -303,38 +347,49 @@ class ShardWorker:
         fill(rows)
         codes, scales = cache.quantize(rows)
         with cache.shard_file(shard.folder, name, shape, "int8") as out:
-            with cache.shard_file(shard.folder, cache.shard_name(cache.SCALES, shard.number),
-                                  scales.shape, "float32") as out_scales:
+            with cache.shard_file(
+                shard.folder, cache.shard_name(cache.SCALES, shard.number), scales.shape, "float32"
+            ) as out_scales:
                 out_scales[:] = scales
             out[:] = codes
 
     @torch.inference_mode()
-    def _run_images(self, canvases: torch.Tensor, rois: torch.Tensor,
-                    masks: torch.Tensor) -> np.ndarray:
+    def _run_images(
+        self, canvases: torch.Tensor, rois: torch.Tensor, masks: torch.Tensor
+    ) -> np.ndarray:
         cuda = self.device.startswith("cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            out = self._objects(canvases.to(self.device, non_blocking=True),
-                                rois.to(self.device), masks.to(self.device))
+            out = self._objects(
+                canvases.to(self.device, non_blocking=True),
+                rois.to(self.device),
+                masks.to(self.device),
+            )
         return out.half().cpu().numpy()
 
 
-def _image_inputs(jobs: tuple[ImageJob, ...], decoders: concurrent.futures.Executor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _image_inputs(
+    jobs: tuple[ImageJob, ...], decoders: concurrent.futures.Executor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch of images read (decoded by ``decoders``): canvases ``[B, 3, H, W]``, RoIs
     ``[R, 5]``, masks ``[R, 14, 14]``."""
-    canvases = list(decoders.map(
-        lambda job: load_canvas(job.path, job.fit, job.size, job.metadata_path), jobs))
+    canvases = list(
+        decoders.map(lambda job: load_canvas(job.path, job.fit, job.size, job.metadata_path), jobs)
+    )
     rois, masks = [], []
     for b, job in enumerate(jobs):
         rois.append(np.hstack([np.full((len(job.on_canvas), 1), b), job.on_canvas]))
         masks.append(np.ones((MASK_SIZE, MASK_SIZE), np.float32))
         masks += [make_mask(box, segms) for box, segms in zip(job.boxes[1:], job.segms)]
-    return (torch.stack(canvases), torch.from_numpy(np.vstack(rois)).float(),
-            torch.from_numpy(np.stack(masks)))
+    return (
+        torch.stack(canvases),
+        torch.from_numpy(np.vstack(rois)).float(),
+        torch.from_numpy(np.stack(masks)),
+    )
 
 
-def cached_settings(data_root: str | Path, splits: tuple[str, ...],
-                    cache_root: str | Path) -> list[FeatureSettings]:
+def cached_settings(
+    data_root: str | Path, splits: tuple[str, ...], cache_root: str | Path
+) -> list[FeatureSettings]:
     """Every ``FeatureSettings`` whose entries for all ``splits`` of this data are complete in
     the cache. Text and object entries are keyed apart (one text entry serves every canvas), so
     the candidates are each cached text setting with each cached image setting."""
@@ -357,26 +412,42 @@ def cached_settings(data_root: str | Path, splits: tuple[str, ...],
     for text in text_parts.values():
         for image in image_parts.values():
             settings = dataclasses.replace(
-                text, image_weights=image.image_weights, image_size=image.image_size,
-                image_seed=image.image_seed)
+                text,
+                image_weights=image.image_weights,
+                image_size=image.image_size,
+                image_seed=image.image_seed,
+            )
             if settings not in found and all(
-                    all(cache.is_complete(p) for p in entry_paths(data_root, s, cache_root,
-                                                                  settings)) for s in splits):
+                all(cache.is_complete(p) for p in entry_paths(data_root, s, cache_root, settings))
+                for s in splits
+            ):
                 found.append(settings)
     return found
 
 
 def _text_key(digest: str, split: str, s: FeatureSettings) -> dict:
-    return {"kind": "text", "split": split, "split_sha256": digest,
-            "encoder": _encoder_identity(s.text_encoder), "layer": s.text_layer,
-            "max_wordpieces": s.max_wordpieces, "storage": s.storage}
+    return {
+        "kind": "text",
+        "split": split,
+        "split_sha256": digest,
+        "encoder": _encoder_identity(s.text_encoder),
+        "layer": s.text_layer,
+        "max_wordpieces": s.max_wordpieces,
+        "storage": s.storage,
+    }
 
 
 def _object_key(digest: str, split: str, s: FeatureSettings) -> dict:
     weights = find_image_weights(s.image_weights)
-    return {"kind": "objects", "split": split, "split_sha256": digest,
-            "weights": cache.file_digest(weights) if weights else f"random-{s.image_seed}",
-            "image_size": list(s.image_size), "mask_size": MASK_SIZE, "storage": s.storage}
+    return {
+        "kind": "objects",
+        "split": split,
+        "split_sha256": digest,
+        "weights": cache.file_digest(weights) if weights else f"random-{s.image_seed}",
+        "image_size": list(s.image_size),
+        "mask_size": MASK_SIZE,
+        "storage": s.storage,
+    }
 
 
 def _encoder_identity(name: str) -> dict:
@@ -390,6 +461,7 @@ def _encoder_identity(name: str) -> dict:
 
 # --- text ---------------------------------------------------------------------------------------
 
+
 def item_pairs(g: GroundedItem) -> list[tuple[list[str], list[str], list[int], list[int]]]:
     """The 20 (context words, choice words, context tags, choice tags) of one item."""
     q = g.question
@@ -400,33 +472,56 @@ def item_pairs(g: GroundedItem) -> list[tuple[list[str], list[str], list[int], l
     return pairs
 
 
-def _plan_text(entry: Path, items: list[VCRItem], grounded: list[GroundedItem],
-               settings: FeatureSettings, shard_items: int) -> EntryPlan:
+def _plan_text(
+    entry: Path,
+    items: list[VCRItem],
+    grounded: list[GroundedItem],
+    settings: FeatureSettings,
+    shard_items: int,
+) -> EntryPlan:
     folder = _partial_folder(entry)
     shard_items = _recorded(folder, "shard_items", shard_items)
     all_pairs = [item_pairs(g) for g in grounded]
-    words = np.array([[(len(p[0]), len(p[1])) for p in pairs] for pairs in all_pairs],
-                     dtype=np.int64).reshape(len(items), PAIRS_PER_ITEM, 2)
+    words = np.array(
+        [[(len(p[0]), len(p[1])) for p in pairs] for pairs in all_pairs], dtype=np.int64
+    ).reshape(len(items), PAIRS_PER_ITEM, 2)
     pair_rows = words.sum(-1).ravel()
-    index = np.concatenate([(np.cumsum(pair_rows) - pair_rows).reshape(-1, PAIRS_PER_ITEM, 1),
-                            words], axis=-1)
-    tags = np.array([t for pairs in all_pairs for p in pairs for t in p[2] + p[3]],
-                    dtype=np.int16)
+    index = np.concatenate(
+        [(np.cumsum(pair_rows) - pair_rows).reshape(-1, PAIRS_PER_ITEM, 1), words], axis=-1
+    )
+    tags = np.array([t for pairs in all_pairs for p in pairs for t in p[2] + p[3]], dtype=np.int16)
     _save(folder, "index", index)
     _save(folder, "tags", tags)
     _save_items(folder, items)
     item_rows = pair_rows.reshape(len(items), PAIRS_PER_ITEM).sum(1)
-    shards = [Shard("text", folder, k, int(item_rows[s:s + shard_items].sum()),
-                    tuple((p[0], p[1]) for pairs in all_pairs[s:s + shard_items] for p in pairs))
-              for k, s in enumerate(range(0, len(items), shard_items))]
-    manifest = {"kind": "text", "items": len(items), "rows": int(pair_rows.sum()),
-                "storage": settings.storage, "settings": settings.to_dict()}
+    shards = [
+        Shard(
+            "text",
+            folder,
+            k,
+            int(item_rows[s : s + shard_items].sum()),
+            tuple((p[0], p[1]) for pairs in all_pairs[s : s + shard_items] for p in pairs),
+        )
+        for k, s in enumerate(range(0, len(items), shard_items))
+    ]
+    manifest = {
+        "kind": "text",
+        "items": len(items),
+        "rows": int(pair_rows.sum()),
+        "storage": settings.storage,
+        "settings": settings.to_dict(),
+    }
     return EntryPlan(entry, shards, manifest)
 
 
-def _plan_objects(entry: Path, data_root: Path, items: list[VCRItem],
-                  grounded: list[GroundedItem], settings: FeatureSettings,
-                  shard_images: int) -> EntryPlan:
+def _plan_objects(
+    entry: Path,
+    data_root: Path,
+    items: list[VCRItem],
+    grounded: list[GroundedItem],
+    settings: FeatureSettings,
+    shard_images: int,
+) -> EntryPlan:
     folder = _partial_folder(entry)
     shard_images = _recorded(folder, "shard_images", shard_images)
     images: dict[str, dict] = {}  # img_fn -> {"meta", "needed", "item"}
@@ -434,8 +529,11 @@ def _plan_objects(entry: Path, data_root: Path, items: list[VCRItem],
         image = images.get(item.img_fn)
         if image is None:
             image_path(data_root, item)
-            image = images[item.img_fn] = {"meta": load_metadata(data_root, item),
-                                           "needed": set(), "item": item}
+            image = images[item.img_fn] = {
+                "meta": load_metadata(data_root, item),
+                "needed": set(),
+                "item": item,
+            }
         elif image["meta"].names != item.objects:
             load_metadata(data_root, item)  # raises, naming this line
         image["needed"].update(g.kept)
@@ -452,19 +550,38 @@ def _plan_objects(entry: Path, data_root: Path, items: list[VCRItem],
         offsets[i + 1] = len(item_rows)
     jobs = [_image_job(data_root, image, settings.image_size) for image in images.values()]
     _save(folder, "boxes", np.concatenate([j.on_canvas for j in jobs]).astype(np.float32))
-    _save(folder, "classes", np.array(
-        [c for image in images.values() for c in [CLASS_INDEX["__background__"]] + [
-            CLASS_INDEX[image["meta"].names[k]] for k in image["needed"]]], dtype=np.int16))
+    _save(
+        folder,
+        "classes",
+        np.array(
+            [
+                c
+                for image in images.values()
+                for c in [CLASS_INDEX["__background__"]]
+                + [CLASS_INDEX[image["meta"].names[k]] for k in image["needed"]]
+            ],
+            dtype=np.int16,
+        ),
+    )
     _save(folder, "offsets", offsets)
     _save(folder, "rows", np.asarray(item_rows, dtype=np.int64))
     _save_items(folder, items)
-    shards = [Shard("objects", folder, k, sum(len(j.on_canvas) for j in chunk), tuple(chunk))
-              for k, chunk in enumerate(jobs[s:s + shard_images]
-                                        for s in range(0, len(jobs), shard_images))]
+    shards = [
+        Shard("objects", folder, k, sum(len(j.on_canvas) for j in chunk), tuple(chunk))
+        for k, chunk in enumerate(
+            jobs[s : s + shard_images] for s in range(0, len(jobs), shard_images)
+        )
+    ]
     weights = find_image_weights(settings.image_weights)
-    manifest = {"kind": "objects", "items": len(items), "rows": row, "images": len(images),
-                "weights": str(weights) if weights else None, "storage": settings.storage,
-                "settings": settings.to_dict()}
+    manifest = {
+        "kind": "objects",
+        "items": len(items),
+        "rows": row,
+        "images": len(images),
+        "weights": str(weights) if weights else None,
+        "storage": settings.storage,
+        "settings": settings.to_dict(),
+    }
     return EntryPlan(entry, shards, manifest)
 
 
@@ -474,13 +591,16 @@ def _image_job(data_root: Path, image: dict, canvas: tuple[int, int]) -> ImageJo
     return ImageJob(
         path=image_path(data_root, item),
         metadata_path=str(data_root / IMAGES_DIR / item.metadata_fn),
-        size=(meta.width, meta.height), fit=fit,
+        size=(meta.width, meta.height),
+        fit=fit,
         boxes=np.vstack([[0, 0, meta.width, meta.height], meta.boxes[needed]]),
         on_canvas=np.vstack([fit.window, scale_boxes(meta.boxes[needed], fit)]),
-        segms=[meta.segms[k] for k in needed])
+        segms=[meta.segms[k] for k in needed],
+    )
 
 
 # --- the partial folder -------------------------------------------------------------------------
+
 
 def _partial_folder(entry: Path) -> Path:
     folder = cache.partial_dir(entry)
@@ -503,8 +623,15 @@ def _save(folder: Path, name: str, array: np.ndarray) -> None:
 
 
 def _save_items(folder: Path, items: list[VCRItem]) -> None:
-    labels = np.array([[-1 if it.answer_label is None else it.answer_label,
-                        -1 if it.rationale_label is None else it.rationale_label]
-                       for it in items], dtype=np.int64).reshape(len(items), 2)
+    labels = np.array(
+        [
+            [
+                -1 if it.answer_label is None else it.answer_label,
+                -1 if it.rationale_label is None else it.rationale_label,
+            ]
+            for it in items
+        ],
+        dtype=np.int64,
+    ).reshape(len(items), 2)
     _save(folder, "labels", labels)
     write_text(folder / "items.json", json.dumps([it.annot_id for it in items]))

@@ -59,15 +59,25 @@ class ObjectFeatureExtractor(nn.Module):
         resnet = torchvision.models.resnet50(weights=None)
         self.mask_conv = nn.Conv2d(1, 32, kernel_size=3, stride=2, padding=1)
         if weights is None:
-            warnings.warn("no ImageNet ResNet-50 weights (--image-weights, or the torchvision "
-                          f"cache); using a random initialisation seeded with {seed}: fine for the "
-                          "synthetic data, not for real VCR", stacklevel=2)
+            warnings.warn(
+                "no ImageNet ResNet-50 weights (--image-weights, or the torchvision "
+                f"cache); using a random initialisation seeded with {seed}: fine for the "
+                "synthetic data, not for real VCR",
+                stacklevel=2,
+            )
         else:
             resnet.load_state_dict(_load_state_dict(weights, set(resnet.state_dict())))
         resnet.layer4[0].conv2.stride = (1, 1)  # R2C: layer4 at stride 1 on the 7x7 RoIs
         resnet.layer4[0].downsample[0].stride = (1, 1)
-        self.trunk = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
-                                   resnet.layer1, resnet.layer2, resnet.layer3)
+        self.trunk = nn.Sequential(
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3,
+        )
         self.layer4 = resnet.layer4
         self.eval()
         self.requires_grad_(False)
@@ -85,18 +95,21 @@ class ObjectFeatureExtractor(nn.Module):
             mean = self(noise, rois, torch.ones(2, 14, 14)).mean().item()
         return IMAGENET_LIKE_MEAN / mean
 
-    def forward(self, images: torch.Tensor, rois: torch.Tensor,
-                masks: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, rois: torch.Tensor, masks: torch.Tensor
+    ) -> torch.Tensor:
         feature_map = self.trunk(images)  # [B, 1024, H/16, W/16]
-        pooled = roi_align(feature_map, rois, output_size=(7, 7), spatial_scale=1 / 16,
-                           sampling_ratio=0)  # [R, 1024, 7, 7]
+        pooled = roi_align(
+            feature_map, rois, output_size=(7, 7), spatial_scale=1 / 16, sampling_ratio=0
+        )  # [R, 1024, 7, 7]
         mask_features = self.mask_conv(masks.unsqueeze(1) - 0.5)  # [R, 32, 7, 7]
         pooled = torch.cat([pooled[:, :32] + mask_features, pooled[:, 32:]], dim=1)
         return self.layer4(pooled).mean(dim=(2, 3)) * self.output_scale  # [R, 2048]
 
 
-def load_canvas(path: Path, fit: ImageFit, expected_size: tuple[int, int],
-                metadata_path: str) -> torch.Tensor:
+def load_canvas(
+    path: Path, fit: ImageFit, expected_size: tuple[int, int], metadata_path: str
+) -> torch.Tensor:
     """The image resized and centred on the canvas, ImageNet-normalised: ``[3, H, W]``."""
     try:
         image = Image.open(path)
@@ -104,8 +117,10 @@ def load_canvas(path: Path, fit: ImageFit, expected_size: tuple[int, int],
         raise InputError(f"{path}: cannot read the image ({err})") from None
     with image:
         if image.size != expected_size:
-            raise InputError(f"{metadata_path}: width/height {expected_size} disagree with the "
-                             f"image {path} ({image.size[0]}x{image.size[1]})")
+            raise InputError(
+                f"{metadata_path}: width/height {expected_size} disagree with the "
+                f"image {path} ({image.size[0]}x{image.size[1]})"
+            )
         size = (fit.resized_width, fit.resized_height)
         image.draft("RGB", size)  # JPEG: decode at a reduced scale when it is much larger
         try:
@@ -114,7 +129,7 @@ def load_canvas(path: Path, fit: ImageFit, expected_size: tuple[int, int],
             raise InputError(f"{path}: cannot decode the image ({err})") from None
     pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
     canvas = torch.zeros(3, fit.canvas[1], fit.canvas[0])
-    canvas[:, fit.top:fit.top + size[1], fit.left:fit.left + size[0]] = pixels
+    canvas[:, fit.top : fit.top + size[1], fit.left : fit.left + size[0]] = pixels
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (canvas - mean) / std
@@ -124,8 +139,9 @@ def _load_state_dict(path: Path, expected: set[str]) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise InputError(f"--image-weights {path}: not a readable PyTorch checkpoint "
-                         f"({type(err).__name__})") from None
+        raise InputError(
+            f"--image-weights {path}: not a readable PyTorch checkpoint ({type(err).__name__})"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -134,6 +150,8 @@ def _load_state_dict(path: Path, expected: set[str]) -> dict:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     missing = expected - set(state)
     if missing:
-        raise InputError(f"--image-weights {path}: not a ResNet-50 state dict "
-                         f"(missing {sorted(missing)[0]} and {len(missing) - 1} more)")
+        raise InputError(
+            f"--image-weights {path}: not a ResNet-50 state dict "
+            f"(missing {sorted(missing)[0]} and {len(missing) - 1} more)"
+        )
     return {k: v for k, v in state.items() if k in expected}

@@ -41,8 +41,9 @@ class FeatureSettings:
             raise InputError(f"storage {self.storage!r}: must be one of {', '.join(STORAGES)}")
         width, height = self.image_size
         if min(width, height) < MIN_IMAGE_SIDE:
-            raise InputError(f"image_size {width}x{height}: both sides must be at least "
-                             f"{MIN_IMAGE_SIDE} pixels")
+            raise InputError(
+                f"image_size {width}x{height}: both sides must be at least {MIN_IMAGE_SIDE} pixels"
+            )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "image_size": list(self.image_size)}
@@ -62,11 +63,14 @@ class FeatureSettings:
         from vcrnet.features.image import find_image_weights
 
         found = find_image_weights(self.image_weights) if self.image_weights is None else None
-        weights = self.image_weights or (f"ResNet-50 {found}" if found else
-                                         f"random ResNet-50 (seed {self.image_seed})")
+        weights = self.image_weights or (
+            f"ResNet-50 {found}" if found else f"random ResNet-50 (seed {self.image_seed})"
+        )
         stored = "" if self.storage == "float16" else f", stored in {self.storage}"
-        return (f"text {self.text_encoder} (layer {self.text_layer}), image {weights} at "
-                f"{self.image_size[0]}x{self.image_size[1]}{stored}")
+        return (
+            f"text {self.text_encoder} (layer {self.text_layer}), image {weights} at "
+            f"{self.image_size[0]}x{self.image_size[1]}{stored}"
+        )
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,9 @@ class FeatureChoice:
 
     def __post_init__(self) -> None:
         if self.storage is not None and self.storage not in STORAGES:
-            raise InputError(f"--feature-storage {self.storage}: must be one of "
-                             f"{', '.join(STORAGES)}")
+            raise InputError(
+                f"--feature-storage {self.storage}: must be one of {', '.join(STORAGES)}"
+            )
         if self.image_weights is not None:  # stored with the study: must not depend on the cwd
             object.__setattr__(self, "image_weights", str(Path(self.image_weights).absolute()))
         if self.image_size is not None:
@@ -100,9 +105,11 @@ class FeatureChoice:
     def check_agrees(self, settings: FeatureSettings, where: str) -> None:
         """Options given to a command whose features are fixed (a checkpoint, a study)."""
         for key, value in self._differences(settings).items():
-            raise InputError(f"--{key.replace('_', '-')} {_show(key, value)}: {where} was "
-                             f"trained on {_show(key, getattr(settings, key))}; leave the "
-                             "option out to use its features")
+            raise InputError(
+                f"--{key.replace('_', '-')} {_show(key, value)}: {where} was "
+                f"trained on {_show(key, getattr(settings, key))}; leave the "
+                "option out to use its features"
+            )
 
     def _differences(self, settings: FeatureSettings) -> dict:
         """The options given whose value ``settings`` does not have."""

@@ -52,8 +52,10 @@ def stage(entry: Path, local_root: Path, echo: Callable[[str], None] = print) ->
     why_not = _stage(entry, local_root / entry.name, echo)
     if why_not is None:
         return local_root / entry.name
-    warnings.warn(f"reading {entry} from shared storage, not from a copy in {local_root}: "
-                  f"{why_not}", stacklevel=2)
+    warnings.warn(
+        f"reading {entry} from shared storage, not from a copy in {local_root}: {why_not}",
+        stacklevel=2,
+    )
     return entry
 
 
@@ -75,8 +77,10 @@ def _stage(entry: Path, local: Path, echo: Callable[[str], None]) -> str | None:
         size = sum(manifest["files"].values()) + (entry / MANIFEST).stat().st_size
         needed, free = size + FREE_MARGIN, shutil.disk_usage(local.parent).free
         if free < needed:
-            return (f"{local.parent} has {free:,} bytes free, the copy needs {needed:,} "
-                    f"({FREE_MARGIN:,} of them left free)")
+            return (
+                f"{local.parent} has {free:,} bytes free, the copy needs {needed:,} "
+                f"({FREE_MARGIN:,} of them left free)"
+            )
         return _copy(entry, local, [*manifest["files"], MANIFEST], size, echo)
 
 
@@ -116,8 +120,9 @@ def _clear(local: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _copy(entry: Path, local: Path, names: list[str], size: int,
-          echo: Callable[[str], None]) -> str | None:
+def _copy(
+    entry: Path, local: Path, names: list[str], size: int, echo: Callable[[str], None]
+) -> str | None:
     """Copy ``names`` (the manifest last) of ``entry`` into ``local`` through a temporary
     sibling; None, or why it failed."""
     tmp, start = _temporary(local), time.monotonic()
@@ -134,8 +139,7 @@ def _copy(entry: Path, local: Path, names: list[str], size: int,
         return f"copying failed: {err}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    echo(f"{local}: copied from {entry} ({size:,} bytes in "
-         f"{time.monotonic() - start:.0f} s)")
+    echo(f"{local}: copied from {entry} ({size:,} bytes in {time.monotonic() - start:.0f} s)")
     return None
 
 

@@ -45,8 +45,13 @@ class EncodedPair:
 class TextEncoder:
     """Encodes (context words, choice words) pairs into per-word vectors."""
 
-    def __init__(self, name: str = DEFAULT_TEXT_ENCODER, layer: int = DEFAULT_TEXT_LAYER,
-                 max_wordpieces: int = MAX_WORDPIECES, device: str = "cpu"):
+    def __init__(
+        self,
+        name: str = DEFAULT_TEXT_ENCODER,
+        layer: int = DEFAULT_TEXT_LAYER,
+        max_wordpieces: int = MAX_WORDPIECES,
+        device: str = "cpu",
+    ):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -66,29 +71,38 @@ class TextEncoder:
             raise InputError(f"--text-encoder {name!r}: needs a fast tokenizer (word ids)")
         num_layers = self.model.config.num_hidden_layers
         if not -(num_layers + 1) <= layer <= num_layers:
-            raise InputError(f"--text-layer {layer}: {name!r} has hidden states "
-                             f"{-(num_layers + 1)}..{num_layers}")
+            raise InputError(
+                f"--text-layer {layer}: {name!r} has hidden states "
+                f"{-(num_layers + 1)}..{num_layers}"
+            )
         self.hidden_index = layer if layer >= 0 else num_layers + 1 + layer  # 0 = embeddings
         layers = getattr(getattr(self.model, "encoder", None), "layer", None)
         if isinstance(layers, torch.nn.ModuleList) and len(layers) == num_layers:
-            self.model.encoder.layer = layers[:self.hidden_index]  # the rest would be unused
+            self.model.encoder.layer = layers[: self.hidden_index]  # the rest would be unused
         self.name, self.layer, self.max_wordpieces = name, layer, max_wordpieces
         self.device = device
         self.dim = int(self.model.config.hidden_size)
 
-    def encode(self, pairs: list[tuple[list[str], list[str]]],
-               batch_size: int = 64) -> list[EncodedPair]:
+    def encode(
+        self, pairs: list[tuple[list[str], list[str]]], batch_size: int = 64
+    ) -> list[EncodedPair]:
         """Per-word vectors for each (context, choice) pair, in the order given."""
         sizes = [len(c) + len(r) for c, r in pairs]
         rows = np.zeros((sum(sizes), self.dim), dtype=np.float32)
         self.encode_into(pairs, rows, batch_size)
         starts = np.cumsum(sizes) - sizes
-        return [EncodedPair(rows[s:s + len(c)], rows[s + len(c):s + len(c) + len(r)])
-                for s, (c, r) in zip(starts, pairs)]
+        return [
+            EncodedPair(rows[s : s + len(c)], rows[s + len(c) : s + len(c) + len(r)])
+            for s, (c, r) in zip(starts, pairs)
+        ]
 
     @torch.inference_mode()
-    def encode_into(self, pairs: list[tuple[list[str], list[str]]], out: np.ndarray,
-                    batch_size: int | None = None) -> None:
+    def encode_into(
+        self,
+        pairs: list[tuple[list[str], list[str]]],
+        out: np.ndarray,
+        batch_size: int | None = None,
+    ) -> None:
         """Write each pair's word vectors, context words then choice words, pair after pair,
         into ``out [words, D]``. Pairs are batched by length (sorted: little padding); the next
         batch is tokenised in a thread while the encoder runs; on a GPU in bfloat16."""
@@ -96,7 +110,7 @@ class TextEncoder:
         sizes = np.array([len(c) + len(r) for c, r in pairs], dtype=np.int64)
         starts = np.cumsum(sizes) - sizes
         order = np.argsort(sizes, kind="stable")
-        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         half = out.dtype == np.float16
         tokenised = prefetched(lambda chunk: self._tokenise([pairs[i] for i in chunk]), batches)
         for chunk, (inputs, word_rows) in zip(batches, tokenised):
@@ -107,10 +121,15 @@ class TextEncoder:
     def _tokenise(self, pairs: list[tuple[list[str], list[str]]]) -> tuple[dict, np.ndarray]:
         """The encoder's inputs, and ``[B, L]``: the word (row of the batch's words, pairs back
         to back) each wordpiece belongs to, -1 for special tokens and padding."""
-        batch = self.tokenizer([p[0] for p in pairs], [p[1] for p in pairs],
-                               is_split_into_words=True, truncation="longest_first",
-                               max_length=self.max_wordpieces, padding=True,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            is_split_into_words=True,
+            truncation="longest_first",
+            max_length=self.max_wordpieces,
+            padding=True,
+            return_tensors="pt",
+        )
         word_rows = np.full(batch["input_ids"].shape, -1, dtype=np.int64)
         first = 0
         for b, (context, choice) in enumerate(pairs):
@@ -124,10 +143,10 @@ class TextEncoder:
         """Each word's wordpieces averaged: ``[words, D]``, float16 if ``half`` (from the
         device: half the bytes) else float32; a word without wordpieces: zeros."""
         inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16,
-                            enabled=self.device.startswith("cuda")):
-            hidden = self.model(**inputs, output_hidden_states=True
-                                ).hidden_states[self.hidden_index]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+            hidden = self.model(**inputs, output_hidden_states=True).hidden_states[
+                self.hidden_index
+            ]
         rows = torch.from_numpy(word_rows).to(self.device)
         kept = rows >= 0
         index = rows[kept]
@@ -141,5 +160,8 @@ class TextEncoder:
 
 
 def _warn_truncated(max_wordpieces: int) -> None:
-    warnings.warn(f"some words have no wordpieces (cut by the {max_wordpieces}-wordpiece cap, "
-                  "or untokenizable); they get zero vectors", stacklevel=3)
+    warnings.warn(
+        f"some words have no wordpieces (cut by the {max_wordpieces}-wordpiece cap, "
+        "or untokenizable); they get zero vectors",
+        stacklevel=3,
+    )

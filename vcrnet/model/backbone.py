@@ -67,10 +67,24 @@ PRESETS = {
     # were measured with it (`--set r2c_init=true` tries R2C's).
     # No dropout for the synthetic default: with R2C's (0.1/0.3/0.3) the answer module stayed at
     # chance for 7 epochs on 1,500 questions; without, it reached Q->A 0.67 in 5 (docs/results.md).
-    "small": BackboneConfig(hidden=64, object_dim=128, class_embed_dim=32, mlp_dim=128,
-                            object_dropout=0.0, rnn_dropout=0.0, mlp_dropout=0.0),
-    "tiny": BackboneConfig(hidden=8, object_dim=16, class_embed_dim=8, mlp_dim=16,
-                           object_dropout=0.0, rnn_dropout=0.0, mlp_dropout=0.0),
+    "small": BackboneConfig(
+        hidden=64,
+        object_dim=128,
+        class_embed_dim=32,
+        mlp_dim=128,
+        object_dropout=0.0,
+        rnn_dropout=0.0,
+        mlp_dropout=0.0,
+    ),
+    "tiny": BackboneConfig(
+        hidden=8,
+        object_dim=16,
+        class_embed_dim=8,
+        mlp_dim=16,
+        object_dropout=0.0,
+        rnn_dropout=0.0,
+        mlp_dropout=0.0,
+    ),
 }
 
 
@@ -129,27 +143,38 @@ class R2CBackbone(nn.Module):
         super().__init__()
         self.config = c = config
         h2 = 2 * c.hidden
-        self.object_norm = (nn.BatchNorm1d(OBJECT_FEATURE_DIM, affine=False)
-                            if c.normalize_objects else nn.Identity())
+        self.object_norm = (
+            nn.BatchNorm1d(OBJECT_FEATURE_DIM, affine=False)
+            if c.normalize_objects
+            else nn.Identity()
+        )
         self.class_embed = nn.Embedding(NUM_CLASSES, c.class_embed_dim)
         self.object_proj = nn.Sequential(
             nn.Dropout(c.object_dropout),
-            nn.Linear(OBJECT_FEATURE_DIM + c.class_embed_dim, c.object_dim), nn.ReLU())
-        self.grounding = nn.LSTM(text_dim + c.object_dim, c.hidden, batch_first=True,
-                                 bidirectional=True)
+            nn.Linear(OBJECT_FEATURE_DIM + c.class_embed_dim, c.object_dim),
+            nn.ReLU(),
+        )
+        self.grounding = nn.LSTM(
+            text_dim + c.object_dim, c.hidden, batch_first=True, bidirectional=True
+        )
         self.query_attention = nn.Parameter(nn.init.xavier_uniform_(torch.empty(h2, h2)))
-        self.object_attention = nn.Parameter(
-            nn.init.xavier_uniform_(torch.empty(h2, c.object_dim)))
-        self.reasoning = nn.LSTM(h2 + c.object_dim + h2, c.hidden, num_layers=2,
-                                 batch_first=True, bidirectional=True)
+        self.object_attention = nn.Parameter(nn.init.xavier_uniform_(torch.empty(h2, c.object_dim)))
+        self.reasoning = nn.LSTM(
+            h2 + c.object_dim + h2, c.hidden, num_layers=2, batch_first=True, bidirectional=True
+        )
         self.final_mlp = nn.Sequential(
-            nn.Dropout(c.mlp_dropout), nn.Linear(3 * h2, c.mlp_dim), nn.ReLU(),
-            nn.Dropout(c.mlp_dropout), nn.Linear(c.mlp_dim, 1))
+            nn.Dropout(c.mlp_dropout),
+            nn.Linear(3 * h2, c.mlp_dim),
+            nn.ReLU(),
+            nn.Dropout(c.mlp_dropout),
+            nn.Linear(c.mlp_dim, 1),
+        )
         if c.r2c_init:
             _r2c_init(self)
 
-    def encode_objects(self, features: torch.Tensor, index: torch.Tensor, classes: torch.Tensor,
-                       mask: torch.Tensor) -> Objects:
+    def encode_objects(
+        self, features: torch.Tensor, index: torch.Tensor, classes: torch.Tensor, mask: torch.Tensor
+    ) -> Objects:
         """``features [M, 2048]``: the batch's objects, packed; ``index [B, K]``: the row of
         each slot; ``classes``, ``mask [B, K]`` -> projected objects. The features are
         standardised over the real objects only (the packed rows), then laid out in slots."""
@@ -166,12 +191,14 @@ class R2CBackbone(nn.Module):
         running statistics stand in, and are left unchanged."""
         norm = self.object_norm
         if isinstance(norm, nn.BatchNorm1d) and norm.training and rows.shape[0] < 2:
-            return F.batch_norm(rows, norm.running_mean, norm.running_var, training=False,
-                                eps=norm.eps)
+            return F.batch_norm(
+                rows, norm.running_mean, norm.running_var, training=False, eps=norm.eps
+            )
         return norm(rows)
 
-    def contextualize(self, query: Sentences, response: Sentences, objects: Objects,
-                      item_of_pair: torch.Tensor) -> Contextualized:
+    def contextualize(
+        self, query: Sentences, response: Sentences, objects: Objects, item_of_pair: torch.Tensor
+    ) -> Contextualized:
         """Ground and attend N pairs; ``item_of_pair [N]`` is the item (row of ``objects``) each
         pair belongs to."""
         obj = objects.reps[item_of_pair]  # [N, K, od]
@@ -179,8 +206,7 @@ class R2CBackbone(nn.Module):
         q, r = self._ground(query, response, obj)  # [N, Lq, 2h], [N, Lr, 2h]
         attended_query = _attend(r, self.query_attention, q, query.mask)
         attended_objects = _attend(r, self.object_attention, obj, obj_mask)
-        return Contextualized(r, attended_query, attended_objects, response.mask,
-                              response.lengths)
+        return Contextualized(r, attended_query, attended_objects, response.mask, response.lengths)
 
     def reason(self, x: Contextualized) -> torch.Tensor:
         """Contextualised pairs -> one logit each, ``[N]``."""
@@ -190,8 +216,9 @@ class R2CBackbone(nn.Module):
         pooled = pooled.masked_fill(~x.mask.unsqueeze(-1), float("-inf")).amax(dim=1)
         return self.final_mlp(pooled).squeeze(-1)
 
-    def _ground(self, query: Sentences, response: Sentences,
-                obj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ground(
+        self, query: Sentences, response: Sentences, obj: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both sentences of each pair through the grounding BiLSTM, in one call:
         ``[N, Lq, 2h]``, ``[N, Lr, 2h]``. The input is written once, straight into its sorted
         rows (no padded copies of the two halves, no sorted copy of the whole)."""
@@ -200,7 +227,7 @@ class R2CBackbone(nn.Module):
         x = obj.new_zeros(2 * n, max(lq, lr), query.text.shape[2] + obj.shape[2])
         for s, rows in ((query, order.position[:n]), (response, order.position[n:])):
             words = torch.gather(obj, 1, s.tags.unsqueeze(-1).expand(-1, -1, obj.shape[-1]))
-            x[rows, :s.text.shape[1]] = torch.cat([s.text, words], dim=-1)
+            x[rows, : s.text.shape[1]] = torch.cat([s.text, words], dim=-1)
         out = self._packed(self.grounding, x, order).index_select(0, order.position)
         return out[:n, :lq], out[n:, :lr]
 
@@ -209,7 +236,8 @@ class R2CBackbone(nn.Module):
         length."""
         order = _sort(lengths, x.device)
         return self._packed(lstm, x.index_select(0, order.order), order).index_select(
-            0, order.position)
+            0, order.position
+        )
 
     def _packed(self, lstm: nn.LSTM, x: torch.Tensor, order: _Sorted) -> torch.Tensor:
         """``x [N, L, d]`` already in ``order``'s rows -> the LSTM's ``[N, L, out]``, same
@@ -236,7 +264,7 @@ def _sort(lengths: torch.Tensor, device: torch.device) -> _Sorted:
     lengths = lengths.clamp(min=1)
     order = torch.argsort(lengths, descending=True, stable=True)
     both = send(torch.cat([order, torch.argsort(order)]), device)  # the sort and its inverse
-    return _Sorted(lengths[order], both[:len(order)], both[len(order):])
+    return _Sorted(lengths[order], both[: len(order)], both[len(order) :])
 
 
 def _r2c_init(backbone: R2CBackbone) -> None:
@@ -262,11 +290,12 @@ def _r2c_init_lstm(lstm: nn.LSTM) -> None:
         else:
             nn.init.zeros_(param)
             if name.startswith("bias_hh"):
-                nn.init.ones_(param[h:2 * h])
+                nn.init.ones_(param[h : 2 * h])
 
 
-def _attend(source: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-            target_mask: torch.Tensor) -> torch.Tensor:
+def _attend(
+    source: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor
+) -> torch.Tensor:
     """Bilinear attention: for each source row, a softmax over the target rows.
     ``source [N, Ls, ds]``, ``weight [ds, dt]``, ``target [N, Lt, dt]`` -> ``[N, Ls, dt]``."""
     scores = torch.einsum("nsd,de,nte->nst", source, weight, target)

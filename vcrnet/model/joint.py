@@ -36,8 +36,11 @@ class JointModel(nn.Module):
         objects = _objects(module, batch)
         b = batch["question"].shape[0]
         x = module.contextualize(
-            sentences(batch, "question", "question"), sentences(batch, "answers", "answer"),
-            objects, torch.arange(b, device=objects.reps.device).repeat_interleave(NUM_CHOICES))
+            sentences(batch, "question", "question"),
+            sentences(batch, "answers", "answer"),
+            objects,
+            torch.arange(b, device=objects.reps.device).repeat_interleave(NUM_CHOICES),
+        )
         return module.reason(x).view(b, NUM_CHOICES)
 
     def rationale_scorer(self, batch: Batch) -> RationaleScorer:
@@ -76,8 +79,9 @@ class RationaleScorer:
         answers_on_device = send(answers, device) if on_host else answers
         rows = torch.arange(self.size, device=device)
         if self._pairs is not None:
-            x = _pick(self._pairs, rows * NUM_CHOICES + answers_on_device,
-                      self._rationale_lengths())
+            x = _pick(
+                self._pairs, rows * NUM_CHOICES + answers_on_device, self._rationale_lengths()
+            )
         else:
             pick = {k: self.batch[k][rows, answers_on_device] for k in _PAIR_KEYS}  # [B, 4(r)]
             pick["rationale_lengths"] = self._rationale_lengths()
@@ -99,14 +103,18 @@ class RationaleScorer:
             return torch.einsum("ba,bar...->br...", weights, t).flatten(0, 1)
 
         mask = x.mask.view(self.size, NUM_CHOICES, NUM_CHOICES, -1)[:, 0].flatten(0, 1)
-        mixed = Contextualized(mix(x.response), mix(x.attended_query),
-                               mix(x.attended_objects), mask, self._rationale_lengths())
+        mixed = Contextualized(
+            mix(x.response),
+            mix(x.attended_query),
+            mix(x.attended_objects),
+            mask,
+            self._rationale_lengths(),
+        )
         return self.module.reason(mixed).view(self.size, NUM_CHOICES)
 
     def _all_contextualized(self) -> Contextualized:
         if self._pairs is None:
-            self._pairs = self._contextualize(self.batch,
-                                              pairs_per_item=NUM_CHOICES * NUM_CHOICES)
+            self._pairs = self._contextualize(self.batch, pairs_per_item=NUM_CHOICES * NUM_CHOICES)
         return self._pairs
 
     def _rationale_lengths(self) -> torch.Tensor | None:
@@ -118,13 +126,22 @@ class RationaleScorer:
     def _contextualize(self, source: Batch, pairs_per_item: int) -> Contextualized:
         return self.module.contextualize(
             sentences(source, "rationale_query", "rationale_query"),
-            sentences(source, "rationales", "rationale"), self.objects,
+            sentences(source, "rationales", "rationale"),
+            self.objects,
             torch.arange(self.size, device=self.objects.reps.device).repeat_interleave(
-                pairs_per_item))
+                pairs_per_item
+            ),
+        )
 
 
-_PAIR_KEYS = ("rationale_query", "rationale_query_tags", "rationale_query_mask", "rationales",
-              "rationale_tags", "rationale_mask")
+_PAIR_KEYS = (
+    "rationale_query",
+    "rationale_query_tags",
+    "rationale_query_mask",
+    "rationales",
+    "rationale_tags",
+    "rationale_mask",
+)
 
 
 def host_answer_labels(batch: Batch) -> torch.Tensor:
@@ -138,23 +155,33 @@ def sentences(batch: Batch, field: str, prefix: str) -> Sentences:
     lengths where the batch has them."""
     text = batch[field]
     lengths = batch.get(f"{prefix}_lengths")
-    return Sentences(text.flatten(0, text.dim() - 3), batch[f"{prefix}_tags"].flatten(0, -2),
-                     batch[f"{prefix}_mask"].flatten(0, -2),
-                     None if lengths is None else lengths.flatten())
+    return Sentences(
+        text.flatten(0, text.dim() - 3),
+        batch[f"{prefix}_tags"].flatten(0, -2),
+        batch[f"{prefix}_mask"].flatten(0, -2),
+        None if lengths is None else lengths.flatten(),
+    )
 
 
-def _pick(pairs: Contextualized, groups: torch.Tensor,
-          lengths: torch.Tensor | None) -> Contextualized:
+def _pick(
+    pairs: Contextualized, groups: torch.Tensor, lengths: torch.Tensor | None
+) -> Contextualized:
     """The 4 rationales of answer group ``groups [B]`` (item * 4 + answer) of the 16 pairs
     ``[B*16, Lr, *]`` -> ``[B*4, Lr, *]``; ``lengths [B*4]`` theirs (on the host)."""
 
     def pick(t: torch.Tensor) -> torch.Tensor:
         return t.view(-1, NUM_CHOICES, *t.shape[1:])[groups].flatten(0, 1)
 
-    return Contextualized(pick(pairs.response), pick(pairs.attended_query),
-                          pick(pairs.attended_objects), pick(pairs.mask), lengths)
+    return Contextualized(
+        pick(pairs.response),
+        pick(pairs.attended_query),
+        pick(pairs.attended_objects),
+        pick(pairs.mask),
+        lengths,
+    )
 
 
 def _objects(module: R2CBackbone, batch: Batch) -> Objects:
-    return module.encode_objects(batch["objects"], batch["object_index"],
-                                 batch["object_classes"], batch["object_mask"])
+    return module.encode_objects(
+        batch["objects"], batch["object_index"], batch["object_classes"], batch["object_mask"]
+    )
