@@ -7,10 +7,11 @@ besides (an 8-trial study left 737 MB, a 24-trial one filled the disk). So:
 - a running trial has one checkpoint in Tune's storage (``num_to_keep=1``) and none of its own:
   its working folder hands each epoch's file to Tune (moved, not copied) and writes no
   ``best.pt`` (``rerun`` retrains the winner);
-- a trial that ends (finished, stopped early or failed) keeps nothing (``CheckpointPruner``),
-  unless ``--keep-checkpoints``; a stopped trial's process is killed mid-``report``, so what its
-  working folder still holds is removed by the next trial on its node (``clear_dead_trials``)
-  or, on the driver's node, by the pruner;
+- a trial that ends (finished, stopped early or failed) keeps nothing once the experiment's
+  saved state records it as ended (``CheckpointPruner``), unless ``--keep-checkpoints``; a
+  stopped trial's process is killed mid-``report``, so what its working folder still holds is
+  removed by the next trial on its node (``clear_dead_trials``) or, on the driver's node, by
+  the pruner;
 - Ray's session folders of processes that have exited are removed when a local Ray starts
   (``prune_ray_sessions``), all but the latest (its logs explain the last run).
 """
@@ -30,24 +31,44 @@ ALIVE = ".alive"  # flock'd by the trial's process for its life
 
 
 class CheckpointPruner(Callback):
-    """Driver side: when a trial ends, remove its checkpoints from Tune's storage and its working
-    folder where this node has it."""
+    """Driver side: an ended trial's checkpoints removed from Tune's storage, and its working
+    folder where this node has it; not at once, but once two snapshots of the experiment's state
+    have recorded the trial as ended (a driver killed before that would restore the trial as
+    unfinished, from a checkpoint no longer there). Tune asks its callbacks for their state right
+    after it writes each snapshot (``get_state``); the rest go when the experiment ends."""
+
+    def __init__(self):
+        self._ended: list = []  # ended since the last snapshot
+        self._recorded: list = []  # ended before it: the next snapshot has them ended
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._prune(trial)
+        self._ended.append(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._prune(trial)  # called once retries are spent: a retry restores before this
+        self._ended.append(trial)  # called once retries are spent: a retry restores before
 
-    @staticmethod
-    def _prune(trial) -> None:
-        for checkpoint in Path(trial.path).glob("checkpoint_*"):
-            shutil.rmtree(checkpoint, ignore_errors=True)
-        try:
-            working = Path(trial.storage.trial_working_directory)
-        except RuntimeError:  # no trial folder yet
-            return
-        _clear_trial_files(working)
+    def get_state(self) -> None:  # a snapshot was just written
+        for trial in self._recorded:
+            _prune(trial)
+        self._recorded, self._ended = self._ended, []
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in self._recorded + self._ended:
+            _prune(trial)
+        self._recorded, self._ended = [], []
+
+    def __getstate__(self) -> dict:  # saved with the experiment: no trial objects
+        return {"_ended": [], "_recorded": []}
+
+
+def _prune(trial) -> None:
+    for checkpoint in Path(trial.path).glob("checkpoint_*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    try:
+        working = Path(trial.storage.trial_working_directory)
+    except RuntimeError:  # no trial folder yet
+        return
+    _clear_trial_files(working)
 
 
 def hold_alive(working: Path):

@@ -98,17 +98,19 @@ def test_a_killed_study_resumes_to_the_requested_trials(
         again = {m.step: m.timestamp for m in client.get_metric_history(run_id, "val_q2ar")}
         assert again == first
     # Optuna's journal agrees with MLflow and Tune: 4 finished trials with the runs' params
+    # (COMPLETE, or PRUNED where ASHA stopped one; the driver's orphan is FAIL)
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(home / "studies" / "k1" / "optuna.journal"))
     )
     trials = optuna.load_study(study_name="k1", storage=storage).trials
     states = [t.state for t in trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 4, states
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert sum(state in finished for state in states) == 4, states
     assert optuna.trial.TrialState.RUNNING not in states
     sampled = sorted(
         (t.params["method"], round(t.params["loss_ratio"], 6))
         for t in trials
-        if t.state == optuna.trial.TrialState.COMPLETE
+        if t.state in finished
     )
     logged = sorted(
         (r["params.method"], round(float(r["params.loss_ratio"]), 6)) for _, r in after.iterrows()
