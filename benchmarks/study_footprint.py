@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from study.manage import disk_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "study.cli"]
 
@@ -55,7 +57,9 @@ def main() -> None:
     if done.returncode != 0:
         sys.exit(done.stderr[-3000:])
     after = plan_of(f"{args.name}-again", env)
-    left = {part.name: size(part) for part in home.iterdir() if part.name not in ("cache", "data")}
+    left = {
+        part.name: disk_bytes(part) for part in home.iterdir() if part.name not in ("cache", "data")
+    }
     result = {
         "wall_seconds": round(wall, 1),
         "estimate_from_docs": before,
@@ -64,7 +68,7 @@ def main() -> None:
         "ratio_measured": round(after["wall_seconds"] / wall, 2),
         "home_bytes_besides_data_and_cache": sum(left.values()),
         "home_parts": left,
-        "ray_session_bytes": size(ray_temp),
+        "ray_session_bytes": disk_bytes(ray_temp),
         "checkpoint_files_left": len(list(home.rglob("*.pt"))) + len(list(ray_temp.rglob("*.pt"))),
         "terminal_lines": done.stdout.splitlines(),
     }
@@ -93,12 +97,6 @@ def plan_of(name: str, env: dict) -> dict:
         text=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 if __name__ == "__main__":

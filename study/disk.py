@@ -19,12 +19,13 @@ besides (an 8-trial study left 737 MB, a 24-trial one filled the disk). So:
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 import shutil
 from pathlib import Path
 
 from ray.tune import Callback
+
+from vcrnet.atomic import alive
 
 OUTBOX = "outbox"  # a trial's working folder: the checkpoint being handed to Tune
 ALIVE = ".alive"  # flock'd by the trial's process for its life
@@ -111,18 +112,8 @@ def prune_ray_sessions(temp_dir: Path) -> list[Path]:
     ended = sorted(
         p
         for p in temp_dir.iterdir()
-        if (m := SESSION.match(p.name)) and not p.is_symlink() and not _alive(int(m.group(1)))
+        if (m := SESSION.match(p.name)) and not p.is_symlink() and not alive(int(m.group(1)))
     )
     for session in ended[:-1]:
         shutil.rmtree(session, ignore_errors=True)
     return ended[:-1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's
-        return True
-    return True

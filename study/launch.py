@@ -47,12 +47,14 @@ class ThroughputRecorder(Callback):
 
     def __init__(self, settings: FeatureSettings, flat_params: FlatParams):
         self.settings, self.flat_params = settings, flat_params
+        self._configs: dict[str, TrainConfig] = {}  # trial id -> its config (read its space once)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if "device_kind" not in result or "epoch_seconds" not in result:
             return
-        config = TrainConfig.from_dict(self.flat_params(trial.config))
-        key = _throughput_key(self.settings, result["device_kind"], config)
+        if trial.trial_id not in self._configs:
+            self._configs[trial.trial_id] = TrainConfig.from_dict(self.flat_params(trial.config))
+        key = _throughput_key(self.settings, result["device_kind"], self._configs[trial.trial_id])
         plan.record_epoch(
             plan.throughput_path(builtin.home()),
             key,
@@ -225,10 +227,8 @@ def _preflight_checks(options: LaunchOptions, resume: bool) -> str | None:
 
 def _store_exists(uri: str) -> bool:
     """A tracking server, or a local store already made (looking creates a sqlite file)."""
-    if not uris.is_local(uri):
-        return True
-    path = uri.removeprefix("sqlite:///").removeprefix("file://")
-    return Path(path).exists()
+    path = uris.local_store_file(uri)
+    return path is None or path.exists()
 
 
 def _features(

@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import builtin, cluster, results, store
-from study.uris import is_local, redact
+from study.uris import is_local, local_store_file, redact
 from vcrnet.errors import InputError
 from vcrnet.train import OBJECTIVE
 
@@ -179,7 +179,7 @@ def _client(uri: str, clients: dict, echo: Callable[[str], None]) -> MlflowClien
         try:
             client = _open(uri)
             if client is None:
-                raise InputError(f"no tracking store at {_sqlite_file(uri)}")
+                raise InputError(f"no tracking store at {local_store_file(uri)}")
             clients[uri] = client
         except InputError as error:
             clients[uri] = error
@@ -347,18 +347,12 @@ def _open(uri: str) -> MlflowClient | None:
     """A client of the store at ``uri``, checked first: a sqlite file that is not there is not
     created (None), a server that does not answer is one line at once (not minutes of retries)."""
     if urlsplit(uri).scheme == "sqlite":
-        path = _sqlite_file(uri)
+        path = local_store_file(uri)
         if path is not None and not path.is_file():
             return None
     else:
         cluster.check_store(uri)
     return MlflowClient(uri)
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    """sqlite:////abs/path.db -> /abs/path.db; sqlite:///rel.db -> rel.db (SQLAlchemy's form)."""
-    path = uri.split("://", 1)[1][1:].split("?", 1)[0]
-    return None if path in ("", ":memory:") else Path(path)
 
 
 def _folders(name: str, experiment: Experiment | None, uri: str | None) -> list[Path]:

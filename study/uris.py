@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 LOCAL_SCHEMES = ("", "file", "sqlite")  # an MLflow store on this machine's disk
@@ -10,6 +11,19 @@ LOCAL_SCHEMES = ("", "file", "sqlite")  # an MLflow store on this machine's disk
 
 def is_local(uri: str) -> bool:
     return urlsplit(uri).scheme in LOCAL_SCHEMES
+
+
+def local_store_file(uri: str) -> Path | None:
+    """The file or folder of a local MLflow store (``sqlite:////abs/path.db`` -> /abs/path.db,
+    ``sqlite:///rel.db`` -> rel.db as SQLAlchemy reads it; ``file:///dir`` or a bare path ->
+    the folder); None for a server or an in-memory database."""
+    scheme = urlsplit(uri).scheme
+    if scheme == "sqlite":
+        path = uri.split("://", 1)[1][1:].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+    if scheme in ("", "file"):
+        return Path(uri.removeprefix("file://"))
+    return None
 
 
 def redact(uri: str) -> str:

@@ -35,6 +35,17 @@ def owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` (on this machine) still runs; someone else's counts as running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_text(path: str | Path, text: str) -> None:
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcrnet.atomic import owner, replacing
+from vcrnet.atomic import alive, owner, replacing
 from vcrnet.errors import InputError
 
 CACHE_VERSION = 3  # 3: features in shards, the manifest lists the files
@@ -337,7 +337,7 @@ def _remove_stale_temporaries(folder: Path, prefix: str, remove) -> None:
     mine = f"{prefix}{socket.gethostname()}-"
     for tmp in folder.glob(f"{mine}*"):
         pid = tmp.name.removeprefix(mine).split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             remove(tmp)
 
 
@@ -346,16 +346,6 @@ def _unlink(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fsync_folder(folder: Path) -> None:
