@@ -5,6 +5,7 @@
     api.best("default1")             # the best trial per approach, ranked on dev_q2ar
     runs = api.trials("default1")    # a row per trial: params, best epoch, dev/val metrics there
     api.curves("default1", ["val_q2ar"]).pivot_table("value", "epoch", "trial_id").plot()
+    model, config, _ = vcrnet.train.load_model(api.model_file(api.best("default1").model[0]))
 
 Each function reads (never writes) the tracking store named in the study's record
 (``study.store``), where ``study.tracking`` logged it: a trial is a child run of the study's
@@ -19,13 +20,17 @@ Importing this module costs what ``study`` costs: torch (through ``study.builtin
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study import manage, results, store
+from study import builtin, manage, results, store, tracking
 from study.spaces import load_space
 from study.uris import redact
 from vcrnet.errors import InputError
@@ -39,6 +44,7 @@ TRIAL_COLUMNS = [
     "run_id",
     "status",
     "final_status",
+    "model",
     "epochs_run",
     BEST,
     "best_epoch",
@@ -48,6 +54,7 @@ BEST_COLUMNS = [
     "method",
     "trial_id",
     "run_id",
+    "model",
     "final_status",
     "trials",
     OBJECTIVE,
@@ -71,7 +78,8 @@ def studies() -> pd.DataFrame:
 def trials(name: str) -> pd.DataFrame:
     """One row per trial run of study ``name``, by trial id: its approach (a labelled grid row's
     name, else the method), MLflow status and the tracker's ``final_status`` (COMPLETED,
-    STOPPED_EARLY, FAILED, KILLED, RUNNING), epochs run, its best epoch on dev_q2ar and every
+    STOPPED_EARLY, FAILED, KILLED, RUNNING), ``model`` (as ``best``'s), epochs run, its best
+    epoch on dev_q2ar and every
     dev_/val_ metric there, then its params (numbers where every logged value is one).
     A trial that has reported nothing has NaN/<NA> there."""
     client, parent = _open(name)
@@ -86,7 +94,8 @@ def trials(name: str) -> pd.DataFrame:
 def best(name: str) -> pd.DataFrame:
     """The best trial of each approach of study ``name`` (what ``vcr-study best`` prints), one
     row each, ranked on dev_q2ar (highest first): its trial count, best epoch and every dev_/val_
-    metric there, and ``config``, its params as a dict."""
+    metric there, ``model`` (the ``runs:/`` URI of its logged best weights once the study has
+    ended, else ""; ``model_file`` fetches them) and ``config``, its params as a dict."""
     client, parent = _open(name)
     rows = [
         {
@@ -121,6 +130,63 @@ def curves(name: str, metrics: Sequence[str] = CURVES) -> pd.DataFrame:
     return frame.sort_values(["trial_id", "metric", "epoch"], ignore_index=True)
 
 
+def model_file(ref: str, name: str | None = None) -> Path:
+    """A local path to a trial run's logged best weights (``vcrnet.train.load_model`` reads it;
+    a study logs each approach's best trial's when it ends: ``best``'s ``model`` column).
+    ``ref``: a run id or ``runs:/<run id>/<artifact path>``; looked up in study ``name``'s
+    tracking store, else in ``$MLFLOW_TRACKING_URI``'s and every store this home's studies use.
+    Artifacts on this disk are returned where they lie; a server's are downloaded under the
+    home's ``models/<run id>/``."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    run_id, path = tracking.parse_model_ref(ref)
+    uris = [store.tracking_uri(store.load(name).options)] if name else _tracking_uris()
+    for uri in uris:
+        try:
+            client = manage._open(uri)
+            run = client.get_run(run_id) if client else None
+        except MlflowException:
+            run = None
+        except InputError:  # a tracking server that does not answer
+            if name:
+                raise
+            continue
+        if run is None:
+            continue
+        if path == tracking.MODEL_ARTIFACT and tracking.MODEL_TAG not in run.data.tags:
+            raise InputError(
+                f"{ref}: run {run_id} has no logged weights (a study logs its approaches' best "
+                "trials' when it ends: vcr-study best lists them)"
+            )
+        parts = urlsplit(run.info.artifact_uri)
+        if parts.scheme in ("", "file"):  # on this disk: the file itself
+            local = Path(unquote(parts.path)) / path
+            if not local.is_file():
+                raise InputError(f"{ref}: {local} is not there")
+            return local
+        folder = builtin.home() / "models" / run_id  # fetched once, kept with the home
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=str(folder)
+            )
+        except (MlflowException, OSError) as err:
+            raise InputError(f"{ref}: {str(err).splitlines()[0]}") from None
+        return Path(local)
+    where = f"study {name}'s store" if name else f"{len(uris)} tracking store(s)"
+    raise InputError(f"{ref}: no such run in {where}")
+
+
+def _tracking_uris() -> list[str]:
+    """``$MLFLOW_TRACKING_URI``, then the stores of this home's studies (each once)."""
+    uris = [os.environ["MLFLOW_TRACKING_URI"]] if os.environ.get("MLFLOW_TRACKING_URI") else []
+    for name in store.names():
+        with contextlib.suppress(InputError):
+            uris.append(store.tracking_uri(store.load(name).options))
+    return list(dict.fromkeys(uris))
+
+
 def best_per_approach(name: str, client: MlflowClient, parent: str) -> list[dict]:
     """``results.best_per_method`` of study ``name``, with a row for every approach its space
     has (``no trial`` where none ran; all the space's approaches when its file is still there)."""
@@ -152,6 +218,7 @@ def _trial_row(client: MlflowClient, run: dict) -> dict:
         "run_id": run["run_id"],
         "status": run["status"],
         "final_status": run["final_status"],
+        "model": run["model"],
         "epochs_run": run.get("metrics.epoch", math.nan),
         BEST: run.get(f"metrics.{BEST}", math.nan),
         **_at_epoch(results.at_best_epoch(client, run["run_id"], OBJECTIVE)),

@@ -425,7 +425,13 @@ def train(
 
 @app.command("predict")
 def predict_command(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint.pt or best.pt.")],
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            help="A checkpoint.pt or best.pt, or a study trial's logged weights: its MLflow run "
+            "id or runs:/<run id>/model/best.pt (vcr-study best lists them)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="The CSV to write.")],
     data: DataOption = None,
     cache: CacheOption = None,
@@ -439,12 +445,16 @@ def predict_command(
     """Write the 21-column VCR leaderboard CSV (probabilities) for every item of a split, on
     the features the checkpoint was trained on (and its data folder, unless --data is given).
 
-    Example: vcr-study predict --checkpoint runs/g/best.pt --data ~/vcr1 --out submission.csv
+    \b
+    Examples:
+      vcr-study predict --checkpoint runs/g/best.pt --data ~/vcr1 --out submission.csv
+      vcr-study predict --checkpoint runs:/<run id>/model/best.pt --out val.csv --split val
     """
     from vcrnet.features import CachedVCRDataset
     from vcrnet.leaderboard import write_csv
     from vcrnet.train import load_model, predict
 
+    checkpoint = _checkpoint_file(checkpoint)
     model, _, saved = load_model(checkpoint)
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     found = _checkpoint_features(checkpoint, saved, data, cache, choice, (_splits([split])[0],))
@@ -458,6 +468,18 @@ def predict_command(
     p = predict(model, dataset)
     path = write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
     typer.echo(f"wrote {len(dataset)} rows to {path}")
+
+
+def _checkpoint_file(ref: str) -> Path:
+    """A checkpoint's path: ``ref`` itself where it is a file or not a run id / ``runs:/`` URI
+    (``load_model`` then says what is wrong), else the run's logged weights."""
+    from study.uris import is_model_ref
+
+    if Path(ref).exists() or not is_model_ref(ref):
+        return Path(ref)
+    from study import api
+
+    return api.model_file(ref)
 
 
 @app.command("evaluate")
@@ -809,19 +831,22 @@ def ui_command(
 
 def _study_links(uri: str, base: str) -> list[tuple[str, str]]:
     """Each study of this home logged to ``uri``, as a link to its trial runs in MLflow's
-    model-training view (a bare experiment link opens MLflow 3's GenAI overview)."""
+    model-training view (a bare experiment link opens MLflow 3's GenAI overview), ranked in
+    the table ``tracking.share_view`` saved."""
     from mlflow.tracking import MlflowClient
 
     from study import store
-    from study.tracking import ui_url
+    from study.tracking import SHARED_VIEW_TAG, VIEW_KEY, ui_url
 
     links = []
     for name in store.names():
         with contextlib.suppress(Exception):  # an old record, a store not read: no link
             options, parent = store.load(name)
             if store.tracking_uri(options) == uri:
-                experiment = MlflowClient(uri).get_run(parent).info.experiment_id
-                links.append((name, ui_url(base, experiment)))
+                client = MlflowClient(uri)
+                experiment = client.get_experiment(client.get_run(parent).info.experiment_id)
+                shared = SHARED_VIEW_TAG + VIEW_KEY in experiment.tags  # not in older studies
+                links.append((name, ui_url(base, experiment.experiment_id, shared)))
     return links
 
 
@@ -832,6 +857,13 @@ def rerun_command(
         str | None,
         typer.Option(
             help="Re-run this method's (or grid row's) best trial (default: the best overall)."
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-run the trial of this MLflow run id instead (a trial run of the study: "
+            "vcr-study best lists the best ones)."
         ),
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds (0..K-1).")] = 3,
@@ -847,18 +879,28 @@ def rerun_command(
     """Train the winning config to completion with K seeds; write the test leaderboard CSV.
     Uses the study's own data and features (feature options may only repeat them).
 
-    Example: vcr-study rerun --name joint1 --method gumbel --seeds 3 --epochs 20
+    \b
+    Examples:
+      vcr-study rerun --name joint1 --method gumbel --seeds 3 --epochs 20
+      vcr-study rerun --name joint1 --run <run id> --seeds 3
     """
     from mlflow.tracking import MlflowClient
 
     from study import store
     from study.launch import METRIC, study_features
     from study.rerun import rerun, winning_config
-    from study.results import best_per_method
+    from study.results import best_per_method, trial_of_run
+    from study.tracking import parse_model_ref
 
+    if run and method:
+        raise InputError("--run and --method: give one (the run names its trial)")
     options, parent = store.load(name)
     client = MlflowClient(store.tracking_uri(options))
-    chosen, config = winning_config(best_per_method(client, parent, METRIC), method)
+    if run:
+        run_id, _ = parse_model_ref(run)  # a run id, or the runs:/ URI best prints
+        chosen, config = winning_config([trial_of_run(client, parent, run_id, METRIC)], None)
+    else:
+        chosen, config = winning_config(best_per_method(client, parent, METRIC), method)
     typer.echo(f"re-running trial {chosen['trial_id']} ({chosen['approach']}) with {seeds} seed(s)")
     choice = _feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
     found = study_features(options, ("train", "val", "test"), choice, where=f"study {name}")
@@ -908,6 +950,11 @@ def _print_best(best) -> None:
         ]
     ].rename(columns={"final_status": "status"})
     typer.echo(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
+    models = best[best["model"].astype(bool)] if "model" in best else best.iloc[:0]
+    if not models.empty:
+        typer.echo("best weights (vcr-study predict --checkpoint <uri>; rerun --run <run id>):")
+        for approach, uri in zip(models["approach"], models["model"], strict=True):
+            typer.echo(f"  {approach:<{max(map(len, models['approach']))}}  {uri}")
 
 
 if __name__ == "__main__":

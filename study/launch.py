@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from ray.tune import Callback
 
-from study import builtin, cluster, features, plan, store, uris
-from study.spaces import SearchSpace, load_space
+from study import builtin, cluster, features, plan, results, store, uris
+from study.spaces import LABEL, SearchSpace, load_space, trial_values
 from study.store import LaunchOptions
 from study.trainable import resolve_config, train_trial
 from vcrnet.config import TrainConfig
@@ -39,6 +39,10 @@ class FlatParams:
 
     def __call__(self, config: dict) -> dict:
         return resolve_config(self.space_path, config, self.overrides).to_dict()
+
+    def approach(self, config: dict) -> str:
+        """What ``best`` gives the trial's row: its grid row's label, else its method."""
+        return trial_values(config).get(LABEL) or self(config)["method"]
 
 
 class ThroughputRecorder(Callback):
@@ -96,7 +100,7 @@ def _run(
     choice: FeatureChoice,
     verbose: bool,
 ) -> list[dict]:
-    from study import console, results, tracking
+    from study import console, tracking
 
     with console.captured(store.log_path(options.name), verbose) as shown:
         echo = shown.say
@@ -148,7 +152,7 @@ def _run(
 def write_ablations(options: LaunchOptions, parent: str, client: MlflowClient) -> list[Path]:
     """The study's ablation tables and plots under ``reports/<name>/``, also logged to its parent
     run (``study.ablations``); returns the files written (none: no trial runs yet)."""
-    from study import paper, results
+    from study import paper
     from study.ablations import build_report
 
     try:
@@ -333,6 +337,8 @@ def study_plan(
         train_items=round(items * (1 - config.dev_fraction)),
         seconds=plan.seconds_per_item(plan.throughput_path(builtin.home()), key),
         checkpoint=plan.checkpoint_bytes(config, text_dim),
+        best=plan.best_bytes(config, text_dim),
+        approaches=len(results.approaches(space)),
         disk_free=plan.free_bytes(builtin.home()),
         keep_checkpoints=options.keep_checkpoints,
     )
@@ -419,7 +425,9 @@ def _open_study(
         parent = store.load(options.name).parent_run_id
         tracking.reopen_study(client, parent)
         return client, parent
-    parent = tracking.create_study(client, options.name, builtin.home(), space.description)
+    parent = tracking.create_study(
+        client, options.name, builtin.home(), space.description, space.varied()
+    )
     store.save(store.StudyRecord(options, parent))
     _log_options(client, parent, options, space, settings)
     return client, parent
@@ -469,20 +477,20 @@ def _build_or_restore_tuner(
         return tune.Tuner.restore(
             str(experiment), trainable, resume_unfinished=True, resume_errored=False
         )
+    flat_params = FlatParams(options.space, options.overrides)
     tracker = tracking.MLflowTracker(
         store.tracking_uri(options),
         parent,
-        FlatParams(options.space, options.overrides),
+        flat_params,
         METRIC,
         inputs=found.paths(),
     )
     callbacks = [
-        tracker,
+        tracker,  # before the pruner: at the end it logs the best weights the pruner held
         progress.Progress(METRIC, echo),
-        ThroughputRecorder(found.settings, FlatParams(options.space, options.overrides)),
+        ThroughputRecorder(found.settings, flat_params),
+        CheckpointPruner(METRIC, flat_params.approach, prune=not options.keep_checkpoints),
     ]
-    if not options.keep_checkpoints:
-        callbacks.append(CheckpointPruner())
     return _new_tuner(options, space, trainable, callbacks)
 
 

@@ -89,7 +89,7 @@ CHECKPOINT_BYTES_PER_TENSOR = 280
 CHECKPOINT_FIXED_BYTES = 10_000
 CHECKPOINT_BYTES_PER_EPOCH = 2_800
 # A running trial at the moment of a report (study/disk.py): Tune's previous checkpoint, not yet
-# pruned (num_to_keep=1), the epoch's file moved to the trial's outbox, and Tune's new copy.
+# pruned (num_to_keep=1), the epoch's files in the trial's outbox, and Tune's new copy.
 RUNNING_CHECKPOINT_FILES = 3
 # Logs and tracking: the MLflow sqlite store of a test study was 1.05-1.28 MB (184-1,280 metric
 # rows: ~0.2 KB a row, ~31 rows a trial-epoch; measured 2026-11-28); an ablations report adds
@@ -143,21 +143,37 @@ def asha_rungs(grace: int, epochs: int, reduction: float = ASHA_REDUCTION_FACTOR
 
 
 def checkpoint_bytes(config: TrainConfig, text_dim: int) -> int:
-    """Bytes of the ``checkpoint.pt`` ``vcrnet.train.fit`` writes for ``config`` at its last
-    epoch: the model's state (built on torch's ``meta`` device: no memory, no time), Adam's two
-    moments and step per parameter, the zip records, a fixed part and the metrics history."""
+    """Bytes of a trial's Tune checkpoint for ``config`` at its last epoch: the ``checkpoint.pt``
+    ``vcrnet.train.fit`` writes (the model's state, built on torch's ``meta`` device: no memory,
+    no time; Adam's two moments and step per parameter; the zip records, a fixed part and the
+    metrics history) and the ``best.pt`` beside it (``best_bytes``)."""
+    state, params = _model_state(config, text_dim)
+    tensors = _bytes(state.values()) + sum(2 * p.numel() * p.element_size() + 4 for p in params)
+    records = len(state) + 3 * len(params)  # exp_avg, exp_avg_sq, step
+    return _file_bytes(tensors, records, config) + best_bytes(config, text_dim)
+
+
+def best_bytes(config: TrainConfig, text_dim: int) -> int:
+    """Bytes of the ``best.pt`` ``fit`` writes for ``config``: the model's state, no optimizer."""
+    state, _ = _model_state(config, text_dim)
+    return _file_bytes(_bytes(state.values()), len(state), config)
+
+
+def _model_state(config: TrainConfig, text_dim: int) -> tuple[dict, list]:
     import torch
 
     from vcrnet.model import JointModel
 
     with torch.device("meta"):
         model = JointModel(config.backbone(), text_dim)
-    state = model.state_dict()
-    params = list(model.parameters())
-    tensors = sum(t.numel() * t.element_size() for t in state.values()) + sum(
-        2 * p.numel() * p.element_size() + 4 for p in params
-    )  # exp_avg, exp_avg_sq, step
-    records = len(state) + 3 * len(params)
+    return model.state_dict(), list(model.parameters())
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _file_bytes(tensors: int, records: int, config: TrainConfig) -> int:
     return (
         tensors
         + records * CHECKPOINT_BYTES_PER_TENSOR
@@ -166,23 +182,38 @@ def checkpoint_bytes(config: TrainConfig, text_dim: int) -> int:
     )
 
 
-def disk_needed(trials: int, concurrent: int, checkpoint: int, keep_checkpoints: bool) -> int:
-    """Bytes a study needs on the home's disk at its peak: ``RUNNING_CHECKPOINT_FILES`` per
-    running trial (nothing once a trial ends), or with ``keep_checkpoints`` every trial's last
-    checkpoint and the running ones' two transient files; and ``LOG_BYTES`` for logs and MLflow."""
-    files = _checkpoint_files(trials, min(trials, concurrent), keep_checkpoints)
-    return files * checkpoint + LOG_BYTES + trials * LOG_BYTES_PER_TRIAL
+def disk_needed(
+    trials: int,
+    concurrent: int,
+    checkpoint: int,
+    keep_checkpoints: bool,
+    approaches: int = 1,
+    best: int = 0,
+) -> int:
+    """Bytes a study needs on the home's disk at its peak. ``checkpoint``: a trial's Tune
+    checkpoint (``checkpoint_bytes``), ``best``: its ``best.pt`` (``best_bytes``). Per running
+    trial ``RUNNING_CHECKPOINT_FILES`` checkpoints and its working ``best.pt``; the ended trials
+    held as the best of each of the space's ``approaches`` (a checkpoint each, and at the end
+    their ``best.pt`` logged to MLflow), or with ``keep_checkpoints`` every trial's last
+    checkpoint; and ``LOG_BYTES`` for logs and MLflow."""
+    running, held = _running_and_held(trials, concurrent, approaches)
+    files = _checkpoint_files(trials, running, keep_checkpoints, held)
+    logged = min(trials, approaches)  # the best.pt each approach's best trial logs at the end
+    return files * checkpoint + (running + logged) * best + LOG_BYTES + trials * LOG_BYTES_PER_TRIAL
 
 
-def disk_why(trials: int, concurrent: int, checkpoint: int, keep_checkpoints: bool) -> str:
-    """What ``disk_needed`` counts, for people: ``2 running trials x 3 checkpoint files of
-    23.6 MB, and logs``."""
-    running = min(trials, concurrent)
+def disk_why(
+    trials: int, concurrent: int, checkpoint: int, keep_checkpoints: bool, approaches: int = 1
+) -> str:
+    """What ``disk_needed`` counts, for people: ``2 running trials x 3 checkpoints of 23.6 MB,
+    the best ended trial of each of 5 approaches, and logs``."""
+    running, held = _running_and_held(trials, concurrent, approaches)
     size = _size(checkpoint)
     if not keep_checkpoints:
+        held_text = f"the best ended trial of each of {held} approach{'es' * (held != 1)}, "
         return (
-            f"{running} running trial{_s(running)} x {RUNNING_CHECKPOINT_FILES} checkpoint "
-            f"files of {size}, and logs"
+            f"{running} running trial{_s(running)} x {RUNNING_CHECKPOINT_FILES} checkpoints "
+            f"of {size}, {held_text * (held > 0)}and logs"
         )
     extra = RUNNING_CHECKPOINT_FILES - 1
     return (
@@ -191,10 +222,16 @@ def disk_why(trials: int, concurrent: int, checkpoint: int, keep_checkpoints: bo
     )
 
 
-def _checkpoint_files(trials: int, running: int, keep_checkpoints: bool) -> int:
+def _running_and_held(trials: int, concurrent: int, approaches: int) -> tuple[int, int]:
+    """Trials running at once, and ended trials held meanwhile (one per approach at most)."""
+    running = min(trials, concurrent)
+    return running, min(trials - running, approaches)
+
+
+def _checkpoint_files(trials: int, running: int, keep_checkpoints: bool, held: int) -> int:
     if keep_checkpoints:
         return trials + (RUNNING_CHECKPOINT_FILES - 1) * running
-    return RUNNING_CHECKPOINT_FILES * running
+    return RUNNING_CHECKPOINT_FILES * running + held
 
 
 def free_bytes(home: Path) -> int:
@@ -379,6 +416,7 @@ class Plan:
     keep_checkpoints: bool
     disk_needed: int
     disk_free: int
+    approaches: int = 1
 
     @property
     def epoch_seconds(self) -> float | None:
@@ -405,7 +443,13 @@ class Plan:
         return self.disk_free >= self.disk_needed
 
     def disk_why(self) -> str:
-        return disk_why(self.trials, self.parallel or 1, self.checkpoint, self.keep_checkpoints)
+        return disk_why(
+            self.trials,
+            self.parallel or 1,
+            self.checkpoint,
+            self.keep_checkpoints,
+            self.approaches,
+        )
 
     def check_free_space(self, home: Path, override_flag: str = "--ignore-free-space") -> None:
         """``free_space_check`` with this plan's need, what it is made of and what would help."""
@@ -494,10 +538,13 @@ def estimate(
     gpus_per_trial: float = 0.0,
     keep_checkpoints: bool = False,
     reduction: float = ASHA_REDUCTION_FACTOR,
+    approaches: int = 1,
+    best: int = 0,
 ) -> Plan:
     """The plan of a study: ``seconds`` from ``seconds_per_item``; ``cpus`` and ``gpus`` what
     the cluster (or this machine) has; ``train_items`` a trial's training items (after the dev
-    split); ``checkpoint`` from ``checkpoint_bytes``; ``disk_free`` from ``free_bytes``."""
+    split); ``checkpoint`` from ``checkpoint_bytes``, ``best`` from ``best_bytes``; ``disk_free``
+    from ``free_bytes``; ``approaches``: what ``best`` gives a row each (``results.approaches``)."""
     worst, expected = trial_epochs(trials, epochs, grace, asha, reduction)
     parallel = parallel_trials(trials, concurrent, cpus, cpus_per_trial, gpus, gpus_per_trial)
     return Plan(
@@ -514,8 +561,11 @@ def estimate(
         gpus_per_trial=gpus_per_trial,
         checkpoint=checkpoint,
         keep_checkpoints=keep_checkpoints,
-        disk_needed=disk_needed(trials, max(parallel, 1), checkpoint, keep_checkpoints),
+        disk_needed=disk_needed(
+            trials, max(parallel, 1), checkpoint, keep_checkpoints, approaches, best
+        ),
         disk_free=disk_free,
+        approaches=approaches,
     )
 
 

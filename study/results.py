@@ -8,14 +8,15 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study.spaces import SearchSpace
-from study.tracking import PARENT_TAG
+from study.tracking import MODEL_TAG, PARENT_TAG, model_uri
+from vcrnet.errors import InputError
 
 
 def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
     """One row per trial run: run id, method, label (a labelled grid row's name, else the
-    method), labelled (whether it is a grid row's name), trial id, status, final status, params
-    and the
-    last value of every metric (``metrics.*``, ``params.*`` columns, as ``mlflow.search_runs``)."""
+    method), labelled (whether it is a grid row's name), trial id, status, final status, model
+    (``runs:/`` URI of its logged best weights, or ""), params and the last value of every
+    metric (``metrics.*``, ``params.*`` columns, as ``mlflow.search_runs``)."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     rows = []
     token = None
@@ -39,6 +40,7 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
                     "trial_id": tags.get("trial_id"),
                     "status": run.info.status,
                     "final_status": tags.get("final_status"),
+                    "model": model_uri(run.info.run_id) if MODEL_TAG in tags else "",
                     **{f"params.{k}": v for k, v in run.data.params.items()},
                     **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
                 }
@@ -75,25 +77,11 @@ def best_per_method(
     column = f"metrics.best_{metric}"
     best = []
     if not runs.empty and column in runs:
-        for label, group in runs[runs[column].notna()].groupby("label"):
-            row = group.loc[group[column].idxmax()]
-            metrics = at_best_epoch(client, row["run_id"], metric)
-            params = {
-                k.removeprefix("params."): v
-                for k, v in row.items()
-                if k.startswith("params.") and isinstance(v, str)
-            }
+        for _, group in runs[runs[column].notna()].groupby("label"):
             best.append(
                 {
-                    "approach": label,
-                    "method": row["method"],
-                    "trial_id": row["trial_id"],
-                    "run_id": row["run_id"],
-                    "status": row["final_status"],
+                    **_summary(client, group.loc[group[column].idxmax()], metric),
                     "trials": len(group),
-                    metric: float(row[column]),
-                    "metrics": metrics,
-                    "config": params,
                 }
             )
     best.sort(key=lambda b: -b[metric])
@@ -109,12 +97,43 @@ def best_per_method(
                     "run_id": "",
                     "status": "no result" if tried else "no trial",
                     "trials": tried,
+                    "model": "",
                     metric: math.nan,
                     "metrics": {},
                     "config": {},
                 }
             )
     return best
+
+
+def trial_of_run(client: MlflowClient, parent_run_id: str, run_id: str, metric: str) -> dict:
+    """The trial of run ``run_id`` as a ``best_per_method`` row (``trials`` 1), for a run of
+    the study whose parent run is ``parent_run_id``; anything else is an ``InputError``."""
+    runs = trial_runs(client, parent_run_id)
+    found = runs[runs["run_id"] == run_id] if not runs.empty else runs
+    if found.empty:
+        raise InputError(f"--run {run_id}: not a trial run of this study")
+    return {**_summary(client, found.iloc[0], metric), "trials": 1}
+
+
+def _summary(client: MlflowClient, row: pd.Series, metric: str) -> dict:
+    """A ``trial_runs`` row as ``best_per_method`` gives it: its metrics at its best epoch, its
+    params as ``config``."""
+    return {
+        "approach": row["label"],
+        "method": row["method"],
+        "trial_id": row["trial_id"],
+        "run_id": row["run_id"],
+        "status": row["final_status"],
+        "model": row["model"],
+        metric: float(row.get(f"metrics.best_{metric}", math.nan)),
+        "metrics": at_best_epoch(client, row["run_id"], metric),
+        "config": {
+            k.removeprefix("params."): v
+            for k, v in row.items()
+            if k.startswith("params.") and isinstance(v, str)
+        },
+    }
 
 
 def approaches(space: SearchSpace) -> list[str]:

@@ -111,6 +111,12 @@ class SearchSpace:
                 p.suggest(trial)
         return dict(self.fixed)
 
+    def varied(self) -> list[str]:
+        """The settings that differ between trials besides the method: the drawn parameters,
+        or a grid's keys (its labels and method aside)."""
+        keys = self.params if self.trials is None else {k: 0 for t in self.trials for k in t}
+        return [k for k in keys if k not in ("method", LABEL)]
+
     def labels(self) -> list[str]:
         """The grid's row labels, in order (a trial without one is named by its method)."""
         return [trial_label(t, self.fixed) for t in self.trials or []]

@@ -9,8 +9,10 @@ that map in memory and duplicates runs), and an epoch already logged is never lo
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlflow.entities import (
@@ -25,9 +27,10 @@ from mlflow.entities import (
 )
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from study.spaces import LABEL, slug, trial_values
-from study.uris import is_local, redact
+from study.uris import RUN_ID, is_local, redact
 from vcrnet.errors import InputError
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -38,13 +41,26 @@ PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 METRIC_PREFIXES = ("train_", "dev_", "val_", "system/")  # system/: MLflow's system-metric names
 METRIC_KEYS = ("lr", "tau", "epoch_seconds")  # besides the prefixed ones
+# The runs table a study's link opens on (``share_view``): its first metric ranks the trials
+SHARED_VIEW_TAG, VIEW_KEY = "mlflow.sharedViewState.", "vcr-study"
+VIEW_METRICS = ("best_dev_q2ar", "val_q2ar", "val_q2a", "val_qa2r", "epoch")
+MODEL_ARTIFACT = "model/best.pt"  # a trial's best epoch's weights (``vcrnet.train.BEST``)
+MODEL_TAG = "best_model"  # on a trial run that has them: the artifact's path in the run
 FINISHED, FAILED, KILLED = (
     RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
 )
 
 
-def create_study(client: MlflowClient, name: str, home: Path, description: str = "") -> str:
-    """A new study's experiment and parent run; returns the run id (``check_name_free`` first)."""
+def create_study(
+    client: MlflowClient,
+    name: str,
+    home: Path,
+    description: str = "",
+    params: Sequence[str] = (),
+) -> str:
+    """A new study's experiment and parent run; returns the run id (``check_name_free`` first).
+    The experiment gets the runs table a researcher looks for first (``share_view``), with
+    ``params`` (the searched ones) as columns."""
     experiment = check_name_free(client, name, home)
     if experiment is None:
         # A local store keeps artifacts beside it; a tracking server keeps them where it was told
@@ -61,12 +77,33 @@ def create_study(client: MlflowClient, name: str, home: Path, description: str =
         experiment_id = experiment.experiment_id
         for key, value in EXPERIMENT_KIND.items():
             client.set_experiment_tag(experiment_id, key, value)
+    share_view(client, experiment_id, params)
     run = client.create_run(
         experiment_id,
         run_name=name,
         tags={"study_role": "parent", "mlflow.note.content": description},
     )
     return run.info.run_id
+
+
+def share_view(client: MlflowClient, experiment_id: str, params: Sequence[str] = ()) -> None:
+    """Save the runs table a study opens on as the experiment's shared view (what MLflow's
+    "Share" button saves: the tag ``mlflow.sharedViewState.<key>``, read when a link carries
+    ``viewStateShareKey=<key>``, as ``ui_url``'s does): trials ranked on their best
+    ``dev_q2ar``, with their method, final status, validation metrics, epochs and ``params``
+    as columns (by default MLflow shows none: run name, date, duration, source and models)."""
+    columns = [
+        *(f"tags.`{t}`" for t in ("method", "final_status")),
+        *(f"metrics.`{m}`" for m in VIEW_METRICS),
+        *(f"params.`{p}`" for p in params),
+    ]
+    state = {
+        "searchFilter": "",
+        "orderByKey": f"metrics.`{VIEW_METRICS[0]}`",
+        "orderByAsc": False,
+        "selectedColumns": columns,
+    }
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + VIEW_KEY, json.dumps(state))
 
 
 def check_name_free(client: MlflowClient, name: str, home: Path):
@@ -87,10 +124,12 @@ def check_name_free(client: MlflowClient, name: str, home: Path):
     return experiment
 
 
-def ui_url(base: str, experiment_id: str) -> str:
+def ui_url(base: str, experiment_id: str, shared_view: bool = True) -> str:
     """A study's trial runs in MLflow's UI served at ``base`` (``http://127.0.0.1:5000``), in
-    its model-training view (a fresh browser would open the GenAI overview)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    its model-training view (a fresh browser would open the GenAI overview), in the view
+    ``share_view`` saved (``shared_view`` False: a study from before it has none)."""
+    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return url + (f"&viewStateShareKey={VIEW_KEY}" if shared_view else "")
 
 
 def reopen_study(client: MlflowClient, parent_run_id: str) -> None:
@@ -211,6 +250,18 @@ class MLflowTracker(Callback):
         )
         self.client.set_terminated(run_id, FAILED)
 
+    def on_experiment_end(self, trials, **info) -> None:
+        """Each approach's best trial, as ``vcr-study best`` ranks them, gets its best epoch's
+        weights logged to its run (``MODEL_ARTIFACT``), from the checkpoint ``CheckpointPruner``
+        held for it; so does an interrupted study's, from the trials ended so far."""
+        from study.results import best_per_method  # here: study.results imports this module
+
+        ended = {t.trial_id: t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)}
+        for row in best_per_method(self.client, self.parent_run_id, self.metric):
+            trial = ended.get(row["trial_id"])
+            if trial is not None and not row["model"]:
+                log_best_model(self.client, row["run_id"], Path(trial.path))
+
     # --- the one run per trial ----------------------------------------------------------------
     def _run_of(self, trial) -> str:
         if trial.trial_id in self._runs:
@@ -252,6 +303,35 @@ class MLflowTracker(Callback):
             self._last_epoch[trial.trial_id] = 0
         self._runs[trial.trial_id] = run_id
         return run_id
+
+
+def log_best_model(client: MlflowClient, run_id: str, trial_folder: Path) -> bool:
+    """Log the best weights in the trial's latest Tune checkpoint (``trial_folder``) to its run
+    as ``MODEL_ARTIFACT`` and tag the run ``MODEL_TAG``; False where none is there (a trial
+    that reported no epoch, or one pruned while a tie held the best)."""
+    found = sorted(trial_folder.glob(f"checkpoint_*/{Path(MODEL_ARTIFACT).name}"))
+    if not found:
+        return False
+    client.log_artifact(run_id, str(found[-1]), str(Path(MODEL_ARTIFACT).parent))
+    client.set_tag(run_id, MODEL_TAG, MODEL_ARTIFACT)
+    return True
+
+
+def parse_model_ref(ref: str) -> tuple[str, str]:
+    """``(run id, artifact path)`` of a run id (its ``MODEL_ARTIFACT``) or a ``runs:/`` URI;
+    anything else is an ``InputError``."""
+    if RUN_ID.fullmatch(ref):
+        return ref, MODEL_ARTIFACT
+    run_id, _, path = ref.removeprefix("runs:/").partition("/")
+    if not ref.startswith("runs:/") or not RUN_ID.fullmatch(run_id) or not path:
+        raise InputError(f"{ref}: not a run id or a runs:/<run id>/<path> URI")
+    return run_id, path
+
+
+def model_uri(run_id: str) -> str:
+    """Where a trial run's best weights are, as MLflow names artifacts: ``runs:/<id>/<path>``
+    (``vcr-study predict --checkpoint`` takes it)."""
+    return f"runs:/{run_id}/{MODEL_ARTIFACT}"
 
 
 def feature_inputs(paths: dict[str, tuple[str, str]]) -> list[DatasetInput]:

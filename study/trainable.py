@@ -3,7 +3,8 @@
 It turns the trial's flat config into a TrainConfig (through the search space), reads the shared
 feature cache (never recomputes it; from a copy on the node's local disk when asked,
 ``vcrnet.features.stage``), resumes from Tune's checkpoint when there is one, and reports every
-epoch with a checkpoint, with the node's and the trial's system metrics (``SystemSampler``).
+epoch with a checkpoint (and the best epoch's weights so far, ``best.pt``), with the node's and
+the trial's system metrics (``SystemSampler``).
 Everything it is handed is an absolute path: trials change directory.
 """
 
@@ -24,7 +25,7 @@ from vcrnet.config import TrainConfig
 from vcrnet.features import CachedVCRDataset
 from vcrnet.features.extract import SplitFeatures
 from vcrnet.features.stage import LOCAL_CACHE_VARIABLE, stage
-from vcrnet.train import CHECKPOINT, METRICS, fit
+from vcrnet.train import BEST, CHECKPOINT, METRICS, fit
 
 MEGABYTE = 1e6  # MLflow's system metrics count megabytes of 10^6 bytes
 
@@ -75,14 +76,18 @@ def train_trial(
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            for name in (CHECKPOINT, METRICS):
-                shutil.copy2(Path(folder) / name, out / name)
+            for name in (CHECKPOINT, METRICS, BEST):
+                if (Path(folder) / name).is_file():  # BEST: not in a study from before it
+                    shutil.copy2(Path(folder) / name, out / name)
 
     def report(metrics: dict, run_dir: Path) -> None:
-        """Hand the epoch's checkpoint to Tune (moved: the trial keeps no copy of its own)."""
+        """Hand the epoch's checkpoint to Tune (moved: the trial keeps no copy of its own), with
+        the trial's best weights so far (the study logs its best trials' to MLflow at its end)."""
         outbox.mkdir(exist_ok=True)
         os.replace(run_dir / CHECKPOINT, outbox / CHECKPOINT)
         shutil.copy2(run_dir / METRICS, outbox / METRICS)
+        if (run_dir / BEST).is_file():  # none yet: resumed from a checkpoint from before BEST
+            shutil.copy2(run_dir / BEST, outbox / BEST)
         tune.report(
             {**metrics, **system.sample(), "node_id": node_id, "device_kind": device_kind},
             checkpoint=tune.Checkpoint.from_directory(str(outbox)),
@@ -102,7 +107,6 @@ def train_trial(
         on_epoch=report,
         extra=extra,
         device=device,
-        save_best=False,
     )
 
 

@@ -1,12 +1,19 @@
-"""Tracking URIs without their secrets: what may be shown, logged or saved."""
+"""Tracking URIs without their secrets: what may be shown, logged or saved; run references."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 LOCAL_SCHEMES = ("", "file", "sqlite")  # an MLflow store on this machine's disk
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4().hex
+
+
+def is_model_ref(text: str) -> bool:
+    """Whether ``text`` names an MLflow run's artifact: a run id or a ``runs:/`` URI."""
+    return text.startswith("runs:/") or RUN_ID.fullmatch(text) is not None
 
 
 def is_local(uri: str) -> bool:

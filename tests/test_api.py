@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study import api, builtin, store, tracking
+from study import api, builtin, results, store, tracking
 from vcrnet.errors import InputError
 
 FEATURES = {"text_encoder": "minilm", "text_layer": -1, "image_size": [256, 128]}
@@ -110,7 +110,7 @@ def best_epoch(trial_id: str) -> int | None:
 def test_trials_is_a_row_per_trial_with_its_best_epoch_and_params(home):
     runs = api.trials(NAME)
     assert list(runs["trial_id"]) == sorted(TRIALS)  # the rerun's run is no trial
-    assert list(runs.columns[:9]) == api.TRIAL_COLUMNS
+    assert list(runs.columns[: len(api.TRIAL_COLUMNS)]) == api.TRIAL_COLUMNS
     assert list(runs.columns).count("method") == 1  # the method param is the method column
     for row in runs.to_dict("records"):
         method, label, epochs, points, _ = TRIALS[row["trial_id"]]
@@ -137,7 +137,7 @@ def test_trials_is_a_row_per_trial_with_its_best_epoch_and_params(home):
 
 def test_best_is_the_best_trial_per_approach_ranked_on_dev(home):
     every = api.best(NAME)
-    assert list(every.columns[:8]) == api.BEST_COLUMNS
+    assert list(every.columns[: len(api.BEST_COLUMNS)]) == api.BEST_COLUMNS
     # then a row for each method of the study's space (default) that has no result
     missing = every[every["trials"].eq(0) | every["dev_q2ar"].isna()]
     assert set(missing["approach"]) == {"gumbel", "reinforce", "direct16", "teacher"}
@@ -214,3 +214,70 @@ def test_an_unknown_study_or_a_missing_store_is_one_line(home, function):
     with pytest.raises(InputError, match="^--name nb-gone: its tracking store .* is not there"):
         function("nb-gone")
     assert not gone.exists()  # reading never creates a store
+
+
+def test_each_approachs_best_weights_are_logged_when_the_study_ends(home, tmp_path):
+    client = MlflowClient(store.tracking_uri(store.LaunchOptions()))
+    ids = ["nb1_00000", "nb1_00001", "nb1_00002", "nb1_00004"]
+    parent = make_study(client, "nb-model", ids)
+    trials = []
+    for trial_id in ids:  # Tune's trial folders: an older checkpoint, and the latest
+        folder = tmp_path / trial_id
+        for n in (1, 2):
+            (folder / f"checkpoint_00000{n}").mkdir(parents=True)
+            (folder / f"checkpoint_00000{n}" / "best.pt").write_text(f"{trial_id} {n}")
+        ended = trial_id != "nb1_00004"  # still running: an interrupted study's
+        trials.append(
+            SimpleNamespace(
+                trial_id=trial_id, status="TERMINATED" if ended else "RUNNING", path=str(folder)
+            )
+        )
+    tracker = tracking.MLflowTracker(client.tracking_uri, parent, flat_params, "dev_q2ar")
+    tracker.on_experiment_end(trials)
+
+    best = api.best("nb-model").set_index("approach")
+    models = best["model"][best["model"].astype(bool)]
+    assert sorted(models.index) == ["r2c", "softmax"]  # each approach's best trial, no other
+    for approach, uri in models.items():
+        run_id = best.loc[approach, "run_id"]
+        assert uri == f"runs:/{run_id}/model/best.pt"
+        trial_id = best.loc[approach, "trial_id"]
+        assert api.model_file(uri).read_text() == f"{trial_id} 2"  # its latest checkpoint's
+        assert api.model_file(run_id) == api.model_file(uri, "nb-model")
+        assert home in api.model_file(run_id).parents  # a local store's file, where it lies
+    trials_table = api.trials("nb-model").set_index("trial_id")
+    assert trials_table.loc["nb1_00001", "model"] == ""  # softmax's second best: not logged
+    other = trials_table.loc["nb1_00001", "run_id"]
+    with pytest.raises(InputError, match=f"^{other}: run {other} has no logged weights"):
+        api.model_file(other)
+    with pytest.raises(InputError, match="no such run in"):
+        api.model_file("0" * 32)
+    with pytest.raises(InputError, match="^runs:/x: not a run id or a runs:/"):
+        api.model_file("runs:/x")
+
+    # rerun --run: a trial run of the study, as best gives its row
+    row = results.trial_of_run(client, parent, other, "dev_q2ar")
+    assert (row["trial_id"], row["approach"], row["trials"]) == ("nb1_00001", "softmax", 1)
+    assert row["config"]["lr"] == str(LR) and row["dev_q2ar"] == 0.42
+    first = store.load(NAME).parent_run_id  # a run of another study is refused
+    with pytest.raises(InputError, match=f"--run {first}: not a trial run of this study"):
+        results.trial_of_run(client, parent, first, "dev_q2ar")
+
+
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        ("a" * 32, ("a" * 32, "model/best.pt")),
+        (f"runs:/{'b' * 32}/model/best.pt", ("b" * 32, "model/best.pt")),
+        (f"runs:/{'c' * 32}/other/w.pt", ("c" * 32, "other/w.pt")),
+        ("best.pt", None),
+        (f"runs:/{'d' * 32}", None),
+        ("runs:/not-an-id/model/best.pt", None),
+    ],
+)
+def test_a_model_reference_is_a_run_id_or_a_runs_uri(ref, expected):
+    if expected is None:
+        with pytest.raises(InputError, match="not a run id or a runs:/<run id>/<path> URI"):
+            tracking.parse_model_ref(ref)
+    else:
+        assert tracking.parse_model_ref(ref) == expected

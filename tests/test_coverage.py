@@ -193,6 +193,7 @@ def test_best_lists_a_method_without_a_trial(home):
         "config": {},
         "trial_id": "",
         "run_id": "",
+        "model": "",
     }
     assert best_per_method(client, parent, "dev_q2ar") == best[:2]  # no approaches: as before
 

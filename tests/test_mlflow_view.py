@@ -4,6 +4,8 @@ when a study ends. Real MLflow sqlite stores, a real local Ray (num_cpus=2)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -50,8 +52,23 @@ def test_a_study_experiment_is_marked_model_training_new_or_left_empty(client, s
     parent = tracking.create_study(client, "k2", study_home)
     assert client.get_run(parent).info.experiment_id == left
     assert client.get_experiment(left).tags["mlflow.experimentKind"] == "custom_model_development"
-    assert tracking.ui_url("http://127.0.0.1:5000/", left) == (
-        f"http://127.0.0.1:5000/#/experiments/{left}/runs?workflowType=machine_learning"
+    link = f"http://127.0.0.1:5000/#/experiments/{left}/runs?workflowType=machine_learning"
+    assert tracking.ui_url("http://127.0.0.1:5000/", left, shared_view=False) == link
+    assert tracking.ui_url("http://127.0.0.1:5000/", left) == link + "&viewStateShareKey=vcr-study"
+
+
+def test_a_study_experiment_opens_on_its_trials_ranked_with_their_settings(client, study_home):
+    parent = tracking.create_study(client, "k3", study_home, params=["lr", "loss_ratio"])
+    experiment = client.get_experiment(client.get_run(parent).info.experiment_id)
+    view = json.loads(experiment.tags["mlflow.sharedViewState.vcr-study"])  # the Share button's
+    assert view["orderByKey"] == "metrics.`best_dev_q2ar`" and view["orderByAsc"] is False
+    assert view["selectedColumns"][:3] == [
+        "tags.`method`",
+        "tags.`final_status`",
+        "metrics.`best_dev_q2ar`",
+    ]
+    assert {"metrics.`val_q2ar`", "params.`lr`", "params.`loss_ratio`"} <= set(
+        view["selectedColumns"]
     )
 
 

@@ -7,11 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from study import store
+from study.disk import CheckpointPruner
 from study.results import trial_runs
 
 pytestmark = pytest.mark.slow
@@ -55,7 +58,9 @@ def test_a_name_used_before_is_refused_until_deleted_and_checkpoints_are_not_kep
     first = store.load("o1").parent_run_id
     # nothing of a finished trial's checkpoints is left: not in Tune's storage, not in its folder
     assert not list((study_home / "ray_results").rglob("checkpoint_*"))
-    assert not [p for p in study_home.rglob("*.pt")]
+    # but for the best trial's weights, logged to its MLflow run (the study's one approach)
+    weights = list(study_home.rglob("*.pt"))
+    assert [p.relative_to(p.parents[2]).as_posix() for p in weights] == ["artifacts/model/best.pt"]
     assert (study_home / "studies" / "o1" / "launch.log").stat().st_size > 0
 
     code, out, err = cli("studies")
@@ -180,3 +185,60 @@ def test_evaluate_refuses_a_csv_with_a_repeated_missing_or_extra_id(
     )
     code, out, err = cli("evaluate", "--predictions", path, "--data", synthetic_dir)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_the_pruner_holds_each_approachs_best_ended_trial_until_the_study_ends(tmp_path):
+    """Tune's hooks called as Tune calls them, on stand-in trials with real folders: an ended
+    trial's checkpoints go once two snapshots recorded it ended, but for the best of its approach
+    (ties kept), which goes when a better one ends or the study does."""
+
+    def trial(trial_id, method):
+        folder = tmp_path / trial_id
+        (folder / "checkpoint_000001").mkdir(parents=True)
+        working = SimpleNamespace(trial_working_directory=str(tmp_path / f"work-{trial_id}"))
+        return SimpleNamespace(
+            trial_id=trial_id,
+            config={"method": method},
+            path=str(folder),
+            storage=working,
+            status="TERMINATED",
+            metric_analysis={},
+        )
+
+    def kept(*trials):
+        return {t.trial_id for t in trials if (Path(t.path) / "checkpoint_000001").is_dir()}
+
+    pruner = CheckpointPruner("dev_q2ar", lambda config: config["method"])
+    a, b, c, d, e = (trial(i, m) for i, m in zip("abcde", ["s", "s", "g", "s", "g"]))
+    every = [a, b, c, d, e]
+
+    def end(t, *values):
+        for value in values:
+            pruner.on_trial_result(0, [], t, {"dev_q2ar": value})
+        pruner.on_trial_complete(0, [], t)
+        pruner.get_state()  # the snapshot that records it ended
+        pruner.get_state()  # the next one: it is removed or held
+
+    end(a, 0.3, 0.5)
+    assert kept(*every) == set("abcde")
+    end(b, 0.6, float("nan"))  # beats a: a goes
+    assert kept(*every) == set("bcde")
+    end(c, 0.2)
+    end(d, 0.4, 0.6)  # ties b: both held
+    assert kept(*every) == set("bcde")
+    e.status = "ERROR"
+    pruner.on_trial_result(0, [], e, {"dev_q2ar": float("nan")})
+    pruner.on_trial_error(0, [], e)
+    pruner.get_state()
+    pruner.get_state()  # failed without a finite value: never held
+    assert kept(*every) == set("bcd")
+    pruner.on_experiment_end(every)  # after the tracker logged what they keep
+    assert kept(*every) == set()
+
+    keeping = CheckpointPruner("dev_q2ar", lambda config: config["method"], prune=False)
+    f = trial("f", "s")
+    keeping.on_trial_complete(0, [], f)
+    keeping.get_state()
+    keeping.get_state()
+    keeping.on_experiment_end([f])
+    assert kept(f) == {"f"}  # --keep-checkpoints

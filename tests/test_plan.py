@@ -15,7 +15,7 @@ from study.plan import ThroughputKey
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
 from vcrnet.features import CachedVCRDataset
-from vcrnet.train import CHECKPOINT, fit
+from vcrnet.train import BEST, CHECKPOINT, fit
 
 MB = 1_000_000
 CPU_KEY = ThroughputKey("abc123", "cpu:2", "small", 16)
@@ -69,14 +69,22 @@ def test_checkpoint_bytes_match_a_file_fit_writes(synthetic_features, tmp_path, 
     data = CachedVCRDataset(synthetic_features)
     config = TrainConfig(preset=preset, method="softmax", epochs=2, batch_size=8)
     fit(config, data, data, tmp_path / "run")
-    real = (tmp_path / "run" / CHECKPOINT).stat().st_size
+    best = (tmp_path / "run" / BEST).stat().st_size
+    real = (tmp_path / "run" / CHECKPOINT).stat().st_size + best  # a trial's Tune checkpoint
     assert plan.checkpoint_bytes(config, data.text_dim) == pytest.approx(real, rel=0.10)
+    assert plan.best_bytes(config, data.text_dim) == pytest.approx(best, rel=0.10)
 
 
 def test_disk_needed_counts_running_trials_or_every_kept_checkpoint():
     logs = plan.LOG_BYTES + 8 * plan.LOG_BYTES_PER_TRIAL
-    # without keeping: 2 running trials x 3 files; nothing for the trials that ended
-    assert plan.disk_needed(8, 2, 10 * MB, keep_checkpoints=False) == 6 * 10 * MB + logs
+    # without keeping: 2 running trials x 3 checkpoints; of the ended trials, only the best
+    # of each approach (one here) keeps its checkpoint until the study ends
+    assert plan.disk_needed(8, 2, 10 * MB, keep_checkpoints=False) == 7 * 10 * MB + logs
+    # 5 approaches hold 5; each held and running trial has a best.pt beside (logged at the end)
+    assert (
+        plan.disk_needed(8, 2, 10 * MB, False, approaches=5, best=3 * MB)
+        == 11 * 10 * MB + 7 * 3 * MB + logs
+    )
     # kept: 8 last checkpoints, and the 2 running trials' 2 transient files each
     assert plan.disk_needed(8, 2, 10 * MB, keep_checkpoints=True) == 12 * 10 * MB + logs
     # more concurrency than trials: only the trials can run
@@ -88,7 +96,7 @@ def test_disk_needed_counts_running_trials_or_every_kept_checkpoint():
 
 def test_free_space_check_refuses_in_one_line_naming_the_flag(tmp_path):
     home = tmp_path / "not-yet" / "home"  # the nearest existing folder's disk is read
-    why = plan.disk_why(8, 2, 24 * MB, keep_checkpoints=False)
+    why = plan.disk_why(8, 2, 24 * MB, keep_checkpoints=False, approaches=5)
     with pytest.raises(InputError) as err:
         plan.free_space_check(home, 10**18, why=why)
     message = str(err.value)
@@ -97,7 +105,10 @@ def test_free_space_check_refuses_in_one_line_naming_the_flag(tmp_path):
         message.startswith(f"{home}: ")
         and " GB free, the study needs about 1000000000.0 GB" in message
     )
-    assert "(2 running trials x 3 checkpoint files of 24.0 MB, and logs)" in message
+    assert (
+        "(2 running trials x 3 checkpoints of 24.0 MB, the best ended trial of each of 5 "
+        "approaches, and logs)"
+    ) in message
     assert message.endswith("or pass --ignore-free-space")
 
 
@@ -234,6 +245,8 @@ def _default_plan(**changes) -> plan.Plan:
         cpus_per_trial=1,
         train_items=1350,
         checkpoint=24 * MB,
+        best=8 * MB,
+        approaches=5,  # the default space's methods
         disk_free=100 * 10**9,
         seconds=plan.seconds_per_item(
             Path("/nonexistent/throughput.json"), ThroughputKey("fp", "cpu:1", "small", 16)
@@ -266,10 +279,11 @@ def test_estimate_lines_show_the_plan():
         "wall time: ~9 min, 17 min at most (Ray's and the trials' start-up included)"
     )
     assert lines[4] == "GPU-hours: none (CPU trials)"
-    need = 6 * 24 * MB + plan.LOG_BYTES + 8 * plan.LOG_BYTES_PER_TRIAL
+    # 2 x 3 running checkpoints, 5 held, and 2 working + 5 logged best.pt
+    need = 11 * 24 * MB + 7 * 8 * MB + plan.LOG_BYTES + 8 * plan.LOG_BYTES_PER_TRIAL
     assert lines[5] == (
-        f"disk: ~{need / MB:.1f} MB at the peak (2 running trials x 3 checkpoint "
-        "files of 24.0 MB, and logs), 100.0 GB free: OK"
+        f"disk: ~{need / MB:.1f} MB at the peak (2 running trials x 3 checkpoints of 24.0 MB, "
+        "the best ended trial of each of 5 approaches, and logs), 100.0 GB free: OK"
     )
     assert _default_plan(disk_free=MB).lines()[5].endswith("1.0 MB free: NOT ENOUGH")
 

@@ -182,3 +182,11 @@ def test_config_drops_parameters_of_other_methods():
     )
     assert space.config({"method": "softmax", "tau_start": 2.5}).tau_start == 5.0  # default
     assert space.config({"method": "gumbel", "tau_start": 2.5}).tau_start == 2.5
+
+
+def test_the_varied_settings_are_the_drawn_ones_or_a_grids_keys():
+    drawn = load_space("default")
+    assert drawn.varied() == [k for k in drawn.params if k != "method"]
+    grid = load_space("paper").varied()
+    assert {"correct_answer_rate", "loss_ratio", "num_samples"} <= set(grid)
+    assert "method" not in grid and "label" not in grid

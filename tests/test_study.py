@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
+import torch
 from conftest import free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
 
@@ -69,6 +71,8 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     )
     assert code == 0, err
     assert "1 failed" in out
+    # no checkpoint is left in Tune's storage: each approach's best trial's weights are in MLflow
+    assert not list(store.experiment_dir("g1").rglob("checkpoint_*"))
     options, parent = store.load("g1")
     client = MlflowClient(store.tracking_uri(options))
     runs = trial_runs(client, parent)
@@ -97,6 +101,26 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     assert all(0.0 <= b["dev_q2ar"] <= 1.0 for b in best)  # ranked on dev, the selection split
     assert all(b["metrics"]["dev_q2ar"] == b["dev_q2ar"] for b in best)  # at the best epoch
     assert all(0.0 <= b["metrics"]["val_q2ar"] <= 1.0 for b in best)  # reported beside it
+    for b in best:  # its best epoch's weights, logged to its run when the study ended
+        assert b["model"] == f"runs:/{b['run_id']}/model/best.pt"
+        folder = tmp_path / b["method"]
+        folder.mkdir()
+        saved = torch.load(
+            client.download_artifacts(b["run_id"], "model/best.pt", str(folder)), weights_only=True
+        )
+        assert saved["epoch"] == b["metrics"]["epoch"] and "optimizer" not in saved
+    assert "best_model" not in client.get_run(failed["run_id"]).data.tags
+    code, out, err = cli("best", "--name", "g1")
+    assert code == 0, err
+    assert "best weights (vcr-study predict --checkpoint <uri>; rerun --run <run id>):" in out
+    softmax = next(b for b in best if b["method"] == "softmax")
+    assert f"softmax  {softmax['model']}" in out
+    # predict from the logged weights, named by their URI (the features: the run's own)
+    code, out, err = cli(
+        "predict", "--checkpoint", softmax["model"], "--split", "val", "--out", tmp_path / "v.csv"
+    )
+    assert code == 0, err
+    assert len((tmp_path / "v.csv").read_text().splitlines()) == 1 + 9
 
     # the ablation tables and plots, written and logged to the parent run
     code, out, err = cli("ablations", "--name", "g1")
@@ -118,11 +142,13 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
     logged = {a.path for a in client.list_artifacts(parent, "ablations")}
     assert "ablations/best_per_method.md" in logged
 
-    # re-run the winner of one method with 2 seeds, and write the test submission
+    # re-run one trial, named by its run id (as best prints it), with 2 seeds; write the test
+    # submission
     code, out, err = cli(
-        "rerun", "--name", "g1", "--method", "softmax", "--seeds", "2", "--epochs", "1"
+        "rerun", "--name", "g1", "--run", softmax["run_id"], "--seeds", "2", "--epochs", "1"
     )
     assert code == 0, err
+    assert f"re-running trial {softmax['trial_id']} (softmax)" in out
     assert "val_q2ar" in out and "+-" in out
     submission = reports / "submission-softmax.csv"
     lines = submission.read_text().splitlines()
@@ -133,9 +159,26 @@ def test_a_study_runs_tracks_every_trial_and_survives_a_nan_trial(
 
     # the MLflow UI of `vcr-study ui`, rendered by a real headless browser
     experiment_id = client.get_run(parent).info.experiment_id
-    with _ui(study_home) as port:
-        page = _render(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}")
-        assert "g1" in page  # the study's experiment and parent run
+    with _ui(study_home) as ui:
+        port = ui.port
+        # the link ui prints: the trials, ranked, with their method and validation metrics
+        link = ui.links["g1"]
+        assert link.endswith("workflowType=machine_learning&viewStateShareKey=vcr-study")
+        page = _render(link)
+        assert "shared view" in page  # the view the study saved, not MLflow's default columns
+        for run in runs.itertuples():
+            assert f"{run.method}-{run.trial_id}" in page
+        for column in ("method", "final_status", "best_dev_q2ar"):
+            assert column in page
+        assert "gumbel" in page and "FAILED" in page  # a method and a status, as cells
+        # the study's ablation tables and plots in its parent run's artifacts
+        page = _render(
+            f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{parent}"
+            "/artifacts/ablations/best_per_method.md"
+        )
+        for name in ("best_per_method.md", "learning_curves.png", "trials.md"):
+            assert name in page
+        assert "no result" in page  # the table itself, shown: the NaN trial's row
         for run in runs.itertuples():
             page = _render(
                 f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run.run_id}"
@@ -152,23 +195,28 @@ class _ui:
     def __init__(self, home):
         self.env = {**os.environ, "VCR_STUDY_HOME": str(home)}
 
-    def __enter__(self) -> int:
+    def __enter__(self) -> _ui:
         self.port = free_port()
+        self.output = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "study.cli", "ui", "--port", str(self.port)],
             env=self.env,
-            stdout=subprocess.DEVNULL,
+            stdout=self.output,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         wait_until_answers(
             f"http://127.0.0.1:{self.port}/health", self.process, "vcr-study ui", timeout=90
         )
-        return self.port
+        self.output.seek(0)  # "  study <name>: <link>" lines, printed before the server starts
+        found = (re.match(r"\s+study (\S+): (\S+)$", line) for line in self.output)
+        self.links = dict(m.groups() for m in found if m)
+        return self
 
     def __exit__(self, *exc) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=30)
+        self.output.close()
 
 
 def _render(url: str) -> str:
@@ -182,6 +230,7 @@ def _render(url: str) -> str:
             "--no-sandbox",
             "--disable-gpu",
             "--virtual-time-budget=20000",
+            "--window-size=3840,1600",  # the table renders the columns in view only
             "--dump-dom",
             url,
         ],

@@ -15,6 +15,7 @@ from vcrnet.features import CachedVCRDataset, dev_split
 from vcrnet.leaderboard import COLUMNS, read_csv, score, write_csv
 from vcrnet.train import (
     BEST,
+    BEST_KEYS,
     CHECKPOINT,
     DEV_ITEMS,
     OBJECTIVE,
@@ -340,6 +341,8 @@ def test_every_choice_is_made_on_dev_and_val_is_only_reported(synthetic_features
     data = CachedVCRDataset(synthetic_features)
     history = fit(tiny(method="softmax", epochs=4, patience=4), data, data, tmp_path)
     best_on_dev = max(history, key=lambda m: m[OBJECTIVE])  # the first best, as fit keeps it
-    assert load_checkpoint(tmp_path / BEST)["epoch"] == best_on_dev["epoch"]
+    best = load_checkpoint(tmp_path / BEST)
+    assert best["epoch"] == best_on_dev["epoch"]
+    assert set(best) == set(BEST_KEYS)  # the weights, without the optimizer's state
     dev_ids = json.loads((tmp_path / DEV_ITEMS).read_text())
     assert dev_ids == dev_split(data, 0.1, 0)[1].annot_ids  # recorded with the run

@@ -50,6 +50,9 @@ from vcrnet.model.joint import host_answer_labels
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+# what BEST keeps of a checkpoint: the weights and what loading them needs, no optimizer state
+# (a third of a checkpoint's size: Adam keeps two tensors per weight)
+BEST_KEYS = ("config", "text_dim", "model", "extra", "epoch", "best", "history")
 METRICS = "metrics.jsonl"
 DEV_ITEMS = "dev_items.json"
 OBJECTIVE = "dev_q2ar"  # what the scheduler, early stopping, BEST and studies select on
@@ -203,8 +206,8 @@ def fit(
     ``val_set`` is evaluated and reported every epoch, never selected on (dev and val in batches
     of ``config.batch_size``, as R2C: no more memory than training). ``extra`` is stored in
     the checkpoints (e.g. the feature settings ``predict`` needs). Checkpoints hold CPU tensors:
-    ``out/checkpoint.pt`` after every epoch, and ``out/best.pt`` at the best epoch on dev unless
-    ``save_best`` is False (a study's trials: ``rerun`` retrains the winner).
+    ``out/checkpoint.pt`` after every epoch, and ``out/best.pt`` (the weights, ``BEST_KEYS``)
+    at the best epoch on dev unless ``save_best`` is False.
 
     ``resume`` continues from ``out/checkpoint.pt``. On the CPU a resumed run repeats an
     uninterrupted one bit for bit (tests/test_train.py). On a GPU it is the same run in
@@ -279,7 +282,7 @@ def fit(
         }
         _save_atomic(saved, out / CHECKPOINT)
         if improved and save_best:
-            _save_atomic(saved, out / BEST)
+            _save_atomic({k: saved[k] for k in BEST_KEYS}, out / BEST)
         _write_metrics(history, out / METRICS)
         if on_epoch is not None:
             on_epoch(metrics, out)
