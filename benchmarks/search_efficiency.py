@@ -15,19 +15,30 @@ val Q->AR; the figure is the trial-epochs TPE + ASHA had spent when one of its e
 reached it, against random search's total. A smaller synthetic dataset (``--train``, ``--val``
 questions) keeps a seed near 20 minutes on 2 CPUs. Studies already in the home are reused, not
 rerun: ``--label`` and ``--random-label`` name new ones.
+
+``--stopped-as`` says how the TPE studies tell Optuna about a trial ASHA stopped early: ``pruned``
+(what ``vcr-study launch`` does) or ``complete`` (what it did before: COMPLETE with the value its
+last epoch reached, so TPE takes a 1-epoch score for a final one); ``--stopped-as pruned complete``
+runs both on the same seeds against the same random search, for a before-and-after figure:
+
+    VCR_STUDY_HOME=/tmp/bench-search .venv/bin/python -m benchmarks.search_efficiency \
+        --stopped-as pruned complete --out docs/measurements/search_efficiency_pruned.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study import builtin, launch, results, store
+from study.searchers import RestartSafeOptunaSearch
 from vcrnet.data.synth import write_synthetic
 
 
@@ -78,8 +89,27 @@ def tpe_settings(trials: int) -> dict:
     }
 
 
+def stopped_as_complete():
+    """Within it, launch's searcher tells Optuna every trial as COMPLETE, as it did before
+    stopped trials were PRUNED (``max_epochs`` None turns that off: ``RestartSafeOptunaSearch``).
+    The searcher runs in this process, the driver, so the patch reaches it."""
+    init = RestartSafeOptunaSearch.__init__
+
+    def without_max_epochs(self, space, **kwargs):
+        init(self, space, **{**kwargs, "max_epochs": None})
+
+    return mock.patch.object(RestartSafeOptunaSearch, "__init__", without_max_epochs)
+
+
 def run_study(
-    name: str, data: Path, searcher: str, asha: bool, trials: int, epochs: int, seed: int
+    name: str,
+    data: Path,
+    searcher: str,
+    asha: bool,
+    trials: int,
+    epochs: int,
+    seed: int,
+    stopped_as: str = "pruned",
 ) -> tuple[list[list[tuple[int, float]]], int | None]:
     """Run study ``name`` unless the home has it already; its trials (``trials_in_order``), and
     its wall time in seconds (None for a study run earlier)."""
@@ -98,9 +128,57 @@ def run_study(
     wall = None
     if not store.study_dir(name).exists():
         start = time.perf_counter()
-        launch.launch(options)
+        patch = stopped_as_complete() if stopped_as == "complete" else contextlib.nullcontext()
+        with patch:
+            launch.launch(options)
         wall = round(time.perf_counter() - start)
     return trials_in_order(MlflowClient(store.tracking_uri(options)), name), wall
+
+
+def optuna_states(name: str) -> dict:
+    """How the Optuna journal of study ``name`` holds its trials: {state: count}."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(store.journal_path(name))))
+    states = [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
+    return {state: states.count(state) for state in sorted(set(states))}
+
+
+def compare(random_study: list, tpe_study: list) -> dict:
+    """One seed's figures: random search's best as the target, and what TPE + ASHA spent to
+    reach it."""
+    random_q2ar, tpe_q2ar = epochs_in_order(random_study), epochs_in_order(tpe_study)
+    target = max(random_q2ar)
+    reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
+    return {
+        f"target_{launch.METRIC}": round(target, 4),
+        "random_trial_epochs": len(random_q2ar),
+        "random_epochs_to_its_best": random_q2ar.index(target) + 1,
+        "random_first_rung_spearman": round(first_rung_signal(random_study), 2),
+        "tpe_asha_trial_epochs": len(tpe_q2ar),
+        f"tpe_asha_best_{launch.METRIC}": round(max(tpe_q2ar), 4),
+        "tpe_asha_epochs_to_target": reached,
+        "ratio": round(reached / len(random_q2ar), 3) if reached else None,
+        **how_reached(tpe_study, target),
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Over the seeds: how many reached the target, the mean ratio where they did, the mean of
+    TPE + ASHA's own best and the trial-epochs it spent."""
+    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    best = [r[f"tpe_asha_best_{launch.METRIC}"] for r in rows]
+    return {
+        "seeds_run": len(rows),
+        "reached": len(ratios),
+        "mean_ratio_where_reached": round(sum(ratios) / max(1, len(ratios)), 3),
+        f"mean_tpe_asha_best_{launch.METRIC}": round(sum(best) / max(1, len(best)), 4),
+        "mean_tpe_asha_trial_epochs": round(
+            sum(r["tpe_asha_trial_epochs"] for r in rows) / max(1, len(rows)), 1
+        ),
+    }
 
 
 def main() -> None:
@@ -128,6 +206,14 @@ def main() -> None:
         "settings), to start them while those are decided",
     )
     parser.add_argument(
+        "--stopped-as",
+        nargs="+",
+        choices=("pruned", "complete"),
+        default=["pruned"],
+        help="how the TPE studies tell Optuna about a trial ASHA stopped (both: a TPE study "
+        "of each per seed)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help="default: docs/measurements/search_efficiency_e<epochs>_random<random trials>.json",
@@ -148,29 +234,17 @@ def main() -> None:
         )
         if args.random_only:
             continue
-        tpe_study, tpe_wall = run_study(
-            f"eff-tpe{args.label}-{seed}", data, "tpe", True, args.tpe_trials, args.epochs, seed
-        )
-        random_q2ar, tpe_q2ar = epochs_in_order(random_study), epochs_in_order(tpe_study)
-        target = max(random_q2ar)
-        reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
-        row = {
-            "seed": seed,
-            f"target_{launch.METRIC}": round(target, 4),
-            "random_trial_epochs": len(random_q2ar),
-            "random_epochs_to_its_best": random_q2ar.index(target) + 1,
-            "random_first_rung_spearman": round(first_rung_signal(random_study), 2),
-            "tpe_asha_trial_epochs": len(tpe_q2ar),
-            f"tpe_asha_best_{launch.METRIC}": round(max(tpe_q2ar), 4),
-            "tpe_asha_epochs_to_target": reached,
-            "ratio": round(reached / len(random_q2ar), 3) if reached else None,
-            **how_reached(tpe_study, target),
-            "random_wall_s": random_wall,
-            "tpe_asha_wall_s": tpe_wall,
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    ratios = [r["ratio"] for r in rows]
+        for stopped_as in args.stopped_as:
+            suffix = "" if stopped_as == "pruned" else "-complete"
+            tpe_name = f"eff-tpe{suffix}{args.label}-{seed}"
+            tpe_study, tpe_wall = run_study(
+                tpe_name, data, "tpe", True, args.tpe_trials, args.epochs, seed, stopped_as
+            )
+            row = {"seed": seed, "stopped_as": stopped_as}
+            row.update(compare(random_study, tpe_study), optuna_states=optuna_states(tpe_name))
+            row.update(random_wall_s=random_wall, tpe_asha_wall_s=tpe_wall)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     summary = {
         "date": time.strftime("%Y-%m-%d"),
         "space": "joint",
@@ -178,11 +252,9 @@ def main() -> None:
         "tpe_startup_trials": launch.startup_trials(args.tpe_trials),
         "tpe_sampler": tpe_settings(args.tpe_trials),
         "rows": rows,
-        "reached": sum(r is not None for r in ratios),
-        "seeds_run": len(rows),
-        "mean_ratio_where_reached": round(
-            sum(r for r in ratios if r) / max(1, sum(r is not None for r in ratios)), 3
-        ),
+        "by_stopped_as": {
+            arm: summarise([r for r in rows if r["stopped_as"] == arm]) for arm in args.stopped_as
+        },
     }
     summary["out"] = str(summary["out"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """What the default study costs and leaves behind: its ``--dry-run`` estimate against its measured
 wall time, and the disk it leaves (the results home besides the data and the feature cache, and
-Ray's session folder).
+Ray's session folder; of it, each approach's best weights logged to MLflow).
 
     .venv/bin/python -m benchmarks.study_footprint --home /tmp/footprint
 
@@ -60,6 +60,7 @@ def main() -> None:
     left = {
         part.name: disk_bytes(part) for part in home.iterdir() if part.name not in ("cache", "data")
     }
+    weights = list((home / "mlartifacts").rglob("model/best.pt"))
     result = {
         "wall_seconds": round(wall, 1),
         "estimate_from_docs": before,
@@ -69,7 +70,10 @@ def main() -> None:
         "home_bytes_besides_data_and_cache": sum(left.values()),
         "home_parts": left,
         "ray_session_bytes": disk_bytes(ray_temp),
-        "checkpoint_files_left": len(list(home.rglob("*.pt"))) + len(list(ray_temp.rglob("*.pt"))),
+        "checkpoint_files_left": len([p for p in home.rglob("*.pt") if p not in weights])
+        + len(list(ray_temp.rglob("*.pt"))),
+        "best_weights_logged": len(weights),  # each approach's best trial's, in MLflow
+        "best_weights_bytes": sum(p.stat().st_size for p in weights),
         "terminal_lines": done.stdout.splitlines(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
