@@ -17,9 +17,9 @@ questions) keeps a seed near 20 minutes on 2 CPUs. Studies already in the home a
 rerun: ``--label`` and ``--random-label`` name new ones.
 
 ``--stopped-as`` says how the TPE studies tell Optuna about a trial ASHA stopped early: ``pruned``
-(what ``vcr-study launch`` does) or ``complete`` (what it did before: COMPLETE with the value its
-last epoch reached, so TPE takes a 1-epoch score for a final one); ``--stopped-as pruned complete``
-runs both on the same seeds against the same random search, for a before-and-after figure:
+(what ``vcr-study launch`` does) or ``complete`` (COMPLETE with the best of its epochs' values,
+as before for a trial stopped after 1 epoch: TPE takes a 1-epoch score for a final one);
+``--stopped-as pruned complete`` runs both on the same seeds against the same random search:
 
     VCR_STUDY_HOME=/tmp/bench-search .venv/bin/python -m benchmarks.search_efficiency \
         --stopped-as pruned complete --out docs/measurements/search_efficiency_pruned.json

@@ -23,16 +23,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from study import builtin, manage, results, store, tracking
 from study.spaces import load_space
-from study.uris import redact
+from study.uris import local_artifacts, redact
+from vcrnet.atomic import replacing
 from vcrnet.errors import InputError
 from vcrnet.train import OBJECTIVE
 
@@ -137,45 +138,58 @@ def model_file(ref: str, name: str | None = None) -> Path:
     tracking store, else in ``$MLFLOW_TRACKING_URI``'s and every store this home's studies use.
     Artifacts on this disk are returned where they lie; a server's are downloaded under the
     home's ``models/<run id>/``."""
-    import mlflow.artifacts
+    run_id, path = tracking.parse_model_ref(ref)
+    uri, run = _find_run(ref, run_id, name)
+    if path == tracking.MODEL_ARTIFACT and tracking.MODEL_TAG not in run.data.tags:
+        raise InputError(
+            f"{ref}: run {run_id} has no logged weights (a study logs its approaches' best "
+            "trials' when it ends: vcr-study best lists them)"
+        )
+    folder = local_artifacts(run.info.artifact_uri)
+    if folder is None:
+        return _fetched(ref, uri, run_id, path)
+    if not (folder / path).is_file():
+        raise InputError(f"{ref}: {folder / path} is not there")
+    return folder / path  # on this disk: the file itself
+
+
+def _find_run(ref: str, run_id: str, name: str | None):
+    """``(tracking URI, run)`` of ``run_id``: in study ``name``'s store, else the first of
+    ``_tracking_uris`` that has it (a server that does not answer is skipped)."""
     from mlflow.exceptions import MlflowException
 
-    run_id, path = tracking.parse_model_ref(ref)
     uris = [store.tracking_uri(store.load(name).options)] if name else _tracking_uris()
     for uri in uris:
         try:
             client = manage._open(uri)
-            run = client.get_run(run_id) if client else None
+            if client is not None:
+                return uri, client.get_run(run_id)
         except MlflowException:
-            run = None
+            continue
         except InputError:  # a tracking server that does not answer
             if name:
                 raise
-            continue
-        if run is None:
-            continue
-        if path == tracking.MODEL_ARTIFACT and tracking.MODEL_TAG not in run.data.tags:
-            raise InputError(
-                f"{ref}: run {run_id} has no logged weights (a study logs its approaches' best "
-                "trials' when it ends: vcr-study best lists them)"
-            )
-        parts = urlsplit(run.info.artifact_uri)
-        if parts.scheme in ("", "file"):  # on this disk: the file itself
-            local = Path(unquote(parts.path)) / path
-            if not local.is_file():
-                raise InputError(f"{ref}: {local} is not there")
-            return local
-        folder = builtin.home() / "models" / run_id  # fetched once, kept with the home
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=str(folder)
-            )
-        except (MlflowException, OSError) as err:
-            raise InputError(f"{ref}: {str(err).splitlines()[0]}") from None
-        return Path(local)
     where = f"study {name}'s store" if name else f"{len(uris)} tracking store(s)"
     raise InputError(f"{ref}: no such run in {where}")
+
+
+def _fetched(ref: str, uri: str, run_id: str, path: str) -> Path:
+    """A server's artifact, downloaded once (whole or not at all) to ``models/<run id>/``."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    target = builtin.home() / "models" / run_id / path
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with replacing(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent) as d:
+                got = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=d
+                )
+                os.replace(got, tmp)
+        except (MlflowException, OSError) as err:
+            raise InputError(f"{ref}: {str(err).splitlines()[0]}") from None
+    return target
 
 
 def _tracking_uris() -> list[str]:

@@ -950,7 +950,7 @@ def _print_best(best) -> None:
         ]
     ].rename(columns={"final_status": "status"})
     typer.echo(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
-    models = best[best["model"].astype(bool)] if "model" in best else best.iloc[:0]
+    models = best[best["model"].astype(bool)]
     if not models.empty:
         typer.echo("best weights (vcr-study predict --checkpoint <uri>; rerun --run <run id>):")
         for approach, uri in zip(models["approach"], models["model"], strict=True):

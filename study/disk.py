@@ -53,7 +53,9 @@ class CheckpointPruner(Callback):
         self._ended: list = []  # ended since the last snapshot
         self._recorded: list = []  # ended before it: the next snapshot has them ended
         self._held: dict[str, list] = {}  # approach -> its best ended trials so far
-        self._best: dict[str, float] = {}  # trial id -> its best finite value seen
+        # trial id -> its best finite value seen (Tune's own record, ``metric_analysis``, turns
+        # NaN for good once a NaN is reported: max(nan, x) is nan)
+        self._best: dict[str, float] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)

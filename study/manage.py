@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from mlflow.entities import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from study import builtin, cluster, results, store
-from study.uris import is_local, local_store_file, redact
+from study.uris import is_local, local_artifacts, local_store_file, redact
 from vcrnet.errors import InputError
 from vcrnet.train import OBJECTIVE
 
@@ -366,12 +366,9 @@ def _folders(name: str, experiment: Experiment | None, uri: str | None) -> list[
 
 def _local_artifacts(experiment: Experiment) -> Path | None:
     """The experiment's artifacts folder if it is on this disk under this home, else None."""
-    parts = urlsplit(experiment.artifact_location)
-    if parts.scheme not in ("", "file"):
-        return None
-    path = Path(unquote(parts.path)).absolute()
+    path = local_artifacts(experiment.artifact_location)
     home = builtin.home()
-    return path if path.is_relative_to(home) and path != home else None
+    return path if path is not None and path.is_relative_to(home) and path != home else None
 
 
 def disk_bytes(path: Path) -> int:

@@ -148,9 +148,10 @@ def checkpoint_bytes(config: TrainConfig, text_dim: int) -> int:
     no time; Adam's two moments and step per parameter; the zip records, a fixed part and the
     metrics history) and the ``best.pt`` beside it (``best_bytes``)."""
     state, params = _model_state(config, text_dim)
-    tensors = _bytes(state.values()) + sum(2 * p.numel() * p.element_size() + 4 for p in params)
-    records = len(state) + 3 * len(params)  # exp_avg, exp_avg_sq, step
-    return _file_bytes(tensors, records, config) + best_bytes(config, text_dim)
+    weights = _bytes(state.values())
+    adam = sum(2 * p.numel() * p.element_size() + 4 for p in params)  # exp_avg, exp_avg_sq, step
+    checkpoint = _file_bytes(weights + adam, len(state) + 3 * len(params), config)
+    return checkpoint + _file_bytes(weights, len(state), config)
 
 
 def best_bytes(config: TrainConfig, text_dim: int) -> int:

@@ -305,16 +305,14 @@ class MLflowTracker(Callback):
         return run_id
 
 
-def log_best_model(client: MlflowClient, run_id: str, trial_folder: Path) -> bool:
+def log_best_model(client: MlflowClient, run_id: str, trial_folder: Path) -> None:
     """Log the best weights in the trial's latest Tune checkpoint (``trial_folder``) to its run
-    as ``MODEL_ARTIFACT`` and tag the run ``MODEL_TAG``; False where none is there (a trial
-    that reported no epoch, or one pruned while a tie held the best)."""
+    as ``MODEL_ARTIFACT`` and tag the run ``MODEL_TAG``; nothing where none is there (a trial
+    that reported no epoch)."""
     found = sorted(trial_folder.glob(f"checkpoint_*/{Path(MODEL_ARTIFACT).name}"))
-    if not found:
-        return False
-    client.log_artifact(run_id, str(found[-1]), str(Path(MODEL_ARTIFACT).parent))
-    client.set_tag(run_id, MODEL_TAG, MODEL_ARTIFACT)
-    return True
+    if found:
+        client.log_artifact(run_id, str(found[-1]), str(Path(MODEL_ARTIFACT).parent))
+        client.set_tag(run_id, MODEL_TAG, MODEL_ARTIFACT)
 
 
 def parse_model_ref(ref: str) -> tuple[str, str]:

@@ -76,9 +76,10 @@ def train_trial(
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            for name in (CHECKPOINT, METRICS, BEST):
-                if (Path(folder) / name).is_file():  # BEST: not in a study from before it
-                    shutil.copy2(Path(folder) / name, out / name)
+            for name in (CHECKPOINT, METRICS):
+                shutil.copy2(Path(folder) / name, out / name)
+            if (Path(folder) / BEST).is_file():  # not in a checkpoint from before it
+                shutil.copy2(Path(folder) / BEST, out / BEST)
 
     def report(metrics: dict, run_dir: Path) -> None:
         """Hand the epoch's checkpoint to Tune (moved: the trial keeps no copy of its own), with
@@ -87,7 +88,9 @@ def train_trial(
         os.replace(run_dir / CHECKPOINT, outbox / CHECKPOINT)
         shutil.copy2(run_dir / METRICS, outbox / METRICS)
         if (run_dir / BEST).is_file():  # none yet: resumed from a checkpoint from before BEST
-            shutil.copy2(run_dir / BEST, outbox / BEST)
+            # linked, not copied: fit replaces BEST by a rename, so the link keeps this epoch's
+            (outbox / BEST).unlink(missing_ok=True)
+            os.link(run_dir / BEST, outbox / BEST)
         tune.report(
             {**metrics, **system.sample(), "node_id": node_id, "device_kind": device_kind},
             checkpoint=tune.Checkpoint.from_directory(str(outbox)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 LOCAL_SCHEMES = ("", "file", "sqlite")  # an MLflow store on this machine's disk
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4().hex
@@ -31,6 +31,13 @@ def local_store_file(uri: str) -> Path | None:
     if scheme in ("", "file"):
         return Path(uri.removeprefix("file://"))
     return None
+
+
+def local_artifacts(uri: str) -> Path | None:
+    """The folder of an MLflow artifact location on this disk (``file:///abs%20dir`` or a bare
+    path -> /abs dir); None for a server's (``mlflow-artifacts:/``, ``s3://`` ...)."""
+    parts = urlsplit(uri)
+    return Path(unquote(parts.path)).absolute() if parts.scheme in ("", "file") else None
 
 
 def redact(uri: str) -> str:

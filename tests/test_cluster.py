@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SMALL_SETTINGS, free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
 from test_features import assert_same_features
@@ -262,6 +263,25 @@ def test_a_study_runs_across_nodes(cluster, tmp_path, synthetic_dir, synthetic_f
     assert best.returncode == 0, best.stderr[-2000:]
     assert {b["method"] for b in json.loads(best.stdout)} <= {"softmax", "gumbel", "teacher"}
     assert json.loads(best.stdout)
+    # each approach's best weights went to the server; a notebook gets them by their URI,
+    # downloaded once under the home
+    first = next(b for b in json.loads(best.stdout) if b["model"])
+    fetch = "import sys; from study import api; print(api.model_file(sys.argv[1]))"
+    seen = []
+    for _ in range(2):
+        got = subprocess.run(
+            [sys.executable, "-c", fetch, first["model"]],
+            env={**cluster.env, "VCR_STUDY_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert got.returncode == 0, got.stderr[-2000:]
+        path = Path(got.stdout.strip().splitlines()[-1])
+        seen.append(path.stat().st_mtime_ns)
+    assert path == home / "models" / first["run_id"] / "model" / "best.pt"
+    assert seen[0] == seen[1]  # the second call read the file the first fetched
+    assert torch.load(path, weights_only=True)["epoch"] >= 1
 
     # another home on the same tracking server cannot take the study's name (its trials would
     # mix with c1's), and is told so before any feature or trial
