@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from study import features as study_features
+from study import inputs
 from vcrnet.data import fit_image, ground_item, image_path, load_metadata, make_mask, read_split
 from vcrnet.data.grounding import scale_boxes
 from vcrnet.features import CachedVCRDataset, FeatureChoice, FeatureSettings, collate
@@ -91,9 +91,7 @@ def main() -> None:
         if args.image_size
         else None
     )
-    found = study_features.resolve(
-        args.data, args.cache, FeatureChoice(image_size=size), (args.split,)
-    )
+    found = inputs.resolve(args.data, args.cache, FeatureChoice(image_size=size), (args.split,))
     data, settings, entries = found.data, found.settings, found.splits[args.split]
     dataset = CachedVCRDataset(entries)
 

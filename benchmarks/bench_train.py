@@ -14,7 +14,7 @@ import time
 import torch
 
 from benchmarks.bench_loader import per_item_rate
-from study import features
+from study import inputs
 from vcrnet.config import TrainConfig
 from vcrnet.couplings import COUPLINGS
 from vcrnet.features import CachedVCRDataset, FeatureChoice, collate
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps per method")
     parser.add_argument("--per-item", type=int, default=30, help="items served the R2C way")
     args = parser.parse_args()
-    found = features.resolve(None, None, FeatureChoice(), ("train",), progress=False)
+    found = inputs.resolve(None, None, FeatureChoice(), ("train",), progress=False)
     data, dataset = found.data, CachedVCRDataset(found.splits["train"])
     batches = [
         collate([dataset[(s * args.batch_size + i) % len(dataset)] for i in range(args.batch_size)])

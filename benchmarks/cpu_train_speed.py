@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from study.features import resolve
+from study.inputs import resolve
 from vcrnet.config import TrainConfig
 from vcrnet.features import CachedVCRDataset, FeatureChoice
 from vcrnet.train import fit

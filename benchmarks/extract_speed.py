@@ -24,8 +24,8 @@ import numpy as np
 import ray
 import torch
 
-from study import builtin
-from study.extraction import Workers, on_ray
+from study import inputs
+from study.inputs import Workers, on_ray
 from vcrnet.data import write_synthetic
 from vcrnet.features import CachedVCRDataset, extract_splits
 
@@ -36,7 +36,7 @@ def timed(data: Path, cache: Path, runner, args) -> tuple[float, CachedVCRDatase
         data,
         ("train",),
         cache,
-        builtin.builtin_settings(),
+        inputs.default_settings(builtin_data=True),
         progress=False,
         run=runner,
         shard_items=args.shard_items,

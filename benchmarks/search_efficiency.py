@@ -37,18 +37,21 @@ from unittest import mock
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from study import builtin, launch, results, store
-from study.searchers import RestartSafeOptunaSearch
+from study import search, store, tracking
+from study.launch import launch
+from study.search import RestartSafeOptunaSearch
+from study.store import LaunchOptions
 from vcrnet.data.synth import write_synthetic
+from vcrnet.metrics import OBJECTIVE
 
 
 def trials_in_order(client: MlflowClient, name: str) -> list[list[tuple[int, float]]]:
     """Every trial of study ``name`` as its (time logged, val Q->AR) points by epoch, trials in
     the order they started."""
-    runs = results.trial_runs(client, store.load(name).parent_run_id)
+    runs = tracking.trial_runs(client, store.load(name).parent_run_id)
     trials = []
     for run_id in runs["run_id"]:
-        history = sorted(client.get_metric_history(run_id, launch.METRIC), key=lambda m: m.step)
+        history = sorted(client.get_metric_history(run_id, OBJECTIVE), key=lambda m: m.step)
         trials.append(
             (client.get_run(run_id).info.start_time, [(m.timestamp, m.value) for m in history])
         )
@@ -80,7 +83,7 @@ def how_reached(trials: list[list[tuple[int, float]]], target: float) -> dict:
 
 
 def tpe_settings(trials: int) -> dict:
-    sampler = launch.tpe_sampler(0, trials)
+    sampler = search.tpe_sampler(0, trials)
     return {
         "n_startup_trials": sampler._n_startup_trials,
         "group": sampler._group,
@@ -113,7 +116,7 @@ def run_study(
 ) -> tuple[list[list[tuple[int, float]]], int | None]:
     """Run study ``name`` unless the home has it already; its trials (``trials_in_order``), and
     its wall time in seconds (None for a study run earlier)."""
-    options = launch.LaunchOptions(
+    options = LaunchOptions(
         name=name,
         space="joint",
         trials=trials,
@@ -130,7 +133,7 @@ def run_study(
         start = time.perf_counter()
         patch = stopped_as_complete() if stopped_as == "complete" else contextlib.nullcontext()
         with patch:
-            launch.launch(options)
+            launch(options)
         wall = round(time.perf_counter() - start)
     return trials_in_order(MlflowClient(store.tracking_uri(options)), name), wall
 
@@ -153,12 +156,12 @@ def compare(random_study: list, tpe_study: list) -> dict:
     target = max(random_q2ar)
     reached = next((i + 1 for i, v in enumerate(tpe_q2ar) if v >= target), None)
     return {
-        f"target_{launch.METRIC}": round(target, 4),
+        f"target_{OBJECTIVE}": round(target, 4),
         "random_trial_epochs": len(random_q2ar),
         "random_epochs_to_its_best": random_q2ar.index(target) + 1,
         "random_first_rung_spearman": round(first_rung_signal(random_study), 2),
         "tpe_asha_trial_epochs": len(tpe_q2ar),
-        f"tpe_asha_best_{launch.METRIC}": round(max(tpe_q2ar), 4),
+        f"tpe_asha_best_{OBJECTIVE}": round(max(tpe_q2ar), 4),
         "tpe_asha_epochs_to_target": reached,
         "ratio": round(reached / len(random_q2ar), 3) if reached else None,
         **how_reached(tpe_study, target),
@@ -169,12 +172,12 @@ def summarise(rows: list[dict]) -> dict:
     """Over the seeds: how many reached the target, the mean ratio where they did, the mean of
     TPE + ASHA's own best and the trial-epochs it spent."""
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
-    best = [r[f"tpe_asha_best_{launch.METRIC}"] for r in rows]
+    best = [r[f"tpe_asha_best_{OBJECTIVE}"] for r in rows]
     return {
         "seeds_run": len(rows),
         "reached": len(ratios),
         "mean_ratio_where_reached": round(sum(ratios) / max(1, len(ratios)), 3),
-        f"mean_tpe_asha_best_{launch.METRIC}": round(sum(best) / max(1, len(best)), 4),
+        f"mean_tpe_asha_best_{OBJECTIVE}": round(sum(best) / max(1, len(best)), 4),
         "mean_tpe_asha_trial_epochs": round(
             sum(r["tpe_asha_trial_epochs"] for r in rows) / max(1, len(rows)), 1
         ),
@@ -223,7 +226,7 @@ def main() -> None:
         f"docs/measurements/search_efficiency_e{args.epochs}_random{args.random_trials}.json"
     )
 
-    data = builtin.home() / f"data-{args.train}-{args.val}"
+    data = store.home() / f"data-{args.train}-{args.val}"
     if not data.exists():
         write_synthetic(data, seed=7, sizes={"train": args.train, "val": args.val, "test": 20})
     rows = []
@@ -249,7 +252,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "space": "joint",
         **vars(args),
-        "tpe_startup_trials": launch.startup_trials(args.tpe_trials),
+        "tpe_startup_trials": search.startup_trials(args.tpe_trials),
         "tpe_sampler": tpe_settings(args.tpe_trials),
         "rows": rows,
         "by_stopped_as": {

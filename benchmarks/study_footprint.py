@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from study.manage import disk_bytes
+from study.store import disk_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "study.cli"]

@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from study import features, launch, results, store
+from study import inputs, store, tracking
+from study.launch import launch
+from study.store import LaunchOptions
 from vcrnet.config import TrainConfig
 from vcrnet.features import CachedVCRDataset, FeatureChoice
 from vcrnet.train import fit
@@ -38,16 +40,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/measurements/study_overhead.json"))
     args = parser.parse_args()
 
-    features.resolve(None, None, FeatureChoice(), ("train", "val"))  # cached before the clock
-    options = launch.LaunchOptions(
+    inputs.resolve(None, None, FeatureChoice(), ("train", "val"))  # cached before the clock
+    options = LaunchOptions(
         name=args.name, space=args.space, trials=args.trials, concurrent=1, cpus_per_trial=args.cpus
     )
     start = time.perf_counter()
-    launch.launch(options)
+    launch(options)
     study_wall = time.perf_counter() - start
 
     client = MlflowClient(store.tracking_uri(options))
-    runs = results.trial_runs(client, store.load(args.name).parent_run_id)
+    runs = tracking.trial_runs(client, store.load(args.name).parent_run_id)
     runs = runs.sort_values("trial_id")
     trials = []
     for _, row in runs.iterrows():
@@ -70,7 +72,7 @@ def main() -> None:
         )
 
     torch.set_num_threads(args.cpus)
-    found = launch.study_features(options, ("train", "val"))
+    found = inputs.for_study(options, ("train", "val"))
     start = time.perf_counter()
     train_set, val_set = (CachedVCRDataset(found.splits[s]) for s in ("train", "val"))
     loop_q2ar = []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from study.features import resolve
+from study.inputs import resolve
 from vcrnet.config import TrainConfig
 from vcrnet.data import read_split
 from vcrnet.data.synth import TEAMS

@@ -1,4 +1,5 @@
-"""A study as pandas DataFrames, for notebooks (and for the CLI's ``best`` and ``studies``).
+"""The public surface of vcr-study for notebooks, scripts and the CLI: a study as pandas
+DataFrames, and the few operations the CLI's commands call.
 
     from study import api
     api.studies()                    # the studies of this home ($VCR_STUDY_HOME)
@@ -7,15 +8,17 @@
     api.curves("default1", ["val_q2ar"]).pivot_table("value", "epoch", "trial_id").plot()
     model, config, _ = vcrnet.train.load_model(api.model_file(api.best("default1").model[0]))
 
-Each function reads (never writes) the tracking store named in the study's record
-(``study.store``), where ``study.tracking`` logged it: a trial is a child run of the study's
-parent run, its metrics logged once per epoch (step = epoch). An unknown study, or a store that
-is not there, is one line (``InputError``). Trials are compared on ``OBJECTIVE`` (dev_q2ar, what
-the study selected on); ``best_epoch`` is the first epoch at its highest value, and the dev_ and
-val_ columns are the metrics at that epoch (val is reported, never selected on).
+The readers (``studies``, ``trials``, ``best``, ``curves``, ``model_file``) read (never write)
+the tracking store named in the study's record (``study.store``), where ``study.tracking`` logged
+it: a trial is a child run of the study's parent run, its metrics logged once per epoch (step =
+epoch). An unknown study, or a store that is not there, is one line (``InputError``). Trials are
+compared on ``OBJECTIVE`` (dev_q2ar, what the study selected on); ``best_epoch`` is the first
+epoch at its highest value, and the dev_ and val_ columns are the metrics at that epoch (val is
+reported, never selected on).
 
-Importing this module costs what ``study`` costs: torch (through ``study.builtin``), MLflow, and
-``ray.tune`` (``study.results`` -> ``study.tracking``), some 10 s on a small machine.
+Importing this module loads pandas and the rooms' names, not MLflow, Ray or torch; each function
+loads what it needs (``best`` reads the study's search space, which loads torch through
+``vcrnet.config``).
 """
 
 from __future__ import annotations
@@ -23,21 +26,20 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
-from study import builtin, manage, results, store, tracking
-from study.spaces import load_space
-from study.uris import local_artifacts, redact
-from vcrnet.atomic import replacing
+from study import store, tracking
 from vcrnet.errors import InputError
-from vcrnet.train import OBJECTIVE
+from vcrnet.metrics import OBJECTIVE
 
-BEST = f"best_{OBJECTIVE}"
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+BEST = f"best_{OBJECTIVE}"  # a trial's best dev Q->AR (a column, as MLflow's metric is named)
 TRIAL_COLUMNS = [
     "trial_id",
     "approach",
@@ -71,7 +73,7 @@ def studies() -> pd.DataFrame:
     finished, interrupted, failed, or "unknown (<why>)"), trial runs, best trial, bytes on disk."""
     rows = [
         (r.name, r.state, r.trials, *(r.best or (math.nan, None, None)), r.disk_bytes)
-        for r in manage.study_rows()
+        for r in store.study_rows()
     ]
     return pd.DataFrame(rows, columns=STUDY_COLUMNS).astype({"trials": "Int64"})
 
@@ -84,7 +86,7 @@ def trials(name: str) -> pd.DataFrame:
     dev_/val_ metric there, then its params (numbers where every logged value is one).
     A trial that has reported nothing has NaN/<NA> there."""
     client, parent = _open(name)
-    runs = results.trial_runs(client, parent)
+    runs = tracking.trial_runs(client, parent)
     rows = [_trial_row(client, run) for run in runs.to_dict("records")]
     frame = _params_as_columns(pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS))
     return frame.astype({"epochs_run": "Int64", "best_epoch": "Int64"}).sort_values(
@@ -97,7 +99,6 @@ def best(name: str) -> pd.DataFrame:
     row each, ranked on dev_q2ar (highest first): its trial count, best epoch and every dev_/val_
     metric there, ``model`` (the ``runs:/`` URI of its logged best weights once the study has
     ended, else ""; ``model_file`` fetches them) and ``config``, its params as a dict."""
-    client, parent = _open(name)
     rows = [
         {
             **_at_epoch(b["metrics"]),
@@ -105,7 +106,7 @@ def best(name: str) -> pd.DataFrame:
             "config": b["config"],
             **{k: v for k, v in b.items() if k not in ("metrics", "config", "status")},
         }
-        for b in best_per_approach(name, client, parent)
+        for b in best_rows(name)
     ]
     frame = pd.DataFrame(rows, columns=None if rows else [*BEST_COLUMNS, "config"])
     return frame[[*BEST_COLUMNS, *frame.columns.drop([*BEST_COLUMNS])]].astype(
@@ -120,14 +121,8 @@ def curves(name: str, metrics: Sequence[str] = CURVES) -> pd.DataFrame:
     logged has no rows."""
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     client, parent = _open(name)
-    runs = results.trial_runs(client, parent)
-    rows = [
-        (run["trial_id"], run["label"], run["method"], point.step, key, point.value)
-        for run in runs.to_dict("records")
-        for key in metrics
-        for point in client.get_metric_history(run["run_id"], key)
-    ]
-    frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    runs = tracking.trial_runs(client, parent)
+    frame = pd.DataFrame(tracking.metric_histories(client, runs, metrics), columns=CURVE_COLUMNS)
     return frame.sort_values(["trial_id", "metric", "epoch"], ignore_index=True)
 
 
@@ -145,9 +140,11 @@ def model_file(ref: str, name: str | None = None) -> Path:
             f"{ref}: run {run_id} has no logged weights (a study logs its approaches' best "
             "trials' when it ends: vcr-study best lists them)"
         )
-    folder = local_artifacts(run.info.artifact_uri)
-    if folder is None:
-        return _fetched(ref, uri, run_id, path)
+    folder = tracking.local_artifacts(run.info.artifact_uri)
+    if folder is None:  # a server's: fetched once
+        return tracking.download(uri, run_id, path, store.models_dir(run_id) / path, ref)
+    if not (folder / path).resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"{ref}: {path} is outside run {run_id}'s artifacts")
     if not (folder / path).is_file():
         raise InputError(f"{ref}: {folder / path} is not there")
     return folder / path  # on this disk: the file itself
@@ -156,40 +153,19 @@ def model_file(ref: str, name: str | None = None) -> Path:
 def _find_run(ref: str, run_id: str, name: str | None):
     """``(tracking URI, run)`` of ``run_id``: in study ``name``'s store, else the first of
     ``_tracking_uris`` that has it (a server that does not answer is skipped)."""
-    from mlflow.exceptions import MlflowException
-
     uris = [store.tracking_uri(store.load(name).options)] if name else _tracking_uris()
     for uri in uris:
         try:
-            client = manage._open(uri)
+            client = tracking.open_client(uri)
             if client is not None:
                 return uri, client.get_run(run_id)
-        except MlflowException:
+        except tracking.MlflowException:
             continue
         except InputError:  # a tracking server that does not answer
             if name:
                 raise
     where = f"study {name}'s store" if name else f"{len(uris)} tracking store(s)"
     raise InputError(f"{ref}: no such run in {where}")
-
-
-def _fetched(ref: str, uri: str, run_id: str, path: str) -> Path:
-    """A server's artifact, downloaded once (whole or not at all) to ``models/<run id>/``."""
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    target = builtin.home() / "models" / run_id / path
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with replacing(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent) as d:
-                got = mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=d
-                )
-                os.replace(got, tmp)
-        except (MlflowException, OSError) as err:
-            raise InputError(f"{ref}: {str(err).splitlines()[0]}") from None
-    return target
 
 
 def _tracking_uris() -> list[str]:
@@ -201,14 +177,50 @@ def _tracking_uris() -> list[str]:
     return list(dict.fromkeys(uris))
 
 
-def best_per_approach(name: str, client: MlflowClient, parent: str) -> list[dict]:
-    """``results.best_per_method`` of study ``name``, with a row for every approach its space
-    has (``no trial`` where none ran; all the space's approaches when its file is still there)."""
+def best_rows(name: str) -> list[dict]:
+    """The best trial of each approach of study ``name`` (``tracking.best_per_approach``), a row
+    for every approach its space has (``no trial`` where none ran; all the space's approaches
+    when its file is still there): what ``best --json`` prints and ``best`` tabulates."""
+    from study.search import load_space
+
+    client, parent = _open(name)
     try:
-        approaches = results.approaches(load_space(store.load(name).options.space))
+        approaches = load_space(store.load(name).options.space).approaches()
     except InputError:  # the space file moved: the approaches that ran
         approaches = None
-    return results.best_per_method(client, parent, OBJECTIVE, approaches)
+    return tracking.best_per_approach(client, parent, OBJECTIVE, approaches)
+
+
+def checkpoint_path(ref: str) -> Path:
+    """A checkpoint's path: ``ref`` itself where it is a file or not a run id / ``runs:/`` URI
+    (``vcrnet.train.load_model`` then says what is wrong), else the run's logged weights."""
+    if Path(ref).exists() or not tracking.is_model_ref(ref):
+        return Path(ref)
+    return model_file(ref)
+
+
+def write_report(name: str) -> list[Path]:
+    """Study ``name``'s ablations, written under ``reports/<name>/`` and logged to its parent
+    run (``study.reports``); returns the files written (none: no trial runs yet)."""
+    from study import reports
+
+    client, parent = _open(name)
+    return reports.write_ablations(store.load(name).options, parent, client)
+
+
+def study_links(uri: str, base: str) -> list[tuple[str, str]]:
+    """``(name, link)`` of each study of this home logged to the store at ``uri``, into MLflow's
+    UI served at ``base``; none where the store is not there yet."""
+    client = tracking.open_client(uri)
+    if client is None:
+        return []
+    studies = []
+    for name in store.names():
+        with contextlib.suppress(InputError):  # an old record: no link
+            options, parent = store.load(name)
+            if store.tracking_uri(options) == uri:
+                studies.append((name, parent))
+    return tracking.study_links(client, base, studies)
 
 
 def _open(name: str) -> tuple[MlflowClient, str]:
@@ -216,14 +228,14 @@ def _open(name: str) -> tuple[MlflowClient, str]:
     parent run id."""
     options, parent = store.load(name)
     uri = store.tracking_uri(options)
-    client = manage._open(uri)  # manage's check: reading never creates a store
+    client = tracking.open_client(uri)  # reading never creates a store
     if client is None:
-        raise InputError(f"--name {name}: its tracking store {redact(uri)} is not there")
+        raise InputError(f"--name {name}: its tracking store {tracking.redact(uri)} is not there")
     return client, parent
 
 
 def _trial_row(client: MlflowClient, run: dict) -> dict:
-    """A ``results.trial_runs`` row as a ``trials`` row (params keep their prefix here)."""
+    """A ``tracking.trial_runs`` row as a ``trials`` row (params keep their prefix here)."""
     params = {k: v for k, v in run.items() if k.startswith("params.") and isinstance(v, str)}
     return {
         "trial_id": run["trial_id"],
@@ -235,13 +247,13 @@ def _trial_row(client: MlflowClient, run: dict) -> dict:
         "model": run["model"],
         "epochs_run": run.get("metrics.epoch", math.nan),
         BEST: run.get(f"metrics.{BEST}", math.nan),
-        **_at_epoch(results.at_best_epoch(client, run["run_id"], OBJECTIVE)),
+        **_at_epoch(tracking.at_best_epoch(client, run["run_id"], OBJECTIVE)),
         **params,
     }
 
 
 def _at_epoch(metrics: dict[str, float]) -> dict:
-    """The best epoch and its dev_/val_ metrics, from ``results.at_best_epoch``."""
+    """The best epoch and its dev_/val_ metrics, from ``tracking.at_best_epoch``."""
     return {
         "best_epoch": metrics.get("epoch", math.nan),
         **{k: metrics[k] for k in sorted(metrics) if k.startswith(("dev_", "val_"))},
@@ -264,3 +276,106 @@ def _typed(column: pd.Series) -> pd.Series:
         return pd.to_numeric(column.replace("None", math.nan))
     except (ValueError, TypeError):
         return column
+
+
+# --- one model, no study (``vcr-study train``, ``predict``, ``evaluate``) ---------------------
+def train(
+    out: Path,
+    values: dict,
+    data: Path | None = None,
+    cache: Path | None = None,
+    choice=None,
+    resume: bool = False,
+    on_epoch=None,
+    echo=print,
+) -> list[dict]:
+    """Train one TrainConfig (``values``: ``--set`` strings or values, checked) into ``out`` on
+    the features the rule gives (a resumed run: those its checkpoint was trained on); returns the
+    epochs' metrics. ``on_epoch(metrics, out)`` after each."""
+    from study import inputs
+    from vcrnet.config import TrainConfig
+    from vcrnet.features import CachedVCRDataset, FeatureChoice
+    from vcrnet.train import CHECKPOINT, fit, load_checkpoint
+
+    config = TrainConfig.from_dict(values, where="--set")
+    choice = choice or FeatureChoice()
+    splits = ("train", "val")
+    if resume and (out / CHECKPOINT).is_file():  # go on with the features it was trained on
+        saved = load_checkpoint(out / CHECKPOINT)
+        found = inputs.from_checkpoint(out / CHECKPOINT, saved, data, cache, choice, splits, echo)
+    else:
+        found = inputs.resolve(data, cache, choice, splits, echo=echo)
+    return fit(
+        config,
+        CachedVCRDataset(found.splits["train"]),
+        CachedVCRDataset(found.splits["val"]),
+        out,
+        resume=resume,
+        on_epoch=on_epoch,
+        extra=found.extra(),
+    )
+
+
+def predict(
+    ref: str,
+    out: Path,
+    split: str = "test",
+    data: Path | None = None,
+    cache: Path | None = None,
+    choice=None,
+    echo=print,
+) -> tuple[int, Path]:
+    """The leaderboard CSV of ``split`` at ``out`` from the checkpoint ``ref`` (a file, a run id
+    or a ``runs:/`` URI), on the features it was trained on; returns (rows, path)."""
+    from study import inputs
+    from vcrnet.features import CachedVCRDataset, FeatureChoice
+    from vcrnet.leaderboard import write_csv
+    from vcrnet.train import load_model
+    from vcrnet.train import predict as predict_split
+
+    checkpoint = checkpoint_path(ref)
+    model, _, saved = load_model(checkpoint)
+    found = inputs.from_checkpoint(
+        checkpoint, saved, data, cache, choice or FeatureChoice(), (split,), echo
+    )
+    dataset = CachedVCRDataset(found.splits[split])
+    if dataset.text_dim != saved["text_dim"]:
+        raise InputError(
+            f"{checkpoint}: trained on {saved['text_dim']}-d text features, the "
+            f"cached ones are {dataset.text_dim}-d: pass the checkpoint's feature "
+            "options"
+        )
+    p = predict_split(model, dataset)
+    return len(dataset), write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
+
+
+def evaluate(predictions: Path, split: str = "val", data: Path | None = None) -> tuple[int, dict]:
+    """A leaderboard CSV scored against ``split`` (the built-in data's test split too: its
+    labels are kept beside test.jsonl); returns (items, metrics)."""
+    from study import inputs
+    from vcrnet.data import read_split
+    from vcrnet.data.records import with_held_out_labels
+    from vcrnet.leaderboard import score_csv
+
+    root, _ = inputs.data_root(data, (split,), images=False)
+    items = with_held_out_labels(root, split, read_split(root, split))
+    if items and items[0].answer_label is None:
+        raise InputError(f"--split {split}: has no labels to score against")
+    return len(items), score_csv(predictions, items)
+
+
+# --- a study (``vcr-study launch``, ``launch --dry-run``) ---------------------------------------
+def launch(options, resume: bool = False, choice=None, verbose: bool = False) -> None:
+    """Run (or resume) the study ``options`` describe to its end (``study.launch``)."""
+    from study.launch import launch as run
+    from vcrnet.features import FeatureChoice
+
+    run(options, resume=resume, choice=choice or FeatureChoice(), verbose=verbose)
+
+
+def dry_run(options, resume: bool = False, echo=print, choice=None):
+    """What ``launch`` would check and what the study would cost, printed; nothing written."""
+    from study.launch import dry_run as plan
+    from vcrnet.features import FeatureChoice
+
+    return plan(options, resume=resume, echo=echo, choice=choice or FeatureChoice())

@@ -1,12 +1,11 @@
-"""Cluster mode: joining a running Ray cluster, and the checks ``launch`` makes before a study's
-trials may run on other nodes.
+"""Joining Ray, and the checks a study makes before its trials may run on other nodes.
 
-A trial reads the feature cache and writes its checkpoints by path, on whatever node Ray places
-it, so both must be on storage that every node mounts at the same path (NFS, EFS, ...). Before
-the study starts, a small task on each live node compares what it sees there with what the
-driver sees; a node that cannot see them is named in the refusal. Tracking goes through the
-driver (one process writes MLflow), but with a cluster the store must be a server that the head's
-UI, ``best`` and ``rerun`` share: a local sqlite or file store is refused.
+``join`` is the one way in: a local Ray, or a running cluster (its address checked, something
+listening there, this driver's token taken, then ``ray.init``). A trial reads the feature cache and
+writes its checkpoints by path, on whatever node Ray places it, so both must be on storage that
+every node mounts at the same path (NFS, EFS, ...). Before the study starts, a small task on each
+live node compares what it sees there with what the driver sees (``check_shared``); a node that
+cannot see them is named in the refusal. Imports Ray only; nothing else of study/.
 """
 
 from __future__ import annotations
@@ -17,22 +16,28 @@ import secrets
 import socket
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from study.uris import LOCAL_SCHEMES, is_local, redact
-from vcrnet.errors import InputError
+from vcrnet.errors import InputError, first_line
 
-STORE_SCHEMES = (*LOCAL_SCHEMES, "http", "https", "postgresql", "mysql", "mssql", "databricks")
+__all__ = [
+    "AUTH_HELP",
+    "check_address",
+    "check_joinable",
+    "check_shared",
+    "fingerprint",
+    "join",
+    "live_nodes",
+]
+
 AUTH_HELP = (
     "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the "
     "cluster's token: `ray get-auth-token` on the head prints it"
 )
 
 
-def connect(address: str | None, temp_dir: str | None = None) -> None:
+def join(address: str | None = None, temp_dir: str | None = None) -> None:
     """``ray.init``: a local Ray when ``address`` is None (its session folders under
-    ``temp_dir``, default Ray's), else join the cluster there (checked by the caller:
-    ``check_address``, ``check_reachable``)."""
+    ``temp_dir``, default Ray's), else the cluster there, once ``check_joinable`` passes."""
     import ray
 
     kwargs = dict(
@@ -44,18 +49,27 @@ def connect(address: str | None, temp_dir: str | None = None) -> None:
     if address is None:
         ray.init(**kwargs, **({"_temp_dir": temp_dir} if temp_dir else {}))
         return
-    check_token(address)
+    check_joinable(address)
     try:
         ray.init(address=address, **kwargs)
     except ray.exceptions.AuthenticationError as error:
         raise _refused(address, error) from None
     except (ConnectionError, TimeoutError, RuntimeError) as error:
         raise InputError(
-            f"--address {address}: no Ray cluster to join there ({_first_line(error)})"
+            f"--address {address}: no Ray cluster to join there ({first_line(error)})"
         ) from None
 
 
-def check_token(address: str) -> None:
+def check_joinable(address: str) -> None:
+    """A cluster at ``address`` this driver can join: ``HOST:PORT``, ``ray://HOST:PORT`` or
+    ``auto``; something listening there; its token taken. Seconds, where ``ray.init`` would wait
+    minutes; run before work that takes long (feature extraction), and again by ``join``."""
+    check_address(address)
+    _check_reachable(address)
+    _check_token(address)
+
+
+def _check_token(address: str) -> None:
     """The cluster's GCS at ``HOST:PORT`` takes this driver's token (or needs none).
 
     One call, answered in ~10 ms. ``ray.init`` (Ray 2.60) does not tell a refused token from a
@@ -84,12 +98,12 @@ def check_token(address: str) -> None:
         raise _refused(address, error) from None
     except ray.exceptions.RpcError as error:  # something that is not a GCS listens (~40 s)
         raise InputError(
-            f"--address {address}: no Ray cluster to join there ({_first_line(error)})"
+            f"--address {address}: no Ray cluster to join there ({first_line(error)})"
         ) from None
 
 
 def _refused(address: str, error: Exception) -> InputError:
-    detail = getattr(error, "message", None) or _first_line(error)  # str() appends Ray's help
+    detail = getattr(error, "message", None) or first_line(error)  # str() appends Ray's help
     return InputError(
         f"--address {address}: the cluster refused this driver's token ({detail}); {AUTH_HELP}"
     )
@@ -122,7 +136,7 @@ def check_address(address: str) -> None:
         )
 
 
-def check_reachable(address: str) -> None:
+def _check_reachable(address: str) -> None:
     """Something listens at ``address`` (ray.init would wait minutes where nothing does)."""
     if address == "auto":
         return
@@ -139,39 +153,6 @@ def live_nodes() -> list[dict]:
     import ray
 
     return [node for node in ray.nodes() if node.get("Alive")]
-
-
-def check_store(tracking_uri: str) -> None:
-    """A tracking URI that MLflow can use, and, for a server, one that answers now."""
-    import urllib.error
-    import urllib.request
-
-    scheme = urlsplit(tracking_uri).scheme
-    if scheme not in STORE_SCHEMES:
-        raise InputError(
-            f"--tracking-uri {redact(tracking_uri)}: unsupported scheme "
-            f"{scheme!r}; use sqlite:////ABSOLUTE/PATH.db or http://HOST:PORT"
-        )
-    if scheme in ("http", "https"):
-        try:
-            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10).close()
-        except urllib.error.HTTPError:
-            pass  # a server answered (one behind authentication may say 401 here)
-        except (OSError, ValueError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise InputError(
-                f"--tracking-uri {redact(tracking_uri)}: no MLflow server answers there ({reason})"
-            ) from None
-
-
-def check_tracking(tracking_uri: str) -> None:
-    """A cluster's study is tracked by an MLflow server, not a store on the driver's disk."""
-    if is_local(tracking_uri):
-        raise InputError(
-            f"--tracking-uri {redact(tracking_uri)}: a local MLflow store cannot serve a Ray "
-            "cluster; start `mlflow server --host 127.0.0.1 --port 5000` on the head (as "
-            "ray_cluster.yaml does) and pass --tracking-uri http://127.0.0.1:5000"
-        )
 
 
 def check_shared(paths: dict[str, Path], writable: Path) -> None:
@@ -236,8 +217,3 @@ def _probe(wanted: dict[str, str]) -> dict:
         else:
             found[option] = fingerprint(Path(path))
     return found
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

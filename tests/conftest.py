@@ -1,22 +1,16 @@
-"""Shared fixtures: one small synthetic dataset and its features, made once per test session."""
+"""Shared fixtures: one small synthetic dataset and its features, made once per test session.
+Shared helper functions and constants: ``tests/helpers.py``."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import SMALL_SETTINGS, SMALL_SIZES
 from vcrnet.data import write_synthetic
-from vcrnet.features import FeatureSettings, extract_split
-
-SMALL_SIZES = {"train": 24, "val": 9, "test": 9}
-SMALL_SETTINGS = FeatureSettings(image_size=(256, 128))  # small canvas: fast and enough for tests
+from vcrnet.features import extract_split
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +30,6 @@ def synthetic_features(synthetic_dir, tmp_path_factory):
 def vcr_copy(synthetic_dir, tmp_path) -> Path:
     """A private copy of the synthetic directory, free to break."""
     return Path(shutil.copytree(synthetic_dir, tmp_path / "vcr"))
-
-
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def write_lines(path: Path, lines: list[dict]) -> None:
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 @pytest.fixture
@@ -72,22 +58,3 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_answers(url: str, process: subprocess.Popen, what: str, timeout: float = 120):
-    """Poll ``url`` until it answers; fail if ``process`` (the server) exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-            return
-        except OSError:
-            assert process.poll() is None, f"{what} exited"
-            assert time.monotonic() < deadline, f"{what} did not answer in {timeout:.0f} s"
-            time.sleep(0.5)

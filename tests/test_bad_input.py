@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port, read_lines, wait_until_answers, write_lines
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, free_port, read_lines, wait_until_answers, write_lines
 
 
 @dataclass

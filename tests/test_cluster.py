@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL_SETTINGS, free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
-from test_features import assert_same_features
 
-from study.results import trial_runs
+from study.tracking import trial_runs
+from tests.helpers import SMALL_SETTINGS, assert_same_features, free_port, wait_until_answers
 from vcrnet.features import CachedVCRDataset, SplitFeatures, entry_paths, extract_splits
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study import store
-from study.results import trial_runs
+from study.tracking import trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -184,9 +184,11 @@ def test_a_truncated_checkpoint_fails_its_trial_with_the_reason_and_the_study_go
 def test_eight_concurrent_trials_reporting_every_step_lose_no_metric_point(
     ray_local, study_home, tmp_path
 ):
+    from types import SimpleNamespace
+
     from ray import tune
 
-    from study import builtin, tracking
+    from study import tracking
 
     steps = 40
 
@@ -196,12 +198,12 @@ def test_eight_concurrent_trials_reporting_every_step_lose_no_metric_point(
                 {"epoch": step, "val_q2ar": config["x"] * step / steps, "train_loss": 1.0 / step}
             )
 
-    client = MlflowClient(store.default_tracking_uri(builtin.home()))
-    parent = tracking.create_study(client, "load", builtin.home())
+    client = MlflowClient(store.default_tracking_uri(store.home()))
+    parent = tracking.create_study(client, "load", store.home(), store.artifacts_dir("load"))
     tracker = tracking.MLflowTracker(
         client.tracking_uri,
         parent,
-        lambda config: {"method": "softmax", "epochs": steps, **config},
+        SimpleNamespace(params=lambda config: {"method": "softmax", "epochs": steps, **config}),
         "val_q2ar",
     )
     tuner = tune.Tuner(

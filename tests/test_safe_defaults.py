@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from study import cli
-from study.uris import move_credentials_to_env, redact
+from study.cli import ui
+from study.tracking import move_credentials_to_env, redact
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted(
     [*ROOT.glob("vcrnet/**/*.py"), *ROOT.glob("study/**/*.py"), *ROOT.glob("benchmarks/*.py")]
 )
@@ -64,7 +64,7 @@ def test_no_shell_and_no_command_string():
 
 
 def test_servers_bind_to_loopback_by_default():
-    host = inspect.signature(cli.ui_command).parameters["host"].default
+    host = inspect.signature(ui.ui_command).parameters["host"].default
     assert host == "127.0.0.1"
     yaml_text = (ROOT / "ray_cluster.yaml").read_text()
     assert "--host 127.0.0.1" in yaml_text and "--dashboard-host=127.0.0.1" in yaml_text

@@ -13,11 +13,11 @@ import tempfile
 
 import pytest
 import torch
-from conftest import free_port, wait_until_answers
 from mlflow.tracking import MlflowClient
 
 from study import store
-from study.results import trial_runs
+from study.tracking import trial_runs
+from tests.helpers import free_port, wait_until_answers
 
 pytestmark = pytest.mark.slow
 

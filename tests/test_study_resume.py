@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study import store
-from study.results import trial_runs
+from study.tracking import trial_runs
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, fields
 
 from vcrnet.couplings import COUPLINGS, CouplingConfig
@@ -91,7 +93,7 @@ class TrainConfig(CouplingConfig):
         for key, value in values.items():
             if key not in known:
                 raise InputError(f"{where}: unknown key {key!r}")
-            parsed[key] = _convert(value, known[key].type, f"{where}: {key}")
+            parsed[key] = _convert(value, _types(cls)[key], f"{where}: {key}")
         return cls(**parsed)
 
     def replace(self, **changes) -> TrainConfig:
@@ -120,22 +122,33 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _convert(value: object, annotation: str, where: str) -> object:
+@functools.cache
+def _types(cls: type) -> dict[str, object]:
+    """Each field's type, resolved once from its annotation (a string: ``annotations``)."""
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: object, kind: object, where: str) -> object:
+    """A ``--set`` string as the field's type (``int``, ``float``, ``bool``, ``str``, or one of
+    those ``| None``: "none", "null" or "" is None); any other value is kept as it is."""
     if not isinstance(value, str):
         return value
-    if "None" in annotation and value.lower() in ("none", "null", ""):
-        return None
-    base = annotation.split("|")[0].strip()
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value.lower() in ("none", "null", ""):
+            return None
+        kind = next(a for a in args if a is not type(None))
     try:
-        if base == "bool":
+        if kind is bool:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(value)
             return value.lower() in ("true", "1", "yes")
-        if base == "int":
+        if kind is int:
             return int(value)
-        if base == "float":
+        if kind is float:
             return float(value)
     except ValueError:
-        article = "an" if base == "int" else "a"
-        raise InputError(f"{where}: {value!r} is not {article} {base}") from None
+        name = kind.__name__
+        article = "an" if kind is int else "a"
+        raise InputError(f"{where}: {value!r} is not {article} {name}") from None
     return value

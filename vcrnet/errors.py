@@ -22,3 +22,11 @@ class VCRDataError(InputError):
         where = self.path if line is None else f"{self.path}:{line}"
         what = problem if field is None else f"{field}: {problem}"
         super().__init__(f"{where}: {what}")
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of ``str(error)``, stripped (else the exception's type name), cut
+    to ``limit`` characters ending in "...": a one-line summary of any error for a log or a
+    table."""
+    text = next((s.strip() for s in str(error).splitlines() if s.strip()), type(error).__name__)
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."

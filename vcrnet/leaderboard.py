@@ -3,13 +3,15 @@
 The CSV has one row per question and 21 columns: ``annot_id``, ``answer_0..3`` (answer
 probabilities) and ``rationale_conditioned_on_a{i}_{j}`` (rationale j's probability given answer i),
 written with 9 significant digits (enough to round-trip float32, so an argmax read back cannot
-tie). A CSV must have one row for each item of the split and no other (``rows_for``). Scoring,
-as the leaderboard: Q->A is the argmax of the answer columns; QA->R the argmax of the rationale
-columns conditioned on the *gold* answer; Q->AR both right.
+tie). A CSV must have one row for each item of the split and no other (``rows_for``). Scoring
+(``score``; of a CSV file, ``score_csv``), as the leaderboard: Q->A is the argmax of the answer
+columns; QA->R the argmax of the rationale columns conditioned on the *gold* answer; Q->AR both
+right.
 
 The seed paper's Table 1 scored each method its own way (read from its code, docs/fidelity.md
 E2), and some of those decodings cannot be read from the CSV: ``vcrnet.train.evaluate`` computes
-all of them for every method, logged with the prefixes ``dev_`` and ``val_``:
+all of them for every method, logged with the prefixes ``dev_`` and ``val_``. The table's names,
+in its order, are ``DECODINGS`` (``vcrnet.metrics``, readable without torch):
 
 ===================  =================================================  =========================
 metric               decoding                                           paper's number
@@ -41,12 +43,18 @@ The 16 pair scores are the coupling's (``Coupling.pair_scores``): for ``direct16
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from vcrnet.atomic import replacing
 from vcrnet.errors import InputError
+from vcrnet.metrics import DECODINGS as DECODINGS  # re-exported: the table's names
+
+if TYPE_CHECKING:
+    from vcrnet.data import VCRItem
 
 ANSWER_COLUMNS = [f"answer_{i}" for i in range(4)]
 RATIONALE_COLUMNS = [f"rationale_conditioned_on_a{i}_{j}" for i in range(4) for j in range(4)]
@@ -157,6 +165,22 @@ def read_csv(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
             ids.append(row[0])
     table = torch.tensor(values, dtype=torch.float64).reshape(len(ids), 20)
     return ids, table[:, :4], table[:, 4:].reshape(len(ids), 4, 4)
+
+
+def score_csv(path: str | Path, items: Sequence[VCRItem]) -> dict[str, float]:
+    """``score`` of the leaderboard CSV at ``path`` against the labels of a split's ``items``
+    (its rows matched by annot_id, ``rows_for``): the CLI's ``evaluate``. Items without labels
+    (a test split) are an ``InputError`` naming the CSV; the caller names the split."""
+    if items and items[0].answer_label is None:
+        raise InputError(f"{path}: the split has no labels to score against")
+    ids, answers, rationales = read_csv(path)
+    rows = rows_for(path, ids, [it.annot_id for it in items])
+    return score(
+        answers[rows],
+        rationales[rows],
+        torch.tensor([it.answer_label for it in items]),
+        torch.tensor([it.rationale_label for it in items]),
+    )
 
 
 def rows_for(path: str | Path, ids: list[str], expected: list[str]) -> torch.Tensor:

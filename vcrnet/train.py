@@ -22,6 +22,8 @@ The metrics of an epoch (``metrics.jsonl``, one line per epoch):
   ``val_q2ar_mixture``, ``val_qa2r_joint16``, ``val_q2ar_joint16``, ``val_q2a_and_joint16``: the
   decodings, and which of the paper's numbers each one is, in ``vcrnet.leaderboard``;
 - ``dev_*``: the same on the dev split; ``dev_q2ar`` is the ``OBJECTIVE``;
+- these names without their prefix are ``vcrnet.metrics.EVALUATED`` (the decodings,
+  ``DECODINGS``, and ``joint_nll``), readable without importing torch;
 - ``tau`` (gumbel: the temperature of the epoch's last step), ``lr``, and timings.
 """
 
@@ -45,6 +47,8 @@ from vcrnet.errors import InputError
 from vcrnet.features import CachedVCRDataset, dev_split
 from vcrnet.features.batches import Batches, epoch_order, item_sizes, sorted_order
 from vcrnet.leaderboard import score, score_joint16, score_mixture
+from vcrnet.metrics import OBJECTIVE
+from vcrnet.metrics import REPORTED as REPORTED  # re-exported: study/ imports it from here
 from vcrnet.model import JointModel
 from vcrnet.model.joint import host_answer_labels
 
@@ -55,8 +59,6 @@ BEST = "best.pt"
 BEST_KEYS = ("config", "text_dim", "model", "extra", "epoch", "best", "history")
 METRICS = "metrics.jsonl"
 DEV_ITEMS = "dev_items.json"
-OBJECTIVE = "dev_q2ar"  # what the scheduler, early stopping, BEST and studies select on
-REPORTED = "val_q2ar"  # the headline number reported (never selected on)
 CHECK_EVERY = 50  # training steps between divergence checks (each check is a host sync)
 EpochCallback = Callable[[dict, Path], None]
 

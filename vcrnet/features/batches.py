@@ -33,7 +33,7 @@ import torch
 from vcrnet.data.records import NUM_CHOICES
 from vcrnet.errors import InputError
 from vcrnet.features.cache import QuantizedRows
-from vcrnet.features.dataset import _TAG_NAMES, HOST_KEYS, TEXT_FIELDS, CachedVCRDataset
+from vcrnet.features.dataset import HOST_KEYS, TAG_NAMES, TEXT_FIELDS, CachedVCRDataset
 
 _PAIR_FIELDS = {  # field -> (pairs of the item's 20, context (True) or choice words)
     "question": (slice(0, NUM_CHOICES), True),
@@ -135,7 +135,7 @@ def gather(
         slots = np.arange(lengths.max())
         mask = slots < lengths[..., None]
         rows = np.where(mask, begin[..., None] + slots, total)
-        prefix = _TAG_NAMES[name]
+        prefix = TAG_NAMES[name]
         batch.update(
             {
                 f"{name}_rows": torch.from_numpy(rows),

@@ -46,14 +46,14 @@ from vcrnet.features import cache
 from vcrnet.features.extract import PAIRS_PER_ITEM, SplitFeatures
 
 TEXT_FIELDS = ("question", "answers", "rationale_query", "rationales")
-_TAG_NAMES = {
+TAG_NAMES = {
     "question": "question",
     "answers": "answer",
     "rationale_query": "rationale_query",
     "rationales": "rationale",
 }  # the prefix of each field's _tags, _mask, _lengths
 HOST_KEYS = (
-    *(f"{prefix}_lengths" for prefix in _TAG_NAMES.values()),
+    *(f"{prefix}_lengths" for prefix in TAG_NAMES.values()),
     "host_answer_label",
 )  # stay on the CPU
 
@@ -141,7 +141,7 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
             feats = feats.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
             tags = tags.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
             mask = mask.unflatten(1, (NUM_CHOICES, NUM_CHOICES))
-        prefix = _TAG_NAMES[name]
+        prefix = TAG_NAMES[name]
         batch[name] = feats
         batch.update(
             {f"{prefix}_tags": tags, f"{prefix}_mask": mask, f"{prefix}_lengths": mask.sum(-1)}

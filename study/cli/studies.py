@@ -1,0 +1,332 @@
+"""``vcr-study launch | best | ablations | rerun | studies | delete``: studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from study.cli.app import app
+from study.cli.options import (
+    CacheOption,
+    DataOption,
+    ImageSizeOption,
+    ImageWeightsOption,
+    StorageOption,
+    TextEncoderOption,
+    TextLayerOption,
+    feature_choice,
+    overrides,
+)
+
+
+@app.command("launch")
+def launch_command(
+    name: Annotated[str, typer.Option(help="Study name (default: study-YYYYmmdd-HHMMSS).")] = "",
+    space: Annotated[
+        str, typer.Option(help="A shipped space (default, paper, joint, smoke) or a YAML file.")
+    ] = "default",
+    trials: Annotated[int, typer.Option(help="Trials to run (a grid runs each once).")] = 8,
+    concurrent: Annotated[int, typer.Option(help="Trials at once at most.")] = 2,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
+    gpus_per_trial: Annotated[
+        float, typer.Option(help="GPUs per trial; fractions pack several trials on one GPU.")
+    ] = 0.0,
+    searcher: Annotated[str, typer.Option(help="tpe (Optuna, seeded) or random.")] = "tpe",
+    asha: Annotated[bool, typer.Option(help="Stop weak trials early (ASHA).")] = True,
+    grace_period: Annotated[
+        int, typer.Option(help="Epochs every trial gets before ASHA may stop it.")
+    ] = 1,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per trial.")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE for every trial (a TrainConfig key not searched)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the searcher.")] = 0,
+    data: DataOption = None,
+    cache: CacheOption = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (default: a local Ray).", envvar="RAY_ADDRESS"),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI (default: sqlite under ./vcr-study-runs).",
+            envvar="MLFLOW_TRACKING_URI",
+        ),
+    ] = None,
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
+    image_weights: ImageWeightsOption = None,
+    image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted study --name.")] = False,
+    max_failures: Annotated[
+        int, typer.Option(help="Retries of a failed trial, from its last checkpoint.")
+    ] = 2,
+    local_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder on each node's local disk: the node's first trial copies the feature "
+            "cache there, the others wait, all read it there (default: $VCR_STUDY_LOCAL_CACHE "
+            "on the node, else the cache itself)."
+        ),
+    ] = None,
+    keep_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            help="Keep every trial's last checkpoint (default: a trial that ends keeps none; "
+            "rerun retrains the winner).",
+            rich_help_panel="Disk",
+        ),
+    ] = False,
+    ray_temp_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local Ray's session folders (default: Ray's, $RAY_TMPDIR/ray or /tmp/ray); "
+            "those of exited runs are removed at launch, all but the latest.",
+            rich_help_panel="Disk",
+        ),
+    ] = None,
+    ignore_free_space: Annotated[
+        bool,
+        typer.Option(
+            help="Start even when the home has less free space than the study is estimated to "
+            "need.",
+            rich_help_panel="Disk",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Check everything a launch would (space, data, features, address, tracking, "
+            "disk) and print the plan: trials, trial-epochs, wall time, GPU-hours, disk. "
+            "Starts nothing, writes nothing."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show what Ray, Tune, Optuna and MLflow print (always in the study's launch.log).",
+        ),
+    ] = False,
+) -> None:
+    """Run a study: Ray Tune trials, Optuna search, ASHA early stopping, MLflow tracking.
+
+    With no options: the built-in synthetic data, a local Ray, a few minutes on 2 CPUs.
+
+    Example: vcr-study launch --name joint1 --space joint --trials 40 --gpus-per-trial 0.25
+
+    What it will cost, first: vcr-study launch --name joint1 --space joint --trials 40 --dry-run
+    """
+    from study import api
+    from study.store import LaunchOptions
+
+    options = LaunchOptions(
+        name=name,
+        space=space,
+        trials=trials,
+        concurrent=concurrent,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        searcher=searcher,
+        asha=asha,
+        grace_period=grace_period,
+        overrides=overrides(sets, epochs),
+        seed=seed,
+        data=str(data.absolute()) if data else None,
+        cache=str(cache.absolute()) if cache else None,
+        address=address,
+        tracking_uri=tracking_uri,
+        max_failures=max_failures,
+        local_cache=str(local_cache.absolute()) if local_cache else None,
+        keep_checkpoints=keep_checkpoints,
+        ray_temp_dir=str(ray_temp_dir.absolute()) if ray_temp_dir else None,
+        ignore_free_space=ignore_free_space,
+    )
+    choice = feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
+    if dry_run:
+        api.dry_run(options, resume=resume, echo=typer.echo, choice=choice)
+        return
+    api.launch(options, resume=resume, choice=choice, verbose=verbose)
+    _print_best(api.best(options.name))
+    typer.echo(
+        f"\nstudy {options.name} done. Next: vcr-study best --name {options.name}; "
+        f"vcr-study ablations --name {options.name}; vcr-study ui"
+    )
+
+
+@app.command("best")
+def best_command(
+    name: Annotated[str, typer.Option(help="The study.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The best trial of each approach (a method, or a labelled grid row), ranked on dev Q->AR
+    (what the study selected on), with its config and every metric at that epoch.
+
+    \b
+    Metrics, each on dev_ (selection) and val_ (reported, never selected on):
+      q2a                 the answer argmax                    paper: Q->A, every row
+      qa2r                rationale given the gold answer      paper: QA->R of R2C
+      q2ar                q2a and qa2r (leaderboard Q->AR)     R2C, new baseline, RL Q->AR
+      qa2r_pred           rationale given the predicted answer new baseline and RL QA->R
+      qa2r_mixture        rationale under the answer mixture   softmax, Gumbel QA->R
+      q2ar_mixture        q2a and qa2r_mixture                 softmax, Gumbel Q->AR
+      qa2r_joint16        16-way pick: rationale right         (diagnostic)
+      q2ar_joint16        16-way pick: both right              direct cross entropy QA->R
+      q2a_and_joint16     q2a and q2ar_joint16                 direct cross entropy Q->AR
+      joint_nll           -log p(a*) - log p(r*|a*)            (every method alike)
+
+    Example: vcr-study best --name joint1 --json
+    """
+    import json
+
+    from study import api
+
+    if as_json:
+        typer.echo(json.dumps(api.best_rows(name), indent=2))
+    else:
+        _print_best(api.best(name))
+
+
+@app.command("ablations")
+def ablations_command(name: Annotated[str, typer.Option(help="The study.")]) -> None:
+    """The study's ablation tables and plots (CSV, Markdown, PNG, HTML) under reports/NAME/,
+    also logged to the study's parent run in MLflow. A study of the paper space also gets the
+    paper's Tables 1, 2 and 4 with the paper's numbers beside its own.
+
+    Example: vcr-study ablations --name joint1
+    """
+    from study import api, store
+    from study.reports import TABLES
+
+    written = api.write_report(name)
+    if not written:
+        typer.echo("no trial runs yet: nothing to report")
+        return
+    typer.echo("\n".join(["wrote:", *(f"  {p}" for p in written if p.suffix != ".js")]))
+    for table in (store.reports_dir(name) / f"{t}.md" for t in ("best_per_method", *TABLES)):
+        if table.is_file():
+            typer.echo("\n" + table.read_text())
+
+
+@app.command("studies")
+def studies_command() -> None:
+    """The studies in this home: name, state, trials, best dev Q->AR, disk used.
+
+    Example: VCR_STUDY_HOME=/mnt/shared/runs vcr-study studies
+    """
+    from study import store
+
+    rows = store.study_rows()
+    typer.echo(store.format_table(rows) if rows else f"no studies in {store.home()}")
+
+
+@app.command("delete")
+def delete_command(
+    name: Annotated[str, typer.Option(help="The study.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="The MLflow store of a study this home does not know (default: the study's own, "
+            "else this home's).",
+            envvar="MLFLOW_TRACKING_URI",
+        ),
+    ] = None,
+) -> None:
+    """Remove a study completely: its folder, Tune results, reports, MLflow experiment and
+    artifacts. Refused while the study runs.
+
+    Example: vcr-study delete --name joint1
+    """
+    from study import store
+
+    if not yes and not typer.confirm(f"{store.describe_deletion(name, tracking_uri)}?"):
+        typer.echo("nothing deleted", err=True)
+        raise typer.Exit(1)
+    for line in store.delete_study(name, tracking_uri):
+        typer.echo(line)
+
+
+@app.command("rerun")
+def rerun_command(
+    name: Annotated[str, typer.Option(help="The study.")],
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-run this method's (or grid row's) best trial (default: the best overall)."
+        ),
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-run the trial of this MLflow run id instead (a trial run of the study: "
+            "vcr-study best lists the best ones)."
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds (0..K-1).")] = 3,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs (default: the trial's).")
+    ] = None,
+    text_encoder: TextEncoderOption = None,
+    text_layer: TextLayerOption = None,
+    image_weights: ImageWeightsOption = None,
+    image_size: ImageSizeOption = None,
+    storage: StorageOption = None,
+) -> None:
+    """Train the winning config to completion with K seeds; write the test leaderboard CSV.
+    Uses the study's own data and features (feature options may only repeat them).
+
+    \b
+    Examples:
+      vcr-study rerun --name joint1 --method gumbel --seeds 3 --epochs 20
+      vcr-study rerun --name joint1 --run <run id> --seeds 3
+    """
+    from study import reports
+
+    choice = feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
+    result = reports.rerun_study(name, method, run, seeds, epochs, choice, echo=typer.echo)
+    typer.echo(
+        f"{result.approach} ({result.method}), {seeds} seed(s), each at its best "
+        "epoch on dev; validation (never selected on): mean +- std [95% interval]"
+    )
+    for key in result.mean:
+        typer.echo(
+            f"  {key:<20} {result.mean[key]:.4f} +- {result.std[key]:.4f}  "
+            f"[{result.mean[key] - result.interval[key]:.4f}, "
+            f"{result.mean[key] + result.interval[key]:.4f}]"
+        )
+    typer.echo(
+        f"test submission (from seed {result.best_seed}, the best on dev; not an "
+        f"ensemble): {result.submission}"
+    )
+
+
+def _print_best(best) -> None:
+    """``study.api.best``'s table: each approach's best trial on dev, its val metrics there."""
+    if best.empty or best["dev_q2ar"].isna().all():
+        typer.echo("no trial has reported a result yet")
+        return
+    shown = best[
+        [
+            "approach",
+            "dev_q2ar",
+            "val_q2a",
+            "val_qa2r",
+            "val_q2ar",
+            "trials",
+            "trial_id",
+            "final_status",
+        ]
+    ].rename(columns={"final_status": "status"})
+    typer.echo(shown.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
+    models = best[best["model"].astype(bool)]
+    if not models.empty:
+        typer.echo("best weights (vcr-study predict --checkpoint <uri>; rerun --run <run id>):")
+        for approach, uri in zip(models["approach"], models["model"], strict=True):
+            typer.echo(f"  {approach:<{max(map(len, models['approach']))}}  {uri}")

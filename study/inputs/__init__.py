@@ -1,0 +1,28 @@
+"""inputs: which data and which features a command reads. One rule for every command
+(``rule.py``: the data folder checked first, the features already extracted reused, the
+missing ones extracted once), the features a study or a checkpoint is bound to, and extraction
+as a Ray job on a cluster's workers (``extraction.py``)."""
+
+from study.lazy import public
+
+_SOURCES = {
+    **dict.fromkeys(
+        (
+            "SYNTHETIC_IMAGE_SIZE",
+            "Features",
+            "data_root",
+            "default_settings",
+            "fixed_features",
+            "for_study",
+            "from_checkpoint",
+            "resolve",
+        ),
+        "rule",
+    ),
+    **dict.fromkeys(("Workers", "on_ray", "workers_for"), "extraction"),
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    return public(__name__, _SOURCES, name)

@@ -1,0 +1,190 @@
+"""The Ray Tune function trainable (worker side): a trial is one ``vcrnet.train.fit``.
+
+It turns the trial's Tune config into a TrainConfig (``TrialConfigs``, which holds the parsed
+search space: a worker reads no space file), reads the shared
+feature cache (never recomputes it; from a copy on the node's local disk when asked,
+``vcrnet.features.stage``), resumes from Tune's checkpoint when there is one, and reports every
+epoch with a checkpoint (and the best epoch's weights so far, ``best.pt``), with the node's and
+the trial's system metrics (``SystemSampler``).
+Everything it is handed is an absolute path: trials change directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from study.launch import retention
+from study.launch.throughput import device_kind as throughput_device
+from study.search import TrialConfigs
+from vcrnet.features import CachedVCRDataset
+from vcrnet.features.extract import SplitFeatures
+from vcrnet.features.stage import LOCAL_CACHE_VARIABLE, stage
+from vcrnet.train import BEST, CHECKPOINT, METRICS, fit
+
+MEGABYTE = 1e6  # MLflow's system metrics count megabytes of 10^6 bytes
+
+
+def train_trial(
+    config: dict,
+    *,
+    configs: TrialConfigs,
+    features: dict[str, tuple[str, str]],
+    extra: dict,
+    cpus: float,
+    local_cache: str | None = None,
+) -> None:
+    """``local_cache``: a folder on the node's local disk to read the cache from (copied there
+    by the node's first trial); None: ``$VCR_STUDY_LOCAL_CACHE`` on the node, if set."""
+    torch.set_num_threads(max(1, int(cpus)))
+    train_config = configs.config(config)
+    node_id = ray.get_runtime_context().get_node_id()
+    local_cache = local_cache or os.environ.get(LOCAL_CACHE_VARIABLE) or None
+    entries = {}
+    for split, paths in features.items():
+        for path in paths:
+            if not Path(path).exists():
+                raise FileNotFoundError(
+                    f"feature cache ({split}) {path}: not visible on Ray node "
+                    f"{node_id[:12]}; it must be on storage every node "
+                    "mounts at the same path"
+                )
+        entries[split] = [
+            stage(Path(p), Path(local_cache)) if local_cache else Path(p) for p in paths
+        ]
+    train_set, val_set = (
+        CachedVCRDataset(SplitFeatures(text, objects, ()))
+        for text, objects in (entries["train"], entries["val"])
+    )
+    working = _working_folder()
+    out, outbox = working / "run", working / retention.OUTBOX
+    out.mkdir(parents=True, exist_ok=True)
+    alive = retention.hold_alive(working)  # noqa: F841 (held until the trial's process ends)
+    retention.clear_dead_trials(working)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            for name in (CHECKPOINT, METRICS):
+                shutil.copy2(Path(folder) / name, out / name)
+            if (Path(folder) / BEST).is_file():  # not in a checkpoint from before it
+                shutil.copy2(Path(folder) / BEST, out / BEST)
+
+    def report(metrics: dict, run_dir: Path) -> None:
+        """Hand the epoch's checkpoint to Tune (moved: the trial keeps no copy of its own), with
+        the trial's best weights so far (the study logs its best trials' to MLflow at its end)."""
+        outbox.mkdir(exist_ok=True)
+        os.replace(run_dir / CHECKPOINT, outbox / CHECKPOINT)
+        shutil.copy2(run_dir / METRICS, outbox / METRICS)
+        if (run_dir / BEST).is_file():  # none yet: resumed from a checkpoint from before BEST
+            # linked, not copied: fit replaces BEST by a rename, so the link keeps this epoch's
+            (outbox / BEST).unlink(missing_ok=True)
+            os.link(run_dir / BEST, outbox / BEST)
+        tune.report(
+            {**metrics, **system.sample(), "node_id": node_id, "device_kind": device_kind},
+            checkpoint=tune.Checkpoint.from_directory(str(outbox)),
+        )
+        shutil.rmtree(outbox, ignore_errors=True)  # Tune has its copy now
+
+    gpus = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+    device = "cuda" if torch.cuda.is_available() and gpus > 0 else "cpu"
+    device_kind = throughput_device(device, cpus, gpus)  # what the throughput store keys on
+    system = SystemSampler(device)
+    fit(
+        train_config,
+        train_set,
+        val_set,
+        out,
+        resume=checkpoint is not None,
+        on_epoch=report,
+        extra=extra,
+        device=device,
+    )
+
+
+class SystemSampler:
+    """Each epoch's system metrics, under the names of MLflow's own (``system/...``: its UI's
+    System metrics tab shows them). MLflow samples those in the process of an active run; here
+    only the driver writes MLflow, so the trial samples and reports them with its metrics:
+
+    - its node's, as MLflow's ``CPUMonitor`` and ``GPUMonitor`` (``system/cpu_utilization_
+      percentage`` averaged since the last sample, ``system/system_memory_usage_megabytes`` and
+      ``_percentage``; for each GPU the trial holds, by its index on the node,
+      ``system/gpu_<i>_memory_usage_megabytes`` and ``_percentage``, and with ``nvidia-ml-py``
+      installed ``system/gpu_<i>_utilization_percentage``): trials packed on one node or one GPU
+      show the same node's load, the run's ``node_id`` tag says which;
+    - its own: ``system/trial_cpu_utilization_percentage`` (100 = one core),
+      ``system/trial_memory_rss_megabytes``, and on a GPU the epoch's peak
+      ``system/trial_gpu_memory_peak_megabytes`` (what its share of a GPU must hold).
+    """
+
+    def __init__(self, device: str = "cpu"):
+        import psutil  # Ray's copy (ray/thirdparty_files, on the path once ray is imported)
+
+        self.psutil = psutil
+        self.process = psutil.Process()
+        psutil.cpu_percent()  # the first call starts the averaging window
+        self.process.cpu_percent()
+        self.gpus: dict[int, int] = {}  # torch's index -> the node's (NVML's) index
+        if device == "cuda":
+            ids = [int(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
+            self.gpus = {i: ids[i] if i < len(ids) else i for i in range(torch.cuda.device_count())}
+        self.nvml = _nvml() if self.gpus else None
+
+    def sample(self) -> dict[str, float]:
+        memory = self.psutil.virtual_memory()
+        metrics = {
+            "system/cpu_utilization_percentage": self.psutil.cpu_percent(),
+            "system/system_memory_usage_megabytes": memory.used / MEGABYTE,
+            "system/system_memory_usage_percentage": memory.used / memory.total * 100,
+            "system/trial_cpu_utilization_percentage": self.process.cpu_percent(),
+            "system/trial_memory_rss_megabytes": self.process.memory_info().rss / MEGABYTE,
+        }
+        for index, node_index in self.gpus.items():
+            free, total = torch.cuda.mem_get_info(index)  # the whole GPU's, every process's
+            gpu = f"system/gpu_{node_index}"
+            metrics[f"{gpu}_memory_usage_megabytes"] = (total - free) / MEGABYTE
+            metrics[f"{gpu}_memory_usage_percentage"] = (total - free) / total * 100
+            if self.nvml is not None:
+                with contextlib.suppress(self.nvml.NVMLError):
+                    handle = self.nvml.nvmlDeviceGetHandleByIndex(node_index)
+                    metrics[f"{gpu}_utilization_percentage"] = float(
+                        self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu
+                    )
+        if self.gpus:
+            metrics["system/trial_gpu_memory_peak_megabytes"] = (
+                sum(torch.cuda.max_memory_allocated(i) for i in self.gpus) / MEGABYTE
+            )
+            for index in self.gpus:
+                torch.cuda.reset_peak_memory_stats(index)
+        return {key: round(value, 1) for key, value in metrics.items()}
+
+
+def _nvml():
+    """NVML (``nvidia-ml-py``, which MLflow's GPU monitor uses too), or None without it."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no driver library
+        return None
+    return pynvml
+
+
+def _working_folder() -> Path:
+    """The trial's own working folder on its node: the one Tune starts it in, not its log folder
+    (``get_trial_dir``), which the driver copies to ``ray_results`` whole, checkpoints and all;
+    a folder of its own if ``RAY_CHDIR_TO_TRIAL_DIR=0`` starts every trial in one place."""
+    here = Path.cwd()
+    if here.parent.name == "working_dirs":
+        return here
+    folder = here / "vcr-study-trials" / tune.get_context().get_trial_id()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

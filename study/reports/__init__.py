@@ -1,0 +1,22 @@
+"""reports: what a study publishes once trials have run. Its ablations (``ablations.py``: tables
+read back from MLflow; ``figures.py``: PNG and interactive HTML plots; ``importance.py``:
+fANOVA; ``tables.py``: CSV and Markdown), the seed paper's tables beside the study's numbers
+(``paper.py``), and the rerun of a winning configuration over seeds with the test submission
+(``rerun.py``). Reads and writes MLflow through ``study.tracking``."""
+
+from study.lazy import public
+
+_SOURCES = {
+    "build_report": "ablations",
+    "write_ablations": "ablations",
+    "TABLES": "paper",
+    "comparable": "paper",
+    "RerunResult": "rerun",
+    "rerun_study": "rerun",
+    "t_interval": "rerun",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    return public(__name__, _SOURCES, name)

@@ -1,0 +1,29 @@
+"""search: what trials to try. A search space (a small YAML vocabulary, checked whole before
+anything starts: ``space.py``), the trial configs it resolves Tune's configs into
+(``TrialConfigs``), and the searcher that draws from it (Optuna TPE or random, resumable:
+``searcher.py``). Imports vcrnet's config; nothing of MLflow or of the rest of study/."""
+
+from study.lazy import public
+
+_SOURCES = {
+    "LABEL": "space",
+    "SPACES_DIR": "space",
+    "Param": "space",
+    "SearchSpace": "space",
+    "TrialConfigs": "space",
+    "load_space": "space",
+    "parse_space": "space",
+    "slug": "space",
+    "trial_values": "space",
+    "RestartSafeOptunaSearch": "searcher",
+    "every_method_once": "searcher",
+    "fail_orphans": "searcher",
+    "optuna_searcher": "searcher",
+    "startup_trials": "searcher",
+    "tpe_sampler": "searcher",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    return public(__name__, _SOURCES, name)

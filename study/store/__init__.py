@@ -1,0 +1,65 @@
+"""store: a home on disk. Where every file of a study goes (``paths.py``), a study's record, its
+options and its lock (``record.py``), and the catalog of a home's studies: list, delete, disk used
+(``catalog.py``, which reads MLflow through ``study.tracking``). Imports no Ray and no torch."""
+
+from study.lazy import public
+
+_SOURCES = {
+    **dict.fromkeys(
+        (
+            "SYNTHETIC_SEED",
+            "artifacts_dir",
+            "artifacts_root",
+            "default_cache_dir",
+            "default_data_dir",
+            "default_tracking_uri",
+            "experiment_dir",
+            "home",
+            "journal_path",
+            "log_path",
+            "models_dir",
+            "record_path",
+            "reports_dir",
+            "storage_root",
+            "studies_root",
+            "study_dir",
+            "throughput_file",
+        ),
+        "paths",
+    ),
+    **dict.fromkeys(
+        (
+            "LAYOUT",
+            "SEARCHERS",
+            "LaunchOptions",
+            "StudyRecord",
+            "check_name",
+            "check_resumable",
+            "is_running",
+            "load",
+            "names",
+            "running",
+            "save",
+            "tracking_uri",
+        ),
+        "record",
+    ),
+    **dict.fromkeys(
+        (
+            "Best",
+            "StudyRow",
+            "delete_study",
+            "describe_deletion",
+            "disk_bytes",
+            "format_table",
+            "human_size",
+            "study_rows",
+        ),
+        "catalog",
+    ),
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    return public(__name__, _SOURCES, name)

@@ -1,0 +1,109 @@
+"""The MLflow run schema of a study: every tag name and value vcr-study writes and reads, once.
+
+A study is one MLflow experiment (named like the study), holding:
+
+- one **parent run** (tag ``STUDY_ROLE`` = ``PARENT``), the study's own: its options as params,
+  its space file, and at the end its ablations (``ablations/``);
+- one **trial run** per Ray Tune trial, a child of the parent (``PARENT_TAG``), tagged
+  ``TRIAL_ID`` (Tune's trial id: MLflow is the record of which run is which trial), ``METHOD``,
+  ``LABEL`` (a labelled grid row's name; absent otherwise), ``FINAL_STATUS`` (one of
+  ``TRIAL_STATUSES``), ``NODE_ID``, ``RETRIES`` and, for a failed trial, ``ERROR``; the best
+  epoch's weights as the artifact ``MODEL_ARTIFACT`` where ``MODEL_TAG`` is set;
+- one **rerun run** per seed of ``vcr-study rerun``, a child of the parent without ``TRIAL_ID``,
+  tagged ``RERUN_OF`` (the trial id) and ``RERUN_OF_RUN`` (its run), ``SEED``, ``METHOD`` and
+  ``FINAL_STATUS``.
+
+Metrics are logged once per epoch (step = epoch); ``best_<objective>`` is a trial's best so far.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "COMPLETED",
+    "ERROR",
+    "FAILED",
+    "FINAL_STATUS",
+    "FINISHED",
+    "KILLED",
+    "LABEL",
+    "METHOD",
+    "MODEL_ARTIFACT",
+    "MODEL_TAG",
+    "NODE_ID",
+    "PARENT",
+    "PARENT_TAG",
+    "RERUN_OF",
+    "RERUN_OF_RUN",
+    "RETRIES",
+    "RUNNING",
+    "RUN_ID",
+    "SEED",
+    "STOPPED_EARLY",
+    "STUDY_ROLE",
+    "TRIAL_ID",
+    "TRIAL_STATUSES",
+    "best_metric",
+    "is_model_ref",
+    "model_uri",
+    "parse_model_ref",
+]
+
+# --- tags ----------------------------------------------------------------------------------------
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: a child run's parent
+STUDY_ROLE, PARENT = "study_role", "parent"  # the study's parent run
+TRIAL_ID = "trial_id"  # a trial run: Ray Tune's trial id
+METHOD = "method"  # the coupling method (vcrnet.couplings)
+LABEL = "label"  # a labelled grid row's name (the space's ``label`` key)
+FINAL_STATUS = "final_status"  # what became of the trial (TRIAL_STATUSES)
+NODE_ID = "node_id"  # the Ray node a trial last reported from
+RETRIES = "retries"  # how often Tune restarted the trial from its checkpoint
+ERROR = "error"  # a failed trial's error line
+RERUN_OF, RERUN_OF_RUN, SEED = "rerun_of", "rerun_of_run", "seed"  # a rerun seed's run
+MODEL_ARTIFACT = "model/best.pt"  # a trial's best epoch's weights (``vcrnet.train.BEST``)
+MODEL_TAG = "best_model"  # on a trial run that has them: the artifact's path in the run
+
+# --- FINAL_STATUS values -------------------------------------------------------------------------
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"  # ran its epochs (or stopped by its own patience at the last)
+STOPPED_EARLY = "STOPPED_EARLY"  # stopped before its last epoch (ASHA, or patience)
+FAILED = "FAILED"  # raised, retries spent
+KILLED = "KILLED"  # still running when its study ended (a driver stopped)
+TRIAL_STATUSES = (RUNNING, COMPLETED, STOPPED_EARLY, FAILED, KILLED)
+
+# --- MLflow run statuses (``mlflow.entities.RunStatus`` names) ------------------------------------
+FINISHED = "FINISHED"
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4().hex
+
+
+def best_metric(metric: str) -> str:
+    """The metric a trial run keeps its best value so far of ``metric`` under."""
+    return f"best_{metric}"
+
+
+def is_model_ref(text: str) -> bool:
+    """Whether ``text`` names an MLflow run's artifact: a run id or a ``runs:/`` URI."""
+    return text.startswith("runs:/") or RUN_ID.fullmatch(text) is not None
+
+
+def parse_model_ref(ref: str) -> tuple[str, str]:
+    """``(run id, artifact path)`` of a run id (its ``MODEL_ARTIFACT``) or a ``runs:/`` URI;
+    anything else, or a path that leaves the run's artifacts (``..``), is an ``InputError``."""
+    from vcrnet.errors import InputError
+
+    if RUN_ID.fullmatch(ref):
+        return ref, MODEL_ARTIFACT
+    run_id, _, path = ref.removeprefix("runs:/").partition("/")
+    if not ref.startswith("runs:/") or not RUN_ID.fullmatch(run_id) or not path:
+        raise InputError(f"{ref}: not a run id or a runs:/<run id>/<path> URI")
+    if path.startswith("/") or ".." in path.split("/"):
+        raise InputError(f"{ref}: the path must stay inside the run's artifacts (no '..')")
+    return run_id, path
+
+
+def model_uri(run_id: str) -> str:
+    """Where a trial run's best weights are, as MLflow names artifacts: ``runs:/<id>/<path>``
+    (``vcr-study predict --checkpoint`` takes it)."""
+    return f"runs:/{run_id}/{MODEL_ARTIFACT}"
