@@ -34,12 +34,12 @@ import pandas as pd
 
 from study import store, tracking
 from vcrnet.errors import InputError
-from vcrnet.metrics import OBJECTIVE
+from vcrnet.metrics import OBJECTIVE, REPORTED
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-BEST = f"best_{OBJECTIVE}"  # a trial's best dev Q->AR (a column, as MLflow's metric is named)
+BEST = tracking.best_metric(OBJECTIVE)  # a trial's best dev Q->AR (the column: MLflow's metric)
 TRIAL_COLUMNS = [
     "trial_id",
     "approach",
@@ -65,7 +65,7 @@ BEST_COLUMNS = [
 ]  # then dev_*, val_* at best_epoch; config (a dict of the params)
 CURVE_COLUMNS = ["trial_id", "approach", "method", "epoch", "metric", "value"]
 STUDY_COLUMNS = ["name", "state", "trials", BEST, "best_approach", "best_method", "disk_bytes"]
-CURVES = (OBJECTIVE, "val_q2ar", "train_loss")
+CURVES = (OBJECTIVE, REPORTED, "train_loss")
 
 
 def studies() -> pd.DataFrame:
@@ -85,7 +85,7 @@ def trials(name: str) -> pd.DataFrame:
     epoch on dev_q2ar and every
     dev_/val_ metric there, then its params (numbers where every logged value is one).
     A trial that has reported nothing has NaN/<NA> there."""
-    client, parent = _open(name)
+    client, parent = store.open_study(name)
     runs = tracking.trial_runs(client, parent)
     rows = [_trial_row(client, run) for run in runs.to_dict("records")]
     frame = _params_as_columns(pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS))
@@ -120,7 +120,7 @@ def curves(name: str, metrics: Sequence[str] = CURVES) -> pd.DataFrame:
     (a curve a run of rows). One MLflow query per trial and metric; a metric a trial never
     logged has no rows."""
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    client, parent = _open(name)
+    client, parent = store.open_study(name)
     runs = tracking.trial_runs(client, parent)
     frame = pd.DataFrame(tracking.metric_histories(client, runs, metrics), columns=CURVE_COLUMNS)
     return frame.sort_values(["trial_id", "metric", "epoch"], ignore_index=True)
@@ -183,7 +183,7 @@ def best_rows(name: str) -> list[dict]:
     when its file is still there): what ``best --json`` prints and ``best`` tabulates."""
     from study.search import load_space
 
-    client, parent = _open(name)
+    client, parent = store.open_study(name)
     try:
         approaches = load_space(store.load(name).options.space).approaches()
     except InputError:  # the space file moved: the approaches that ran
@@ -199,12 +199,12 @@ def checkpoint_path(ref: str) -> Path:
     return model_file(ref)
 
 
-def write_report(name: str) -> list[Path]:
+def write_ablations(name: str) -> list[Path]:
     """Study ``name``'s ablations, written under ``reports/<name>/`` and logged to its parent
     run (``study.reports``); returns the files written (none: no trial runs yet)."""
     from study import reports
 
-    client, parent = _open(name)
+    client, parent = store.open_study(name)
     return reports.write_ablations(store.load(name).options, parent, client)
 
 
@@ -221,17 +221,6 @@ def study_links(uri: str, base: str) -> list[tuple[str, str]]:
             if store.tracking_uri(options) == uri:
                 studies.append((name, parent))
     return tracking.study_links(client, base, studies)
-
-
-def _open(name: str) -> tuple[MlflowClient, str]:
-    """Study ``name``'s tracking store (as it is: a missing sqlite file is not created) and
-    parent run id."""
-    options, parent = store.load(name)
-    uri = store.tracking_uri(options)
-    client = tracking.open_client(uri)  # reading never creates a store
-    if client is None:
-        raise InputError(f"--name {name}: its tracking store {tracking.redact(uri)} is not there")
-    return client, parent
 
 
 def _trial_row(client: MlflowClient, run: dict) -> dict:
@@ -333,6 +322,7 @@ def predict(
     from vcrnet.train import load_model
     from vcrnet.train import predict as predict_split
 
+    _check_out_file(out)
     checkpoint = checkpoint_path(ref)
     model, _, saved = load_model(checkpoint)
     found = inputs.from_checkpoint(
@@ -347,6 +337,16 @@ def predict(
         )
     p = predict_split(model, dataset)
     return len(dataset), write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
+
+
+def _check_out_file(out: Path) -> None:
+    """``--out`` names a file that can be written: not a folder, in a folder (or where one can
+    be made); checked before any work."""
+    from vcrnet.atomic import check_writable
+
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a folder; give the CSV's file name")
+    check_writable(out.absolute().parent, f"--out {out}")
 
 
 def evaluate(predictions: Path, split: str = "val", data: Path | None = None) -> tuple[int, dict]:

@@ -25,8 +25,12 @@ __all__ = [
     "check_joinable",
     "check_shared",
     "fingerprint",
+    "fits",
     "join",
+    "largest",
+    "largest_node",
     "live_nodes",
+    "why_waiting",
 ]
 
 AUTH_HELP = (
@@ -153,6 +157,48 @@ def live_nodes() -> list[dict]:
     import ray
 
     return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def fits(request: dict[str, float]) -> bool:
+    """Whether some live node of the joined Ray has every resource of ``request`` (in total,
+    busy or not): where none does, a task asking for it waits for a node that may never come."""
+    return any(
+        all(node["Resources"].get(k, 0) >= v for k, v in request.items() if v > 0)
+        for node in live_nodes()
+    )
+
+
+def why_waiting(request: dict[str, float]) -> str | None:
+    """Why a task asking for ``request`` cannot start on the joined Ray now, in words (None: it
+    can, or Ray is not running here)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    asked = _amounts({k: v for k, v in request.items() if v > 0})
+    if not fits(request):
+        return f"each asks {asked}; no node has that (the largest: {largest_node()})"
+    free = ray.available_resources()
+    if any(free.get(k, 0) < v for k, v in request.items() if v > 0):
+        busy = {k: free.get(k, 0) for k in request if request[k] > 0}
+        return f"each asks {asked}; free now: {_amounts(busy)}"
+    return None
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items())) or "nothing"
+
+
+def largest() -> tuple[float, float]:
+    """The most CPUs and the most GPUs a live node of the joined Ray has."""
+    nodes = [node["Resources"] for node in live_nodes()] or [{}]
+    return max(n.get("CPU", 0) for n in nodes), max(n.get("GPU", 0) for n in nodes)
+
+
+def largest_node() -> str:
+    """``largest()`` for a message: ``8 CPUs, 1 GPUs``."""
+    cpus, gpus = largest()
+    return f"{cpus:g} CPUs, {gpus:g} GPUs"
 
 
 def check_shared(paths: dict[str, Path], writable: Path) -> None:

@@ -65,6 +65,41 @@ def _truncated(w: Where) -> Path:
     return w.checkpoint(good.read_bytes()[:200])
 
 
+def _latin1_line(w: Where) -> None:
+    """train.jsonl's second line with one Latin-1 byte (as a file saved in another encoding)."""
+    lines = (w.vcr / "train.jsonl").read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"', b'"\xe9', 1)
+    (w.vcr / "train.jsonl").write_bytes(b"\n".join(lines))
+
+
+def _huge_box(w: Where) -> None:
+    """The first train image's metadata with a box beyond float32."""
+    import json
+
+    meta = w.vcr / "vcr1images" / read_lines(w.vcr / "train.jsonl")[0]["metadata_fn"]
+    data = json.loads(meta.read_text())
+    data["boxes"][0][2] = 1e39
+    meta.write_text(json.dumps(data))
+
+
+def _evaluate(w: Where, spoil: Callable[[list[str]], None]) -> list:
+    """``evaluate`` of a val CSV of uniform probabilities whose first row ``spoil`` changes."""
+    import csv
+
+    from vcrnet.leaderboard import write_csv
+
+    ids = [line["annot_id"] for line in read_lines(w.vcr / "val.jsonl")]
+    n = len(ids)
+    path = write_csv(
+        w.tmp / "probs.csv", ids, torch.full((n, 4), 0.25), torch.full((n, 4, 4), 0.25)
+    )
+    rows = list(csv.reader(path.open()))
+    spoil(rows[1])
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return ["evaluate", "--predictions", path, "--data", w.vcr, "--split", "val"]
+
+
 SPACE_HEAD = "description: bad\nfixed: {epochs: 1}\nparams:\n"
 
 # (id, kind, the arguments given w, a regex the one line must match)
@@ -234,6 +269,144 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Where], list], str]] = [
     ),
     ("cli-unknown-command", "CLI argument", lambda w: ["lunch"], r"No such command 'lunch'"),
     (
+        "cli-seed-negative",
+        "CLI argument",
+        lambda w: w.launch("--seed", "-1"),
+        r"--seed: must be in 0\.\.4294967295",
+    ),
+    (
+        "cli-cpus-below-ray-unit",
+        "CLI argument",
+        lambda w: w.launch("--cpus-per-trial", "0.00001"),
+        r"--cpus-per-trial: must be a multiple of 0\.0001 \(Ray's unit\)",
+    ),
+    (
+        "cli-gpus-fraction-above-one",
+        "CLI argument",
+        lambda w: w.launch("--gpus-per-trial", "1.5"),
+        r"--gpus-per-trial: must be a fraction of 1 or whole",
+    ),
+    (
+        "cli-name-too-long",
+        "CLI argument",
+        lambda w: w.launch("--name", "a" * 300),
+        r"--name a{20}\.\.\.: 300 characters, at most 100",
+    ),
+    (
+        "resources-cpus-beyond-machine",
+        "resources",
+        lambda w: w.launch("--cpus-per-trial", "4096"),
+        r"--cpus-per-trial 4096: this machine has \d+ CPUs, so no trial could ever start",
+    ),
+    (
+        "resources-gpus-beyond-machine",
+        "resources",
+        lambda w: w.launch("--gpus-per-trial", "64"),
+        r"--gpus-per-trial 64: this machine has .*, so no trial could ever start",
+    ),
+    (
+        "resources-dry-run-refuses-too",
+        "resources",
+        lambda w: [*w.launch("--cpus-per-trial", "4096"), "--dry-run"],
+        r"--cpus-per-trial 4096: this machine has \d+ CPUs",
+    ),
+    (
+        "name-climbs-out-of-home",
+        "name or path",
+        lambda w: ["ablations", "--name", "../.."],
+        r"--name '\.\./\.\.': use letters, digits",
+    ),
+    (
+        "name-climbs-out-of-home-rerun",
+        "name or path",
+        lambda w: ["rerun", "--name", "../other"],
+        r"--name '\.\./other': use letters, digits",
+    ),
+    (
+        "runs-uri-climbs-out-of-run",
+        "name or path",
+        lambda w: [
+            "predict",
+            "--checkpoint",
+            "runs:/" + "0" * 32 + "/../../weights.pt",
+            "--out",
+            w.tmp / "out.csv",
+        ],
+        r"the path must stay inside the run's artifacts",
+    ),
+    (
+        "predict-out-is-a-folder",
+        "name or path",
+        lambda w: ["predict", "--checkpoint", w.tmp / "none.pt", "--out", w.tmp],
+        r"--out .*scratch: is a folder; give the CSV's file name",
+    ),
+    (
+        "cli-set-out-of-range",
+        "setting",
+        lambda w: w.launch("--set", "lr_factor=1.5"),
+        r"--set: lr_factor: must be in \(0, 1\)",
+    ),
+    (
+        "train-set-out-of-range",
+        "setting",
+        lambda w: ["train", "--out", w.tmp / "run", "--set", "grad_clip=0"],
+        r"grad_clip: must be positive",
+    ),
+    (
+        "cli-image-size-too-large",
+        "CLI argument",
+        lambda w: w.launch("--image-size", "30000x30000"),
+        r"'30000x30000': both sides must be at most 4096 pixels",
+    ),
+    (
+        "data-not-utf8",
+        "input not what it claims",
+        lambda w: (_latin1_line(w), ["data", "check", w.vcr])[1],
+        r"train\.jsonl:2: not UTF-8",
+    ),
+    (
+        "data-no-items",
+        "input not what it claims",
+        lambda w: ((w.vcr / "train.jsonl").write_text("\n"), ["data", "check", w.vcr])[1],
+        r"train\.jsonl: no items",
+    ),
+    (
+        "data-box-beyond-float32",
+        "input not what it claims",
+        lambda w: (_huge_box(w), ["data", "check", w.vcr])[1],
+        r"\.json: boxes\[0\]: .* is not a finite float32 number",
+    ),
+    (
+        "csv-not-a-probability",
+        "input not what it claims",
+        lambda w: _evaluate(w, lambda row: row.__setitem__(3, "nan")),
+        r"probs\.csv:2: answer_2: nan is not a probability in \[0, 1\]",
+    ),
+    (
+        "csv-rows-not-summing-to-one",
+        "input not what it claims",
+        lambda w: _evaluate(w, lambda row: row.__setitem__(1, "0.05")),
+        r"probs\.csv:2: answer_0\.\.3 sum to .*, not 1",
+    ),
+    (
+        "checkpoint-field-of-wrong-type",
+        "checkpoint",
+        lambda w: [
+            "predict",
+            "--checkpoint",
+            w.checkpoint(obj={"config": {}, "text_dim": "12", "model": {}, "epoch": 1}),
+            "--out",
+            w.tmp / "out.csv",
+        ],
+        r"checkpoint\.pt: text_dim: expected a positive int",
+    ),
+    (
+        "ui-port-in-use",
+        "name or path",
+        lambda w: ["ui", "--port", w.server.rsplit(":", 1)[1]],
+        r"--port \d+: 127\.0\.0\.1:\d+ cannot be served",
+    ),
+    (
         "address-without-port",
         "address or URI",
         lambda w: w.launch("--address", "10.0.0.5"),
@@ -368,3 +541,27 @@ def test_docs_list_every_bad_input():
     listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", doc, flags=re.M))
     assert listed == {c[0] for c in BAD_INPUTS}
     assert len(BAD_INPUTS) >= 20
+
+
+@pytest.mark.parametrize("command", [["launch", "--dry-run"], ["launch", "--name", "x"]])
+def test_a_home_that_is_a_file_is_one_line_before_anything(command, cli, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("VCR_STUDY_HOME", str(home / "runs"))
+    code, out, err = cli(*command)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"VCR_STUDY_HOME {home / 'runs'}: {home} is a file, not a folder" in err
+    assert home.read_text() == "not a folder" and sorted(tmp_path.iterdir()) == [home]
+
+
+def test_a_relative_tracking_uri_is_made_absolute(tmp_path, monkeypatch):
+    """``sqlite:///x.db`` names a file in the working directory: a study saved with it would not
+    find its store from another folder; the study keeps the absolute path instead."""
+    from study.tracking import absolute_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    assert absolute_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_uri("sqlite:///x.db?timeout=5") == f"sqlite:///{tmp_path / 'x.db'}?timeout=5"
+    assert absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert absolute_uri("runs") == str(tmp_path / "runs")

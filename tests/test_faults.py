@@ -1,7 +1,7 @@
 """Faults injected into real studies (local Ray, num_cpus=2, MLflow sqlite): a trial's process
 SIGKILLed mid-training, a checkpoint truncated under a trial, and 8 concurrent trials reporting
 every step. The driver-kill fault is tests/test_study_resume.py; the lost worker node is
-tests/test_cluster.py; an interrupted feature extraction is tests/test_features.py."""
+tests/test_cluster.py; an interrupted feature extraction is tests/vcrnet/test_features.py."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -189,12 +190,14 @@ def test_the_cli_imports_no_mlflow_ray_or_optuna():
 def test_each_room_says_what_lives_there_and_has_a_public_surface(room):
     package = importlib.import_module(f"study.{room}")
     assert package.__doc__ and len(package.__doc__.split()) > 15
-    if room != "cli":
-        assert package.__all__ and all(
-            getattr(package, name) is not None for name in package.__all__
-        )
-    else:
+    if room == "cli":
         assert package.__all__ == ["app", "main"]
+        return
+    for module in (STUDY / room).glob("*.py"):  # a submodule named like a public name hides it
+        importlib.import_module(f"study.{room}.{module.stem}".removesuffix(".__init__"))
+    assert package.__all__ and sorted(dir(package)) == sorted(package.__all__)
+    for name in package.__all__:
+        assert not inspect.ismodule(getattr(package, name)), f"{name} is also a module's name"
 
 
 STARTUP = """

@@ -12,6 +12,8 @@ from vcrnet.couplings.base import Check
 from vcrnet.errors import InputError
 from vcrnet.model import PRESETS, BackboneConfig, preset
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes 0..2**32 - 1 (default_rng and torch more)
+
 
 @dataclass(frozen=True)
 class TrainConfig(CouplingConfig):
@@ -63,7 +65,25 @@ class TrainConfig(CouplingConfig):
             (self.batch_size >= 1, "batch_size", "at least 1"),
             (self.bucket_batches >= 0, "bucket_batches", "0 or more"),
             (self.lr > 0, "lr", "positive"),
+            (self.weight_decay >= 0, "weight_decay", "0 or more"),
+            (self.grad_clip > 0, "grad_clip", "positive (the largest gradient norm)"),
+            # ReduceLROnPlateau multiplies the rate by the factor, and refuses 1 or more
+            (0 < self.lr_factor < 1, "lr_factor", "in (0, 1)"),
+            (self.lr_patience >= 0, "lr_patience", "0 or more"),
+            (self.lr_cooldown >= 0, "lr_cooldown", "0 or more"),
+            (self.patience >= 1, "patience", "at least 1"),
             (0 < self.dev_fraction <= 0.5, "dev_fraction", "in (0, 0.5]"),
+            (0 <= self.seed <= MAX_SEED, "seed", f"in 0..{MAX_SEED}"),
+            (0 <= self.dev_seed <= MAX_SEED, "dev_seed", f"in 0..{MAX_SEED}"),
+            # the model's overrides; None: the preset's
+            *(
+                (getattr(self, k) is None or getattr(self, k) >= 1, k, "at least 1, or none")
+                for k in ("hidden", "object_dim", "mlp_dim")
+            ),
+            *(
+                (getattr(self, k) is None or 0 <= getattr(self, k) < 1, k, "in [0, 1), or none")
+                for k in ("object_dropout", "rnn_dropout", "mlp_dropout")
+            ),
             *super()._checks(),
         ]
 
@@ -94,7 +114,10 @@ class TrainConfig(CouplingConfig):
             if key not in known:
                 raise InputError(f"{where}: unknown key {key!r}")
             parsed[key] = _convert(value, _types(cls)[key], f"{where}: {key}")
-        return cls(**parsed)
+        try:
+            return cls(**parsed)
+        except InputError as err:  # a value out of its range: say where it was given
+            raise InputError(f"{where}: {err}" if where else str(err)) from None
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -24,9 +24,26 @@ class VCRDataError(InputError):
         super().__init__(f"{where}: {what}")
 
 
-def first_line(error: BaseException, limit: int = 160) -> str:
-    """The first non-empty line of ``str(error)``, stripped (else the exception's type name), cut
-    to ``limit`` characters ending in "...": a one-line summary of any error for a log or a
-    table."""
+def not_utf8(path: str | Path) -> VCRDataError:
+    """``FILE:LINE: not UTF-8``, naming the file's first line that does not decode (for a text
+    reader's ``UnicodeDecodeError``: a stray Latin-1 byte, or a binary file)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):  # b"\n" is never inside a UTF-8 sequence
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return VCRDataError(path, "not UTF-8", line=number)
+    return VCRDataError(path, "not UTF-8")
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of ``str(error)``, stripped (else the exception's type name); cut
+    to ``limit`` characters ending in "..." where one is given (a table's cell): a one-line
+    summary of any error."""
     text = next((s.strip() for s in str(error).splitlines() if s.strip()), type(error).__name__)
-    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+    return text if limit is None or len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+class RunFailed(RuntimeError):
+    """Work that started and could not be done (every trial of a study failed): ``str(err)`` is
+    one line, with where the details are. The CLI exits with code 1 (bad input is 2)."""

@@ -3,7 +3,8 @@
 The CSV has one row per question and 21 columns: ``annot_id``, ``answer_0..3`` (answer
 probabilities) and ``rationale_conditioned_on_a{i}_{j}`` (rationale j's probability given answer i),
 written with 9 significant digits (enough to round-trip float32, so an argmax read back cannot
-tie). A CSV must have one row for each item of the split and no other (``rows_for``). Scoring
+tie). A CSV must have one row for each item of the split and no other (``rows_for``), each
+cell a probability and each group of 4 summing to 1 (``read_csv``). Scoring
 (``score``; of a CSV file, ``score_csv``), as the leaderboard: Q->A is the argmax of the answer
 columns; QA->R the argmax of the rationale columns conditioned on the *gold* answer; Q->AR both
 right.
@@ -43,6 +44,7 @@ The 16 pair scores are the coupling's (``Coupling.pair_scores``): for ``direct16
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +52,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from vcrnet.atomic import replacing
-from vcrnet.errors import InputError
+from vcrnet.errors import InputError, not_utf8
 from vcrnet.metrics import DECODINGS as DECODINGS  # re-exported: the table's names
 
 if TYPE_CHECKING:
@@ -59,6 +61,9 @@ if TYPE_CHECKING:
 ANSWER_COLUMNS = [f"answer_{i}" for i in range(4)]
 RATIONALE_COLUMNS = [f"rationale_conditioned_on_a{i}_{j}" for i in range(4) for j in range(4)]
 COLUMNS = ["annot_id", *ANSWER_COLUMNS, *RATIONALE_COLUMNS]
+# how far a row's 4 answer (or a group's 4 rationale) probabilities may sum from 1: write_csv's
+# 9 significant digits of float32 softmax values are off by ~1e-7; a real error by far more
+SUM_TOLERANCE = 1e-4
 
 
 def score(
@@ -141,12 +146,24 @@ def _cell(p: float) -> str:
     return f"{p:.9g}"
 
 
-def read_csv(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """``(annot_ids, answer_probs [N, 4], rationale_probs [N, 4, 4])``; one-line errors."""
+def read_csv(path: str | Path, sums: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """``(annot_ids, answer_probs [N, 4], rationale_probs [N, 4, 4])``; one-line errors naming
+    the line: every cell a probability in [0, 1] (no NaN, no infinity), and with ``sums`` each
+    row's 4 answers and each of its 4 groups of 4 rationales summing to 1 (``SUM_TOLERANCE``),
+    as the leaderboard requires (``sums=False``: magnitudes only, for tests of the format)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with path.open(newline="") as f:
+    try:
+        ids, values = _read_rows(path, sums)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    table = torch.tensor(values, dtype=torch.float64).reshape(len(ids), 20)
+    return ids, table[:, :4], table[:, 4:].reshape(len(ids), 4, 4)
+
+
+def _read_rows(path: Path, sums: bool) -> tuple[list[str], list[list[float]]]:
+    with path.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != COLUMNS:
@@ -159,12 +176,30 @@ def read_csv(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
             if len(row) != len(COLUMNS):
                 raise InputError(f"{path}:{number}: expected 21 columns, got {len(row)}")
             try:
-                values.append([float(v) for v in row[1:]])
+                cells = [float(v) for v in row[1:]]
             except ValueError:
                 raise InputError(f"{path}:{number}: a probability is not a number") from None
+            for column, p in zip(COLUMNS[1:], cells):
+                if not 0.0 <= p <= 1.0:  # NaN too
+                    raise InputError(
+                        f"{path}:{number}: {column}: {p!r} is not a probability in [0, 1]"
+                    )
+            if sums:
+                _check_sums(path, number, cells)
+            values.append(cells)
             ids.append(row[0])
-    table = torch.tensor(values, dtype=torch.float64).reshape(len(ids), 20)
-    return ids, table[:, :4], table[:, 4:].reshape(len(ids), 4, 4)
+    return ids, values
+
+
+def _check_sums(path: Path, number: int, cells: list[float]) -> None:
+    """Answers, then the rationales given each answer: each 4 probabilities summing to 1."""
+    groups = [("answer_0..3", cells[:4])] + [
+        (f"rationale_conditioned_on_a{i}_0..3", cells[4 + 4 * i : 8 + 4 * i]) for i in range(4)
+    ]
+    for name, group in groups:
+        total = math.fsum(group)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise InputError(f"{path}:{number}: {name} sum to {total:.6g}, not 1")
 
 
 def score_csv(path: str | Path, items: Sequence[VCRItem]) -> dict[str, float]:

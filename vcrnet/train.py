@@ -48,7 +48,7 @@ from vcrnet.features import CachedVCRDataset, dev_split
 from vcrnet.features.batches import Batches, epoch_order, item_sizes, sorted_order
 from vcrnet.leaderboard import score, score_joint16, score_mixture
 from vcrnet.metrics import OBJECTIVE
-from vcrnet.metrics import REPORTED as REPORTED  # re-exported: study/ imports it from here
+from vcrnet.metrics import REPORTED as REPORTED  # re-exported: vcrnet.train.REPORTED, as before
 from vcrnet.model import JointModel
 from vcrnet.model.joint import host_answer_labels
 
@@ -212,7 +212,7 @@ def fit(
     at the best epoch on dev unless ``save_best`` is False.
 
     ``resume`` continues from ``out/checkpoint.pt``. On the CPU a resumed run repeats an
-    uninterrupted one bit for bit (tests/test_train.py). On a GPU it is the same run in
+    uninterrupted one bit for bit (tests/vcrnet/test_train.py). On a GPU it is the same run in
     distribution but not bit-exact: cuDNN's LSTM kernels and atomics-based reductions are not
     deterministic, so two uninterrupted GPU runs differ in the last bits too.
     """
@@ -360,7 +360,8 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint, loaded with ``weights_only=True``; a bad file is an ``InputError``."""
+    """A checkpoint, loaded with ``weights_only=True``; a bad file, or a field of the wrong
+    type, is an ``InputError`` (``FILE: field: problem``) before any model is built."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
@@ -373,7 +374,38 @@ def load_checkpoint(path: str | Path) -> dict:
     )
     if missing:
         raise InputError(f"{path}: not a vcr-study checkpoint (missing {sorted(missing)})")
+    problem = _field_problem(saved)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     return saved
+
+
+def _field_problem(saved: dict) -> str | None:
+    """``field: problem`` for the first field of a checkpoint that has the wrong type."""
+    text_dim, epoch, model = saved["text_dim"], saved["epoch"], saved["model"]
+    if not _is_int(text_dim) or text_dim < 1:
+        return f"text_dim: expected a positive int, got {_shown(text_dim)}"
+    if not _is_int(epoch) or epoch < 0:
+        return f"epoch: expected an int of 0 or more, got {_shown(epoch)}"
+    for key in ("config", "extra"):
+        if key in saved and not isinstance(saved[key], dict):
+            return f"{key}: expected a dict, got {type(saved[key]).__name__}"
+    if not isinstance(model, dict):
+        return f"model: expected a dict of tensors, got {type(model).__name__}"
+    for key, value in model.items():
+        if not isinstance(value, torch.Tensor):
+            return f"model: {key!r} is not a tensor ({type(value).__name__})"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A short value as ``repr`` shows it, a long one (a tensor) by its type."""
+    text = repr(value)
+    return text if len(text) <= 40 and "\n" not in text else type(value).__name__
 
 
 def load_model(path: str | Path) -> tuple[JointModel, TrainConfig, dict]:

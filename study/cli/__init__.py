@@ -6,8 +6,8 @@ or MLflow. The commands: ``data.py`` (``data synth|check|features|prepare``), ``
 (``train|predict|evaluate``), ``studies.py`` (``launch|best|ablations|rerun|studies|delete``),
 ``ui.py``; the options several share: ``options.py``.
 
-Known errors (bad data, bad options) print one line and exit with code 2; set
-``VCR_STUDY_DEBUG=1`` to see the traceback instead.
+Known errors print one line: bad data or options exit with code 2, work that started and failed
+(a study whose every trial failed) with 1; set ``VCR_STUDY_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import typer
 
 from study.cli import data, model, studies, ui  # noqa: F401 - each adds its commands to app
 from study.cli.app import app
-from vcrnet.errors import InputError
+from vcrnet.errors import InputError, RunFailed
 
 __all__ = ["app", "main"]
 
@@ -45,6 +45,11 @@ def main() -> None:
             raise
         typer.echo(f"vcr-study: error: {err}", err=True)
         sys.exit(2)
+    except RunFailed as err:  # the work started and failed: not bad input
+        if os.environ.get("VCR_STUDY_DEBUG"):
+            raise
+        typer.echo(f"vcr-study: error: {err}", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -88,7 +88,7 @@ def data_features(
     gpus_per_worker: Annotated[
         float | None,
         typer.Option(
-            help="GPUs per worker (default: 1 on a cluster, 0 on a local Ray without GPU).",
+            help="GPUs per worker (default: 1 where the Ray's nodes have GPUs, else 0).",
             rich_help_panel="Where",
         ),
     ] = None,
@@ -96,7 +96,7 @@ def data_features(
         float | None,
         typer.Option(
             help="CPUs per worker: its threads for images and wordpieces (default: 4 with a GPU, "
-            "else 1).",
+            "else a node's CPUs shared among --workers).",
             rich_help_panel="Where",
         ),
     ] = None,

@@ -47,13 +47,13 @@ def train_command(
     Example: vcr-study train --method gumbel --set tau_start=5 --set anneal_epochs=10 --out runs/g
     """
     from study import api
-    from vcrnet.metrics import OBJECTIVE
+    from vcrnet.metrics import OBJECTIVE, REPORTED
 
     def show(metrics: dict, _: Path) -> None:
         typer.echo(
             f"epoch {metrics['epoch']:>2}  loss {metrics['train_loss']:.3f}  "
             f"val Q->A {metrics['val_q2a']:.3f}  QA->R {metrics['val_qa2r']:.3f}  "
-            f"QA->R|pred {metrics['val_qa2r_pred']:.3f}  Q->AR {metrics['val_q2ar']:.3f}"
+            f"QA->R|pred {metrics['val_qa2r_pred']:.3f}  Q->AR {metrics[REPORTED]:.3f}"
             f"  dev Q->AR {metrics[OBJECTIVE]:.3f}"
             f"  {metrics['train_items_per_s']:.0f} items/s"
         )
@@ -72,7 +72,7 @@ def train_command(
     if best:
         typer.echo(
             f"best epoch on dev {best['epoch']}: dev Q->AR {best[OBJECTIVE]:.3f}, "
-            f"val Q->AR {best['val_q2ar']:.3f}; "
+            f"val Q->AR {best[REPORTED]:.3f}; "
             f"checkpoints and metrics.jsonl in {out.absolute()}"
         )
 

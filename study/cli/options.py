@@ -19,13 +19,11 @@ def parse_image_size(value: str) -> tuple[int, int]:
         raise typer.BadParameter(
             f"{value!r} is not WIDTHxHEIGHT, e.g. 768x384", param_hint="--image-size"
         ) from None
-    from vcrnet.features.settings import MIN_IMAGE_SIDE
+    from vcrnet.features.settings import image_size_problem
 
-    if min(width, height) < MIN_IMAGE_SIDE:
-        raise typer.BadParameter(
-            f"{value!r}: both sides must be at least {MIN_IMAGE_SIDE} pixels",
-            param_hint="--image-size",
-        )
+    problem = image_size_problem(width, height)
+    if problem:
+        raise typer.BadParameter(f"{value!r}: {problem}", param_hint="--image-size")
     return width, height
 
 

@@ -204,7 +204,7 @@ def ablations_command(name: Annotated[str, typer.Option(help="The study.")]) -> 
     from study import api, store
     from study.reports import TABLES
 
-    written = api.write_report(name)
+    written = api.write_ablations(name)
     if not written:
         typer.echo("no trial runs yet: nothing to report")
         return
@@ -309,16 +309,18 @@ def rerun_command(
 
 def _print_best(best) -> None:
     """``study.api.best``'s table: each approach's best trial on dev, its val metrics there."""
-    if best.empty or best["dev_q2ar"].isna().all():
+    from vcrnet.metrics import OBJECTIVE, REPORTED
+
+    if best.empty or best[OBJECTIVE].isna().all():
         typer.echo("no trial has reported a result yet")
         return
     shown = best[
         [
             "approach",
-            "dev_q2ar",
+            OBJECTIVE,
             "val_q2a",
             "val_qa2r",
-            "val_q2ar",
+            REPORTED,
             "trials",
             "trial_id",
             "final_status",

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from study.cli.app import app
+from vcrnet.errors import InputError
 
 
 @app.command("ui")
@@ -31,7 +32,8 @@ def ui_command(
 
     from study import api, store, tracking
 
-    uri = tracking_uri or store.default_tracking_uri(store.home())
+    uri = tracking.absolute_uri(tracking_uri or store.default_tracking_uri(store.home()))
+    _check_port_free(host, port)
     artifacts = store.artifacts_root().as_uri()
     typer.echo(f"MLflow UI for {tracking.redact(uri)} at http://{host}:{port} (Ctrl-C to stop)")
     for name, link in api.study_links(uri, f"http://{host}:{port}"):
@@ -56,3 +58,19 @@ def ui_command(
         sys.exit(subprocess.call(command))
     except KeyboardInterrupt:
         sys.exit(0)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Something already listening at ``host:port`` is one line, before the link is printed
+    (``mlflow server`` would print its own failure after it, and the link would lead elsewhere)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise InputError(
+                f"--port {port}: {host}:{port} cannot be served ({error.strerror}); choose "
+                "another --port"
+            ) from None

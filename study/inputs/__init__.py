@@ -8,11 +8,9 @@ from study.lazy import public
 _SOURCES = {
     **dict.fromkeys(
         (
-            "SYNTHETIC_IMAGE_SIZE",
             "Features",
             "data_root",
             "default_settings",
-            "fixed_features",
             "for_study",
             "from_checkpoint",
             "resolve",
@@ -26,3 +24,7 @@ __all__ = sorted(_SOURCES)
 
 def __getattr__(name: str):
     return public(__name__, _SOURCES, name)
+
+
+def __dir__() -> list[str]:
+    return __all__

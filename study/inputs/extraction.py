@@ -168,15 +168,38 @@ def workers_for(
 ) -> RunShards | None:
     """Where ``data features`` computes shards: None (this process: no ``address`` nor
     ``count``), else actors on the Ray at ``address`` (joined) or on a local Ray of ``count``
-    workers; a GPU each by default on a cluster or where this machine has one."""
+    workers. Left out, a worker's resources follow the Ray it runs on: a GPU and 4 CPUs where
+    a node has a GPU, else a CPU worker as large as a node. A worker no node can hold is refused
+    on this machine's Ray and named in a warning on a cluster (an autoscaler may add one)."""
     if not address and not count:
         return None
-    import torch
+    import warnings
 
     from study import cluster
 
-    gpus = gpus if gpus is not None else float(bool(address) or torch.cuda.is_available())
-    chosen = Workers(count=count, gpus=gpus, cpus=cpus or (4.0 if gpus else 1.0))
-    chosen.check()
     cluster.join(address)
+    largest_cpus, largest_gpus = cluster.largest()
+    if gpus is None:
+        gpus = 1.0 if largest_gpus >= 1 else 0.0
+    if cpus is None:  # a GPU worker's threads; CPU workers share a node between them
+        cpus = min(4.0, largest_cpus) if gpus else max(1.0, largest_cpus // (count or 1))
+    chosen = Workers(count=count, gpus=gpus, cpus=cpus)
+    chosen.check()
+    if not cluster.fits({"CPU": cpus, "GPU": gpus}):
+        problem = (
+            f"an extraction worker asks {cpus:g} CPUs and {gpus:g} GPUs, and no node has that "
+            f"(the largest: {cluster.largest_node()})"
+        )
+        if not address:
+            raise InputError(f"--gpus-per-worker/--cpus-per-worker: {problem}")
+        warnings.warn(f"{problem}; workers wait until the autoscaler adds one", stacklevel=2)
+    elif not address and count:  # this machine's Ray: workers beyond it would wait for ever
+        import ray
+
+        room = _fits(ray.cluster_resources(), chosen)
+        if count > room:
+            raise InputError(
+                f"--workers {count}: this machine's Ray holds {room} worker(s) of {cpus:g} CPUs "
+                f"and {gpus:g} GPUs ({cluster.largest_node()})"
+            )
     return on_ray(chosen)

@@ -9,7 +9,6 @@ from study.lazy import public
 _SOURCES = {
     "dry_run": "steps",
     "launch": "steps",
-    "MODE": "tuner",
     "Plan": "cost",
 }
 __all__ = sorted(_SOURCES)
@@ -17,3 +16,7 @@ __all__ = sorted(_SOURCES)
 
 def __getattr__(name: str):
     return public(__name__, _SOURCES, name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -6,8 +6,11 @@ study's plan (``study_plan``: ``cost.estimate`` of this study on these resources
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import time
+import warnings
 
 from study import cluster, store, tracking
 from study.inputs import Features
@@ -25,18 +28,62 @@ def resolved_options(options: LaunchOptions, resume: bool) -> tuple[LaunchOption
     if resume:
         if not options.name:
             raise InputError("--resume: needs --name of the study to continue")
-        options = store.load(options.name).options
-        store.check_resumable(options.name)
+        options = _resumed(options)
     options.check()
+    store.check_home()
     options.name = options.name or time.strftime("study-%Y%m%d-%H%M%S")
     if options.tracking_uri:  # a password in the URI is never saved with the study
         options.tracking_uri = tracking.move_credentials_to_env(options.tracking_uri)
+        options.tracking_uri = tracking.absolute_uri(options.tracking_uri)
     space = load_space(options.space)
     options.space = str(space.path)
+    digest = hashlib.sha256(space.path.read_bytes()).hexdigest()
+    if resume and options.space_sha256 not in (None, digest):
+        raise InputError(
+            f"--space {space.path}: the file changed since study {options.name} started; its "
+            "trials would train other settings than they logged: put it back as it was, or "
+            "launch a new study"
+        )
+    options.space_sha256 = digest
     check_overrides(space, options.overrides)
     if not resume:
         check_name_is_free(options.name)
     return options, space
+
+
+# What a resumed study takes from the options given: the resources a trial asks for (a study that
+# asked for more than its cluster has must not be stuck) and its retries. The rest is the study.
+ON_RESUME = ("cpus_per_trial", "gpus_per_trial", "max_failures")
+
+
+def _resumed(given: LaunchOptions) -> LaunchOptions:
+    """The record's options, with the ``ON_RESUME`` options given (those not at their default)
+    taken; any other option given that differs from the study's named in one warning."""
+    record = store.load(given.name).options
+    store.check_resumable(given.name)
+    defaults = LaunchOptions()
+    ignored = []
+    for field in dataclasses.fields(LaunchOptions):
+        value = getattr(given, field.name)
+        if field.name == "name" or value == getattr(defaults, field.name):
+            continue  # not given (or given as its default: the same to us)
+        if field.name in ON_RESUME:
+            setattr(record, field.name, value)
+        elif value != getattr(record, field.name):
+            ignored.append(
+                "--" + ("set/--epochs" if field.name == "overrides" else _flag(field.name))
+            )
+    if ignored:
+        warnings.warn(
+            f"--resume: {', '.join(ignored)} ignored: a resumed study keeps its own (only "
+            f"{', '.join('--' + _flag(n) for n in ON_RESUME)} may change)",
+            stacklevel=3,
+        )
+    return record
+
+
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
 
 
 def check_name_is_free(name: str) -> None:
@@ -72,6 +119,35 @@ def check_store_and_cluster(options: LaunchOptions, resume: bool) -> str | None:
         tracking.check_tracking(uri)
         cluster.check_joinable(address)
     return address
+
+
+def check_resources(options: LaunchOptions, address: str | None) -> None:
+    """A trial's resources fit a node: on this machine (a local Ray) refused in one line where
+    they never could; on a cluster (joined; an autoscaler may add nodes) a warning where no live
+    node can hold one now (the progress line says what is pending while it waits)."""
+    cpus, gpus = options.cpus_per_trial, options.gpus_per_trial
+    if address is None:
+        have_cpus, have_gpus = local_resources()
+        if cpus > have_cpus:
+            raise InputError(
+                f"--cpus-per-trial {cpus:g}: this machine has {have_cpus:g} CPUs, so no trial "
+                "could ever start"
+            )
+        if gpus > have_gpus:
+            has = f"{have_gpus:g} GPUs" if have_gpus else "no GPU (torch finds none)"
+            raise InputError(
+                f"--gpus-per-trial {gpus:g}: this machine has {has}, so no trial could ever "
+                "start; pass --gpus-per-trial 0 to train on the CPU"
+            )
+        return
+    largest = cluster.largest_node()
+    if not cluster.fits({"CPU": cpus, "GPU": gpus}):
+        warnings.warn(
+            f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the cluster at "
+            f"{address} can hold a trial now (the largest: {largest}); trials wait until the "
+            "autoscaler adds such a node",
+            stacklevel=2,
+        )
 
 
 def check_overrides(space: SearchSpace, overrides: dict) -> None:

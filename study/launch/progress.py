@@ -1,4 +1,5 @@
-"""The study's progress in the terminal: trials done / running / pending and the best so far."""
+"""The study's progress in the terminal: trials done / running / pending and the best so far, and
+a heartbeat at least once a minute while nothing else changes (what runs, and why trials wait)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from ray.tune import Callback
 from study.search import trial_values
 
 Best = tuple[float, str, str]  # value, method, trial id
+# Silence longer than this between two lines reads as a hang: a line at least this often (a
+# trial-epoch of the r2c preset on 2 CPUs takes minutes, docs/benchmarks.md)
+HEARTBEAT_SECONDS = 60.0
 
 
 class Progress(Callback):
@@ -23,9 +27,11 @@ class Progress(Callback):
     result this callback was shown is kept too: Tune calls ``on_trial_result`` before it adds the
     result to the trial, and a NaN report turns a trial's maximum into NaN (``max(nan, x)``)."""
 
-    def __init__(self, metric: str, echo=print):
+    def __init__(self, metric: str, echo=print, why_waiting=None):
         self.metric, self.echo = metric, echo
-        self.start = time.monotonic()
+        # a trial's resources -> why they cannot be had now (None: they can): cluster.why_waiting
+        self.why_waiting = why_waiting
+        self.start = self._said = time.monotonic()
         self.best: Best | None = None
         self._last_line = ""
 
@@ -33,7 +39,13 @@ class Progress(Callback):
         return {**self.__dict__, "echo": print}
 
     def __setstate__(self, state: dict) -> None:  # restored: time counts from this start
-        self.__dict__.update(state, start=time.monotonic())
+        now = time.monotonic()
+        self.__dict__.update(state, start=now, _said=now)
+
+    def on_step(self, iteration, trials, **info) -> None:
+        """Tune's loop, a few times a second: the heartbeat, when nothing was said for a while."""
+        if time.monotonic() - self._said >= HEARTBEAT_SECONDS:
+            self._heartbeat(trials)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.best = _better(self.best, _candidate(result.get(self.metric), trial))
@@ -66,7 +78,35 @@ class Progress(Callback):
         )
         if line.split("] ", 1)[1] != self._last_line:
             self._last_line = line.split("] ", 1)[1]
-            self.echo(line)
+            self._say(line)
+
+    def _heartbeat(self, trials) -> None:
+        """Elapsed time, the trials running and the slowest one's epoch, and why trials wait."""
+        running = [t for t in trials if t.status == "RUNNING"]
+        pending = [t for t in trials if t.status in ("PENDING", "PAUSED")]
+        parts = [f"[{time.monotonic() - self.start:5.0f}s] still working:"]
+        if running:
+            epochs = [int(t.last_result.get("epoch", 0) or 0) for t in running]
+            parts.append(
+                f"{len(running)} trial{'s' * (len(running) != 1)} running, the slowest at "
+                f"epoch {min(epochs)}"
+            )
+        else:
+            parts.append("no trial running")
+        if pending:
+            reason = self.why_waiting(_resources(pending[0])) if self.why_waiting else None
+            parts.append(f"{len(pending)} pending" + (f" ({reason})" if reason else ""))
+        self._say(" ".join(parts[:2]) + "".join(f"; {p}" for p in parts[2:]))
+
+    def _say(self, line: str) -> None:
+        self._said = time.monotonic()
+        self.echo(line)
+
+
+def _resources(trial) -> dict[str, float]:
+    """What a trial asks Ray for (its placement group's bundles, summed)."""
+    factory = getattr(trial, "placement_group_factory", None)
+    return dict(factory.required_resources) if factory is not None else {}
 
 
 def _candidate(value, trial) -> Best | None:

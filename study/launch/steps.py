@@ -22,7 +22,7 @@ from study.launch import cost, preflight, tuner
 from study.launch.console import captured
 from study.search import SearchSpace, fail_orphans
 from study.store import LaunchOptions
-from vcrnet.errors import first_line
+from vcrnet.errors import RunFailed, first_line
 from vcrnet.features import FeatureChoice, FeatureSettings
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ def launch(
     ``verbose``). A new study refused before its record is written leaves no folder."""
     options, space = preflight.resolved_options(options, resume)
     address = preflight.check_store_and_cluster(options, resume)
+    if address is None:  # a cluster's: once joined (_features)
+        preflight.check_resources(options, None)
     made = [p for p in (store.home(), store.studies_root()) if not p.exists()]
     with store.running(options.name):
         try:
@@ -84,7 +86,7 @@ def _run(
         tuned = tuner.build_or_restore(options, space, found, parent, resume, echo)
         status = tracking.KILLED  # unless the study runs to its end
         try:
-            tuned.fit()
+            results = tuned.fit()
             _fail_orphaned_optuna_trials(options.name, echo)
             status = tracking.FINISHED
         finally:
@@ -101,6 +103,7 @@ def _run(
                 f"warning: ablations not written ({first_line(error)}); `vcr-study ablations "
                 f"--name {options.name}` retries"
             )
+        _check_some_trial_worked(options.name, results)
 
 
 def dry_run(
@@ -114,12 +117,15 @@ def dry_run(
     no trial started, nothing written."""
     options, space = preflight.resolved_options(options, resume)
     address = preflight.check_store_and_cluster(options, resume)
+    if address is None:  # as launch: before the features (a cluster's: once joined, below)
+        preflight.check_resources(options, None)
     found = inputs.for_study(options, ("train", "val"), choice, echo=echo, extract=False)
     missing = [
         f"{split} {kind}" for split, entries in found.splits.items() for kind in entries.computed
     ]
     if address:
         cluster.join(address)
+        preflight.check_resources(options, address)
         resources = preflight.cluster_resources()
     else:
         resources = preflight.local_resources()
@@ -147,15 +153,13 @@ def _features(
     options: LaunchOptions, choice: FeatureChoice, address: str | None, echo
 ) -> inputs.Features:
     """The trials' features; on a cluster, those missing extracted on its workers (joined
-    first), with a GPU each if the trials have GPUs."""
+    first), a GPU each where its nodes have GPUs (``inputs.workers_for``)."""
     if not address:
         return inputs.for_study(options, ("train", "val"), choice, echo=echo)
     cluster.join(address)
-    gpus = 1.0 if options.gpus_per_trial > 0 else 0.0
-    workers = inputs.Workers(gpus=gpus, cpus=max(1.0, options.cpus_per_trial))
-    return inputs.for_study(
-        options, ("train", "val"), choice, echo=echo, run=inputs.on_ray(workers)
-    )
+    preflight.check_resources(options, address)
+    workers = inputs.workers_for(address, None, None, None)  # as the cluster's nodes allow
+    return inputs.for_study(options, ("train", "val"), choice, echo=echo, run=workers)
 
 
 def _start_ray(address: str | None, found: inputs.Features, options: LaunchOptions) -> None:
@@ -184,9 +188,10 @@ def _open_study(
 ) -> tuple[MlflowClient, str]:
     """The MLflow client and the study's parent run; a new study's record is saved once that run
     exists (so ``--resume`` always finds it), and its options are logged on it."""
-    client = tracking.open_client(store.tracking_uri(options), create=True)
+    client = tracking.writing_client(store.tracking_uri(options))
     if resume:
         parent = store.load(options.name).parent_run_id
+        store.save(store.StudyRecord(options, parent))  # the resources it now asks for
         tracking.reopen_study(client, parent)
         return client, parent
     parent = tracking.create_study(
@@ -210,6 +215,20 @@ def _open_study(
     }
     tracking.log_options(client, parent, params, space.path)
     return client, parent
+
+
+def _check_some_trial_worked(name: str, results) -> None:
+    """A study whose every trial failed is not done: one line with the first trial's error and
+    where the rest is (``RunFailed``: exit code 1)."""
+    failed = [r for r in results if r.error is not None]
+    if not failed or len(failed) < len(results):
+        return
+    error_file = Path(failed[0].path) / "error.txt"
+    which = "its trial" if len(failed) == 1 else f"all {len(failed)} trials"
+    raise RunFailed(
+        f"study {name}: {which} failed: {tracking.error_line(str(error_file))[:300]} (the whole "
+        f"error: {error_file})"
+    )
 
 
 def _fail_orphaned_optuna_trials(name: str, echo) -> None:

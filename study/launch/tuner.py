@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
-from study import store, tracking
+from study import cluster, store, tracking
 from study.inputs import Features
 from study.launch.progress import Progress
 from study.launch.retention import CheckpointPruner
@@ -45,7 +45,7 @@ def build_or_restore(
     )
     callbacks = [
         tracker,  # before the pruner: at the end it logs the best weights the pruner held
-        Progress(OBJECTIVE, echo),
+        Progress(OBJECTIVE, echo, cluster.why_waiting),
         ThroughputRecorder(found.settings, configs),
         CheckpointPruner(OBJECTIVE, configs.approach, prune=not options.keep_checkpoints),
     ]
@@ -126,12 +126,12 @@ class ThroughputRecorder(Callback):
 
     def __init__(self, settings: FeatureSettings, configs: TrialConfigs):
         self.settings, self.configs = settings, configs
-        self._configs: dict[str, TrainConfig] = {}  # trial id -> its config (resolved once)
+        self._resolved: dict[str, TrainConfig] = {}  # trial id -> its config (resolved once)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if "device_kind" not in result or "epoch_seconds" not in result:
             return
-        if trial.trial_id not in self._configs:
-            self._configs[trial.trial_id] = self.configs.config(trial.config)
-        key = throughput_key(self.settings, result["device_kind"], self._configs[trial.trial_id])
+        if trial.trial_id not in self._resolved:
+            self._resolved[trial.trial_id] = self.configs.config(trial.config)
+        key = throughput_key(self.settings, result["device_kind"], self._resolved[trial.trial_id])
         record_epoch(store.throughput_file(), key, result["epoch_seconds"], train_items(result))

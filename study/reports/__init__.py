@@ -11,12 +11,14 @@ _SOURCES = {
     "write_ablations": "ablations",
     "TABLES": "paper",
     "comparable": "paper",
-    "RerunResult": "rerun",
     "rerun_study": "rerun",
-    "t_interval": "rerun",
 }
 __all__ = sorted(_SOURCES)
 
 
 def __getattr__(name: str):
     return public(__name__, _SOURCES, name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -10,7 +10,7 @@ and logged to the study's parent run:
   best epoch on dev (what it selected on), with its validation numbers (never selected on); every
   approach of the space, ``no trial`` where none ran;
 - ``paper_table1``, ``paper_table2``, ``paper_table4``: for a study of ``paper.yaml``, the seed
-  paper's Tables 1, 2 and 4 in its layout, its numbers beside the study's (``study.paper``);
+  paper's Tables 1, 2 and 4 in its layout, its numbers beside the study's (``paper.py``);
 - ``loss_ratio``: Q->AR against the rationale:answer loss ratio, softmax and Gumbel (Table 4);
 - ``gumbel_schedule``, ``rl_samples``, ``baseline_rate``: Q->AR against each method's own setting;
 - ``learning_curves``: validation Q->AR per epoch, every trial, coloured by method;
@@ -117,11 +117,19 @@ def build_report(
     the space's methods or grid labels, every one a row of ``best_per_method`` (``no trial``
     where none ran). ``space``: which settings each method uses (its params' ``methods:``);
     without it, the Optuna journal's trials say (a grid's: every setting applies)."""
-    out.mkdir(parents=True, exist_ok=True)
     runs = trial_runs(client, parent_run_id)
     if runs.empty:
         return []
     curves = learning_curves(client, runs)
+    if curves.empty or OBJECTIVE not in curves or curves[OBJECTIVE].isna().all():
+        ended = runs["final_status"].fillna("RUNNING").value_counts()
+        raise InputError(
+            f"{study_name or 'the study'}: none of its trials reported a result ("
+            + ", ".join(f"{n} {status}" for status, n in ended.items())
+            + "): no ablations to write; each failed trial's run in MLflow has its error as the "
+            "tag `error` (vcr-study ui)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     journal = _journal_study(optuna_journal, study_name)
     uses = settings_used(space, journal)
     trials = _trial_table(runs, curves, uses)

@@ -23,7 +23,7 @@ from study.search import slug
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
 from vcrnet.features import FeatureChoice
-from vcrnet.metrics import DECODINGS, OBJECTIVE
+from vcrnet.metrics import DECODINGS, OBJECTIVE, REPORTED
 
 TEST_METRICS = ("test_q2a", "test_qa2r", "test_qa2r_pred", "test_q2ar")
 # the validation readings summarised over seeds: every decoding but the diagnostic qa2r_joint16
@@ -34,7 +34,6 @@ SUMMARY_METRICS = tuple(f"val_{d}" for d in DECODINGS if d != "qa2r_joint16")
 class RerunResult:
     approach: str
     method: str
-    seeds: int
     mean: dict[str, float]
     std: dict[str, float]
     interval: dict[str, float]  # half-width of the 95% confidence interval of the mean
@@ -56,10 +55,8 @@ def rerun_study(
     on the study's own features; each seed a run of the study."""
     if run and method:
         raise InputError("--run and --method: give one (the run names its trial)")
-    options, parent = store.load(name)
-    client = tracking.open_client(store.tracking_uri(options))
-    if client is None:
-        raise InputError(f"--name {name}: its tracking store is not there")
+    options = store.load(name).options
+    client, parent = store.open_study(name)
     if run:
         run_id, _ = tracking.parse_model_ref(run)  # a run id, or the runs:/ URI best prints
         chosen, config = winning_config(
@@ -139,7 +136,7 @@ def rerun(
             tracking.log_metrics(client, run_id, metrics, metrics["epoch"])
             echo(
                 f"seed {seed} epoch {metrics['epoch']}: dev Q->AR {metrics[OBJECTIVE]:.3f}, "
-                f"val Q->AR {metrics['val_q2ar']:.3f}"
+                f"val Q->AR {metrics[REPORTED]:.3f}"
             )
 
         resume = (folder / "checkpoint.pt").is_file()  # an interrupted rerun goes on
@@ -170,7 +167,6 @@ def rerun(
     return RerunResult(
         chosen.get("approach", config.method),
         config.method,
-        seeds,
         mean,
         std,
         interval,

@@ -27,3 +27,7 @@ __all__ = sorted(_SOURCES)
 
 def __getattr__(name: str):
     return public(__name__, _SOURCES, name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -36,7 +36,7 @@ import yaml
 
 from vcrnet.config import TrainConfig
 from vcrnet.couplings import COUPLINGS
-from vcrnet.errors import InputError
+from vcrnet.errors import InputError, first_line
 
 KINDS = ("choice", "uniform", "loguniform", "int", "fixed")
 TOP_LEVEL = ("description", "fixed", "params", "trials")
@@ -333,7 +333,7 @@ class _Lines:
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            problem = getattr(err, "problem", None) or first_line(err)
             raise InputError(f"{where}: not valid YAML: {problem}") from None
         self.line_of: dict[str, int] = {}
         if node is not None:

@@ -10,6 +10,7 @@ _SOURCES = {
             "SYNTHETIC_SEED",
             "artifacts_dir",
             "artifacts_root",
+            "check_home",
             "default_cache_dir",
             "default_data_dir",
             "default_tracking_uri",
@@ -30,6 +31,7 @@ _SOURCES = {
     **dict.fromkeys(
         (
             "LAYOUT",
+            "MAX_NAME",
             "SEARCHERS",
             "LaunchOptions",
             "StudyRecord",
@@ -38,6 +40,7 @@ _SOURCES = {
             "is_running",
             "load",
             "names",
+            "open_study",
             "running",
             "save",
             "tracking_uri",
@@ -63,3 +66,7 @@ __all__ = sorted(_SOURCES)
 
 def __getattr__(name: str):
     return public(__name__, _SOURCES, name)
+
+
+def __dir__() -> list[str]:
+    return __all__

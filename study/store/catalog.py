@@ -24,10 +24,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from study.store import paths, record
 from study.tracking import (
+    FAILED_RUN,
+    FINISHED,
+    KILLED,
     PARENT,
     RUNNING,
     STUDY_ROLE,
     MlflowException,
+    absolute_uri,
     best_metric,
     best_of_each,
     is_local,
@@ -49,10 +53,10 @@ if TYPE_CHECKING:
 ACTIVE = "active"  # mlflow.entities.LifecycleStage.ACTIVE
 
 STATES = {
-    "FINISHED": "finished",
-    "KILLED": "interrupted",
-    "RUNNING": "interrupted",
-    "FAILED": "failed",
+    FINISHED: "finished",
+    KILLED: "interrupted",
+    RUNNING: "interrupted",
+    FAILED_RUN: "failed",
 }  # the parent run's status -> the study's state (unless running)
 RESUME_HINT = "interrupted: continue one with `vcr-study launch --name NAME --resume`"
 
@@ -180,7 +184,7 @@ def _row(name: str, clients: dict, echo: Callable[[str], None]) -> StudyRow:
             state = STATES.get(run.info.status, run.info.status.lower())
     except Exception as error:  # noqa: BLE001 - one unreadable study must not hide the others
         if not running:
-            state = f"unknown ({first_line(error)})"
+            state = f"unknown ({first_line(error, 160)})"
     disk = sum(disk_bytes(p) for p in _folders(name, experiment, uri))
     return StudyRow(name, state, trials, best, disk)
 
@@ -239,7 +243,7 @@ class _Target:
 def _target(name: str, tracking_uri: str | None) -> _Target:
     record.check_name(name)
     uri, parent = _record_refs(name, lenient=True)
-    uri = uri or tracking_uri or paths.default_tracking_uri(paths.home())
+    uri = uri or absolute_uri(tracking_uri or paths.default_tracking_uri(paths.home()))
     client = open_client(uri)  # None: a sqlite store that does not exist holds nothing
     experiment, note = None, ""
     try:

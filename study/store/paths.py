@@ -21,11 +21,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vcrnet.atomic import check_writable
+
 SYNTHETIC_SEED = 0  # the built-in dataset's seed
 
 
 def home() -> Path:
     return Path(os.environ.get("VCR_STUDY_HOME", "vcr-study-runs")).absolute()
+
+
+def check_home() -> None:
+    """The home is a folder this process can write, or can be made where it is named (checked
+    before a command writes anything there)."""
+    path = home()
+    where = f"VCR_STUDY_HOME {path}" if "VCR_STUDY_HOME" in os.environ else f"the home {path}"
+    check_writable(path, where)
 
 
 def default_data_dir() -> Path:

@@ -25,6 +25,11 @@ SEARCHERS = ("tpe", "random")
 # searcher by their module paths, which changed when study/ became rooms (2026-12-07): a study
 # made before that is read (best, ablations, studies) but not resumed (``check_resumable``).
 LAYOUT = 2
+# Ray counts a resource in units of 1/10,000 (ray_constants' RESOURCE_UNIT_SCALING): a request
+# that is not a whole number of units is rounded, 0.00001 CPU to none, which Ray then refuses
+RAY_UNIT = 0.0001
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds below 2**32
+MAX_NAME = 100  # a study name is a folder, an MLflow experiment and part of Tune's trial names
 
 
 @dataclass
@@ -51,16 +56,25 @@ class LaunchOptions:
     keep_checkpoints: bool = False  # keep every trial's last checkpoint (else: none once done)
     ray_temp_dir: str | None = None  # a local Ray's session folders (None: Ray's, /tmp/ray)
     ignore_free_space: bool = False  # start even where the free-space check refuses
+    space_sha256: str | None = None  # the space file's digest when the study started: a resume
+    # must train what its restored callbacks log (they hold the space as it was parsed then)
 
     def check(self) -> None:
+        """Every option in its range, before anything is written (``launch`` and ``--dry-run``
+        alike): one line naming the option."""
+        cpus, gpus = self.cpus_per_trial, self.gpus_per_trial
         checks = [
             (self.trials >= 1, "--trials", "at least 1"),
             (self.concurrent >= 1, "--concurrent", "at least 1"),
-            (self.cpus_per_trial > 0, "--cpus-per-trial", "positive"),
-            (self.gpus_per_trial >= 0, "--gpus-per-trial", "0 or more"),
+            (cpus > 0, "--cpus-per-trial", "positive"),
+            (_in_ray_units(cpus), "--cpus-per-trial", f"a multiple of {RAY_UNIT} (Ray's unit)"),
+            (gpus >= 0, "--gpus-per-trial", "0 or more"),
+            (_in_ray_units(gpus), "--gpus-per-trial", f"a multiple of {RAY_UNIT} (Ray's unit)"),
+            (gpus <= 1 or gpus.is_integer(), "--gpus-per-trial", "a fraction of 1 or whole"),
             (self.searcher in SEARCHERS, "--searcher", f"one of {', '.join(SEARCHERS)}"),
             (self.grace_period >= 1, "--grace-period", "at least 1"),
             (self.max_failures >= 0, "--max-failures", "0 or more"),
+            (0 <= self.seed <= MAX_SEED, "--seed", f"in 0..{MAX_SEED} (numpy's seeds)"),
         ]
         for ok, option, expected in checks:
             if not ok:
@@ -71,9 +85,16 @@ class LaunchOptions:
 
 def check_name(name: str) -> None:
     """A study name, so that its paths stay inside its home's folders: letters, digits, '-',
-    '_' and '.', not '.' first."""
+    '_' and '.', not '.' first, at most ``MAX_NAME`` characters."""
     if not name or name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
         raise InputError(f"--name {name!r}: use letters, digits, '-', '_' and '.', not '.' first")
+    if len(name) > MAX_NAME:
+        raise InputError(f"--name {name[:20]}...: {len(name)} characters, at most {MAX_NAME}")
+
+
+def _in_ray_units(amount: float) -> bool:
+    units = amount / RAY_UNIT
+    return abs(units - round(units)) < 1e-6
 
 
 class StudyRecord(NamedTuple):
@@ -150,7 +171,12 @@ def load(name: str) -> StudyRecord:
             f"--name {name}: no such study under {paths.home()}"
             + (f" (there are: {', '.join(known)})" if known else "")
         )
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        raise InputError(f"{path}: not a study record ({type(error).__name__})") from None
+    if not isinstance(saved, dict) or "parent_run_id" not in saved:
+        raise InputError(f"{path}: not a study record (no parent_run_id)")
     if "features" not in saved:  # before 2026-11-28: selected on val, features not recorded
         raise InputError(
             f"--name {name}: made by an earlier vcr-study (it selected on val and "
@@ -158,6 +184,9 @@ def load(name: str) -> StudyRecord:
         )
     parent = saved.pop("parent_run_id")
     saved.pop("layout", None)
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(LaunchOptions)})
+    if unknown:  # written by a newer vcr-study, or edited by hand
+        raise InputError(f"{path}: not a study record of this vcr-study (unknown {unknown})")
     return StudyRecord(LaunchOptions(**saved), parent)
 
 
@@ -170,3 +199,16 @@ def check_resumable(name: str) -> None:
             "names modules that have moved: it cannot be resumed; `vcr-study best` and "
             "`vcr-study ablations` still read it; launch a new study to go on"
         )
+
+
+def open_study(name: str):
+    """Study ``name``'s tracking store, opened to read (a missing sqlite file is not created),
+    and its parent run id: what every command that reads a study starts with."""
+    from study import tracking
+
+    options, parent = load(name)
+    uri = tracking_uri(options)
+    client = tracking.open_client(uri)
+    if client is None:
+        raise InputError(f"--name {name}: its tracking store {tracking.redact(uri)} is not there")
+    return client, parent

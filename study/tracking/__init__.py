@@ -16,7 +16,7 @@ from study.tracking import schema  # plain names, no imports: loaded with the ro
 
 _SOURCES = {
     **dict.fromkeys(schema.__all__, "schema"),
-    "LOCAL_SCHEMES": "uris",
+    "absolute_uri": "uris",
     "check_store": "uris",
     "check_tracking": "uris",
     "is_local": "uris",
@@ -26,21 +26,18 @@ _SOURCES = {
     "open_client": "uris",
     "redact": "uris",
     "store_exists": "uris",
-    "SHARED_VIEW_TAG": "experiment",
-    "VIEW_KEY": "experiment",
+    "writing_client": "uris",
     "check_name_free": "experiment",
     "close_study": "experiment",
     "create_study": "experiment",
     "log_options": "experiment",
     "reopen_study": "experiment",
     "retire": "experiment",
-    "share_view": "experiment",
     "study_links": "experiment",
     "ui_url": "experiment",
     "MLflowTracker": "trials",
+    "error_line": "trials",
     "feature_inputs": "trials",
-    "log_best_model": "trials",
-    "trial_metrics": "trials",
     "MlflowException": "runs",
     "at_best_epoch": "runs",
     "best_of_each": "runs",
@@ -60,3 +57,7 @@ __all__ = sorted(_SOURCES)
 
 def __getattr__(name: str):
     return public(__name__, _SOURCES, name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -13,27 +13,26 @@ from mlflow.entities import Param, ViewType
 from mlflow.tracking import MlflowClient
 
 from study.tracking.schema import (
+    EXPERIMENT_KIND,
     FINAL_STATUS,
     FINISHED,
     KILLED,
     METHOD,
+    NOTE,
     PARENT,
     PARENT_TAG,
     RUNNING,
+    SHARED_VIEW_TAG,
+    STUDY_EXPERIMENT,
     STUDY_ROLE,
+    VIEW_KEY,
     best_metric,
 )
 from study.tracking.uris import is_local, redact
 from vcrnet.errors import InputError
 from vcrnet.metrics import OBJECTIVE, REPORTED
 
-# The experiment's kind as MLflow's UI writes it ("genai_development" is the other; the
-# ExperimentKind enum of MLflow 3.17's JS bundle): model training. MLflow 3.17's UI itself picks
-# its pages by its sidebar switch (the URL's ``workflowType``, else the browser's last choice,
-# else GenAI): a link to a study carries the switch too (``ui_url``).
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# The runs table a study's link opens on (``share_view``): its first metric ranks the trials
-SHARED_VIEW_TAG, VIEW_KEY = "mlflow.sharedViewState.", "vcr-study"
+# the runs table's metric columns; the first ranks the trials
 VIEW_METRICS = (best_metric(OBJECTIVE), REPORTED, "val_q2a", "val_qa2r", "epoch")
 
 
@@ -55,7 +54,7 @@ def create_study(
         # (`mlflow server --artifacts-destination`): the driver uploads them through the server.
         location = artifacts.absolute().as_uri() if is_local(client.tracking_uri) else None
         experiment_id = client.create_experiment(
-            name, artifact_location=location, tags={"vcr_study": "1", **EXPERIMENT_KIND}
+            name, artifact_location=location, tags={**STUDY_EXPERIMENT, **EXPERIMENT_KIND}
         )
     else:  # created by a launch that died before its parent run: nothing to mix with
         experiment_id = experiment.experiment_id
@@ -65,7 +64,7 @@ def create_study(
     run = client.create_run(
         experiment_id,
         run_name=name,
-        tags={STUDY_ROLE: PARENT, "mlflow.note.content": description},
+        tags={STUDY_ROLE: PARENT, NOTE: description},
     )
     return run.info.run_id
 

@@ -19,8 +19,8 @@ from study.tracking.schema import (
     RERUN_OF_RUN,
     RUNNING,
     SEED,
+    trial_metrics,
 )
-from study.tracking.trials import trial_metrics
 
 
 def start_seed_run(

@@ -2,13 +2,17 @@
 
 A study is one MLflow experiment (named like the study), holding:
 
-- one **parent run** (tag ``STUDY_ROLE`` = ``PARENT``), the study's own: its options as params,
-  its space file, and at the end its ablations (``ablations/``);
+- the experiment, tagged ``STUDY_EXPERIMENT`` and ``EXPERIMENT_KIND``, with the runs table a
+  link opens on (``SHARED_VIEW_TAG`` + ``VIEW_KEY``);
+- one **parent run** (tag ``STUDY_ROLE`` = ``PARENT``), the study's own: its description
+  (``NOTE``), its options as params, its space file, and at the end its ablations
+  (``ablations/``);
 - one **trial run** per Ray Tune trial, a child of the parent (``PARENT_TAG``), tagged
   ``TRIAL_ID`` (Tune's trial id: MLflow is the record of which run is which trial), ``METHOD``,
-  ``LABEL`` (a labelled grid row's name; absent otherwise), ``FINAL_STATUS`` (one of
-  ``TRIAL_STATUSES``), ``NODE_ID``, ``RETRIES`` and, for a failed trial, ``ERROR``; the best
-  epoch's weights as the artifact ``MODEL_ARTIFACT`` where ``MODEL_TAG`` is set;
+  ``LABEL`` (a labelled grid row's name; absent otherwise), ``FINAL_STATUS`` (RUNNING,
+  COMPLETED, STOPPED_EARLY, FAILED or KILLED), ``NODE_ID``, ``RETRIES`` and, for a failed
+  trial, ``ERROR``; the best epoch's weights as the artifact ``MODEL_ARTIFACT`` where
+  ``MODEL_TAG`` is set; the feature cache entries as dataset inputs (``DATA_CONTEXT``);
 - one **rerun run** per seed of ``vcr-study rerun``, a child of the parent without ``TRIAL_ID``,
   tagged ``RERUN_OF`` (the trial id) and ``RERUN_OF_RUN`` (its run), ``SEED``, ``METHOD`` and
   ``FINAL_STATUS``.
@@ -22,6 +26,13 @@ import re
 
 __all__ = [
     "COMPLETED",
+    "DATA_CONTEXT",
+    "EXPERIMENT_KIND",
+    "FAILED_RUN",
+    "NOTE",
+    "SHARED_VIEW_TAG",
+    "STUDY_EXPERIMENT",
+    "VIEW_KEY",
     "ERROR",
     "FAILED",
     "FINAL_STATUS",
@@ -38,25 +49,35 @@ __all__ = [
     "RERUN_OF_RUN",
     "RETRIES",
     "RUNNING",
-    "RUN_ID",
     "SEED",
     "STOPPED_EARLY",
     "STUDY_ROLE",
     "TRIAL_ID",
-    "TRIAL_STATUSES",
     "best_metric",
     "is_model_ref",
     "model_uri",
     "parse_model_ref",
+    "trial_metrics",
 ]
 
 # --- tags ----------------------------------------------------------------------------------------
+STUDY_EXPERIMENT = {"vcr_study": "1"}  # an experiment vcr-study made
+# The experiment's kind as MLflow's UI writes it ("genai_development" is the other; the
+# ExperimentKind enum of MLflow 3.17's JS bundle): model training. MLflow 3.17's UI itself picks
+# its pages by its sidebar switch (the URL's ``workflowType``, else the browser's last choice,
+# else GenAI): a link to a study carries the switch too (``experiment.ui_url``).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The runs table a study's link opens on (``experiment.share_view``): what MLflow's Share button
+# saves, read when a link carries ``viewStateShareKey=<VIEW_KEY>``
+SHARED_VIEW_TAG, VIEW_KEY = "mlflow.sharedViewState.", "vcr-study"
+NOTE = "mlflow.note.content"  # MLflow's own: a run's description
+DATA_CONTEXT = "mlflow.data.context"  # MLflow's own: a dataset input's split
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: a child run's parent
 STUDY_ROLE, PARENT = "study_role", "parent"  # the study's parent run
 TRIAL_ID = "trial_id"  # a trial run: Ray Tune's trial id
 METHOD = "method"  # the coupling method (vcrnet.couplings)
 LABEL = "label"  # a labelled grid row's name (the space's ``label`` key)
-FINAL_STATUS = "final_status"  # what became of the trial (TRIAL_STATUSES)
+FINAL_STATUS = "final_status"  # what became of the trial (the values below)
 NODE_ID = "node_id"  # the Ray node a trial last reported from
 RETRIES = "retries"  # how often Tune restarted the trial from its checkpoint
 ERROR = "error"  # a failed trial's error line
@@ -70,12 +91,27 @@ COMPLETED = "COMPLETED"  # ran its epochs (or stopped by its own patience at the
 STOPPED_EARLY = "STOPPED_EARLY"  # stopped before its last epoch (ASHA, or patience)
 FAILED = "FAILED"  # raised, retries spent
 KILLED = "KILLED"  # still running when its study ended (a driver stopped)
-TRIAL_STATUSES = (RUNNING, COMPLETED, STOPPED_EARLY, FAILED, KILLED)
 
-# --- MLflow run statuses (``mlflow.entities.RunStatus`` names) ------------------------------------
+# --- MLflow run statuses (``mlflow.entities.RunStatus`` names; RUNNING and KILLED as above) ------
 FINISHED = "FINISHED"
+FAILED_RUN = "FAILED"
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4().hex
+
+
+METRIC_PREFIXES = ("train_", "dev_", "val_", "system/")  # system/: MLflow's system-metric names
+METRIC_KEYS = ("lr", "tau", "epoch_seconds")  # besides the prefixed ones
+
+
+def trial_metrics(result: dict) -> dict[str, float]:
+    """The per-epoch metrics of a Tune result (not Ray's own bookkeeping)."""
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if (k.startswith(METRIC_PREFIXES) or k in METRIC_KEYS)
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+    }
 
 
 def best_metric(metric: str) -> str:

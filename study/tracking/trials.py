@@ -30,6 +30,7 @@ from study.search import TrialConfigs, slug, trial_values
 from study.tracking.runs import best_per_approach
 from study.tracking.schema import (
     COMPLETED,
+    DATA_CONTEXT,
     ERROR,
     FAILED,
     FINAL_STATUS,
@@ -45,21 +46,8 @@ from study.tracking.schema import (
     STOPPED_EARLY,
     TRIAL_ID,
     best_metric,
+    trial_metrics,
 )
-
-METRIC_PREFIXES = ("train_", "dev_", "val_", "system/")  # system/: MLflow's system-metric names
-METRIC_KEYS = ("lr", "tau", "epoch_seconds")  # besides the prefixed ones
-
-
-def trial_metrics(result: dict) -> dict[str, float]:
-    """The per-epoch metrics of a Tune result (not Ray's own bookkeeping)."""
-    return {
-        k: float(v)
-        for k, v in result.items()
-        if (k.startswith(METRIC_PREFIXES) or k in METRIC_KEYS)
-        and isinstance(v, int | float)
-        and not isinstance(v, bool)
-    }
 
 
 class MLflowTracker(Callback):
@@ -144,7 +132,7 @@ class MLflowTracker(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id = self._run_of(trial)
-        reason = _error_line(getattr(trial, "error_file", None))
+        reason = error_line(getattr(trial, "error_file", None))
         self.client.log_batch(
             run_id, tags=[RunTag(FINAL_STATUS, FAILED), RunTag(ERROR, reason[:500])]
         )
@@ -229,13 +217,13 @@ def feature_inputs(paths: dict[str, tuple[str, str]]) -> list[DatasetInput]:
                 source_type="local",
                 source=str(entry),
             )
-            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", split)]))
+            inputs.append(DatasetInput(dataset, tags=[InputTag(DATA_CONTEXT, split)]))
     return inputs
 
 
-def _error_line(error_file: str | None) -> str:
-    """The exception's own line: the last non-empty line of the trial's error file (its
-    traceback comes first)."""
+def error_line(error_file: str | None) -> str:
+    """The exception's own line: the last non-empty line of a trial's error file (Ray writes the
+    traceback first)."""
     if not error_file or not Path(error_file).is_file():
         return "the trial raised an error"
     lines = [ln for ln in Path(error_file).read_text(errors="replace").splitlines() if ln.strip()]

@@ -18,20 +18,26 @@ LOCAL_SCHEMES = ("", "file", "sqlite")  # an MLflow store on this machine's disk
 STORE_SCHEMES = (*LOCAL_SCHEMES, "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
-def open_client(uri: str, create: bool = False) -> MlflowClient | None:
-    """A client of the store at ``uri``, checked first: a sqlite file that is not there is not
-    created (None) unless ``create`` (a new study's), a server that does not answer is one line
-    at once (not minutes of retries)."""
+def open_client(uri: str) -> MlflowClient | None:
+    """A client to read the store at ``uri``, checked first: a sqlite file that is not there is
+    not created (None), a server that does not answer is one line at once (not minutes of
+    retries)."""
     from mlflow.tracking import MlflowClient
 
-    if create:
-        return MlflowClient(uri)
     if urlsplit(uri).scheme == "sqlite":
         path = local_store_file(uri)
         if path is not None and not path.is_file():
             return None
     else:
         check_store(uri)
+    return MlflowClient(uri)
+
+
+def writing_client(uri: str) -> MlflowClient:
+    """A client that writes to the store at ``uri`` (a local one is made if it is not there yet;
+    ``check_store`` first)."""
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(uri)
 
 
@@ -66,6 +72,20 @@ def check_tracking(tracking_uri: str) -> None:
             "cluster; start `mlflow server --host 127.0.0.1 --port 5000` on the head (as "
             "ray_cluster.yaml does) and pass --tracking-uri http://127.0.0.1:5000"
         )
+
+
+def absolute_uri(uri: str) -> str:
+    """A local store's URI with an absolute path (``sqlite:///x.db`` is relative to the working
+    directory, so a study launched from one folder would find no store from another); others as
+    they are."""
+    scheme = urlsplit(uri).scheme
+    path = local_store_file(uri)
+    if path is None or path.is_absolute():
+        return uri
+    if scheme == "sqlite":
+        query = uri.partition("?")[2]
+        return f"sqlite:///{path.absolute()}" + (f"?{query}" if query else "")
+    return path.absolute().as_uri() if scheme == "file" else str(path.absolute())
 
 
 def store_exists(uri: str) -> bool:

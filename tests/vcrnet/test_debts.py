@@ -46,7 +46,7 @@ def test_decodings_are_the_leaderboard_tables_rows_in_order():
 
 def test_evaluate_returns_exactly_the_evaluated_names(monkeypatch):
     """``evaluate`` itself, on random predictions (a real model's scores are checked by name in
-    tests/test_train.py; here without the cost of extracting features and training)."""
+    tests/vcrnet/test_train.py; here without the cost of extracting features and training)."""
     torch.manual_seed(0)
     n = 12
     fake = vcrnet.train.Predictions(
@@ -120,7 +120,8 @@ def test_first_line_is_one_short_line_of_any_error():
     assert first_line(ValueError("\n  \n  first problem  \nsecond line")) == "first problem"
     assert first_line(KeyboardInterrupt()) == "KeyboardInterrupt"
     assert first_line(RuntimeError("  \n \n")) == "RuntimeError"
-    long = first_line(InputError("x" * 500))
+    assert first_line(InputError("x" * 500)) == "x" * 500  # cut only where asked
+    long = first_line(InputError("x" * 500), limit=160)
     assert long == "x" * 157 + "..." and len(long) == 160
     assert first_line(InputError("y" * 30), limit=10) == "yyyyyyy..."
     assert first_line(InputError("y" * 10), limit=10) == "y" * 10

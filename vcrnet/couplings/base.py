@@ -21,7 +21,11 @@ checks; ``vcrnet.config.TrainConfig`` extends it, so its flat keys are these fie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import math
+import numbers
+import typing
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -53,13 +57,20 @@ class CouplingConfig:
     correct_answer_rate: float = 0.75  # teacher: P(condition on the gold answer)
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # each value of its field's type first: the ranges compare them
+            value = getattr(self, f.name)
+            expected = _type_expected(value, _hints(type(self))[f.name])
+            if expected:
+                raise InputError(f"{f.name}: must be {expected} (got {value!r})")
         for ok, key, expected in self._checks():
             if not ok:
                 got = ", ".join(repr(getattr(self, k)) for k in key.split("/"))
                 raise InputError(f"{key}: must be {expected} (got {got})")
 
     def _checks(self) -> list[Check]:
-        """What every value must be; a subclass extends the list."""
+        """What every value must be, beyond its type (``int``, ``bool`` and ``str`` as annotated;
+        a ``float`` is any finite number; ``| None`` also admits None); a subclass extends the
+        list."""
         return [
             (self.tau_start > 0 and self.tau_end > 0, "tau_start/tau_end", "positive"),
             (self.anneal_epochs >= 0, "anneal_epochs", "0 or more"),
@@ -79,6 +90,39 @@ class CouplingConfig:
             ),
             (0.0 <= self.correct_answer_rate <= 1.0, "correct_answer_rate", "in 0..1"),
         ]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, object]:
+    return typing.get_type_hints(cls)
+
+
+def _type_expected(value: object, hint: object) -> str | None:
+    """What ``value`` must be to have the annotated type ``hint``, or None where it has it."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    kind = next((a for a in args if a is not type(None)), hint)
+    if optional and value is None:
+        return None
+    ok, expected = {
+        bool: (isinstance(value, bool), "true or false"),
+        int: (isinstance(value, numbers.Integral) and not isinstance(value, bool), "an int"),
+        float: (
+            isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value),
+            "a finite number",
+        ),
+        str: (isinstance(value, str), "a string"),
+    }.get(kind, (True, ""))
+    if ok:
+        return None
+    return expected.replace(" or ", ", ") + " or none" if optional else expected
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 class Coupling:

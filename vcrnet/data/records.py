@@ -12,18 +12,18 @@ Every problem raises :class:`vcrnet.errors.VCRDataError` naming the file, the li
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from vcrnet.errors import VCRDataError
+from vcrnet.errors import VCRDataError, not_utf8
 
 SPLITS = ("train", "val", "test")
 LABELED_SPLITS = ("train", "val")
 NUM_CHOICES = 4
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # boxes and polygons are read as float32
 IMAGES_DIR = "vcr1images"
 # the built-in data's test labels beside test.jsonl (which has none, as VCR's): test_labels.json
 # maps annot_id -> [answer_label, rationale_label], so a split never selected on can be scored
@@ -82,7 +82,9 @@ def held_out_labels(root: str | Path, split: str) -> dict[str, list[int]] | None
     if split in LABELED_SPLITS or not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     except json.JSONDecodeError as err:
         raise VCRDataError(path, f"malformed JSON ({err.msg})") from None
 
@@ -128,11 +130,27 @@ def require_splits(
             else "; a VCR 1.0 folder holds train.jsonl, val.jsonl, test.jsonl and vcr1images/"
         )
         raise VCRDataError(root, f"no {', '.join(f'{s}.jsonl' for s in missing)}{hint}")
+    for split in splits:
+        require_items(split_path(root, split))
     if images and not (root / IMAGES_DIR).is_dir():
         raise VCRDataError(
             root, f"no {IMAGES_DIR}/ folder: the images are needed to extract object features"
         )
     return root
+
+
+def require_items(path: Path) -> None:
+    """A split file holds at least one non-blank line (``FILE: no items`` otherwise), and its
+    lines up to that one are UTF-8: reads no further than the first item."""
+    if not path.is_file():
+        raise VCRDataError(path, "no such file")
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            if any(text.strip() for text in f):
+                return
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    raise VCRDataError(path, "no items")
 
 
 def iter_split(root: str | Path, split: str) -> Iterator[VCRItem]:
@@ -141,10 +159,17 @@ def iter_split(root: str | Path, split: str) -> Iterator[VCRItem]:
     if not path.is_file():
         raise VCRDataError(path, "no such file")
     labeled = split in LABELED_SPLITS
-    with path.open("r", encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if text.strip():
-                yield parse_line(text, path, number, labeled)
+    items = 0
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            for number, text in enumerate(f, start=1):
+                if text.strip():
+                    items += 1
+                    yield parse_line(text, path, number, labeled)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    if not items:  # an empty split would pass every check, then fail extraction
+        raise VCRDataError(path, "no items")
 
 
 def read_split(root: str | Path, split: str) -> list[VCRItem]:
@@ -235,7 +260,9 @@ def load_metadata(root: str | Path, item: VCRItem) -> ImageMetadata:
         raise _item_error(item, "metadata_fn", f"no such metadata file {path}")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except json.JSONDecodeError as err:
         raise VCRDataError(path, f"malformed JSON ({err})") from None
     if not isinstance(raw, dict):
         raise VCRDataError(path, "expected a JSON object")
@@ -277,9 +304,14 @@ def _boxes(value: object, n: int, path: Path, item: VCRItem) -> np.ndarray:
         if (
             not isinstance(row, list)
             or len(row) not in (4, 5)
-            or not all(_is_finite_number(v) for v in row)
+            or not all(_is_number(v) for v in row)
         ):
             raise VCRDataError(path, "expected [x1, y1, x2, y2, score]", field=f"boxes[{i}]")
+        for v in row:
+            if not abs(v) <= FLOAT32_MAX:  # NaN, inf, or beyond float32
+                raise VCRDataError(
+                    path, f"{v!r} is not a finite float32 number", field=f"boxes[{i}]"
+                )
         x1, y1, x2, y2 = row[:4]
         if x2 < x1 or y2 < y1:
             raise VCRDataError(path, f"x2 < x1 or y2 < y1 in {row}", field=f"boxes[{i}]")
@@ -293,11 +325,18 @@ def _polygons(value: object, path: Path, field: str) -> list[np.ndarray]:
     out = []
     for j, poly in enumerate(value):
         try:
-            arr = np.asarray(poly, dtype=np.float32)
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+                arr = np.asarray(poly, dtype=np.float32)
+        except OverflowError:  # an int beyond float64
+            arr = np.full((1, 2), np.inf, dtype=np.float32)
         except (TypeError, ValueError):
             arr = None
         if arr is None or (arr.size and (arr.ndim != 2 or arr.shape[1] != 2)):
             raise VCRDataError(path, "expected a list of [x, y] points", field=f"{field}[{j}]")
+        if not np.isfinite(arr).all():  # NaN, inf, or beyond float32 (read as inf)
+            raise VCRDataError(
+                path, "a point is not a finite float32 number", field=f"{field}[{j}]"
+            )
         if len(arr) >= 3:  # degenerate polygons cover nothing
             out.append(arr)
     return out
@@ -312,5 +351,5 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

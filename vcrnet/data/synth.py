@@ -14,7 +14,7 @@ Design, so that a study on it means something:
   The class of an object is known from the text (its tag shows a name or the class); its **colour
   and shape are only in the pixels**. Shapes are 60-90 pixels across: on the 384x192 canvas a
   linear probe on held-out objects' random-ResNet features reads colour at 0.93 and shape at 0.64
-  (chance 0.12 and 0.25; ``tests/test_visual_signal.py``).
+  (chance 0.12 and 0.25; ``tests/vcrnet/test_visual_signal.py``).
 * **(a) Answering needs the image.** Every question asks about a visual property of tagged
   objects, and its 4 answers are the same template filled with 4 different values, the right one at
   a uniformly random position. Nothing in the text tells which value is true, so a text-only model

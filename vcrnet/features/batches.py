@@ -12,7 +12,7 @@ than a GPU should wait for. Here a batch travels as the cache stores it:
    this one trains);
 3. ``unpad`` (device): float32 and padded by one index per field. The result is the batch
    documented in ``vcrnet.features.dataset``, bit for bit what ``collate`` makes
-   (tests/test_batches.py).
+   (tests/vcrnet/test_batches.py).
 
 ``epoch_order`` makes each epoch's batches: a seeded shuffle, then, with ``bucket_batches``, items
 sorted by size within buckets of that many batches and the batches shuffled again, so that a

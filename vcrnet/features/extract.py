@@ -26,7 +26,7 @@ Only what the model needs is stored: float16, no padding, only the detections so
 mentions, and each object once per image however many questions ask about it.
 
 How an entry is made, the same on one machine and on a Ray cluster's GPU workers
-(``study.extraction``):
+(``study.inputs.extraction``):
 
 1. ``plan_split`` (where the split is read): the row layout and every array but the features,
    written into the entry's partial folder (``cache.partial_dir``), and the entry's shards:
@@ -71,6 +71,7 @@ from vcrnet.data.records import (
     image_path,
     load_metadata,
     read_split,
+    require_items,
     split_path,
 )
 from vcrnet.errors import InputError
@@ -197,8 +198,11 @@ def extract_splits(
 ) -> dict[str, SplitFeatures]:
     """Each split's cache entries; the missing ones planned here, their shards computed by
     ``run`` (default: in this process, ``run_here``), and finished here. The shard sizes apply
-    to entries begun now (a resumed one keeps its own)."""
+    to entries begun now (a resumed one keeps its own). Every split file is checked to hold
+    items before any entry is begun."""
     data_root = Path(data_root).absolute()
+    for split in splits:
+        require_items(split_path(data_root, split))
     plans = {
         split: plan_split(data_root, split, cache_root, settings, shard_items, shard_images)
         for split in splits

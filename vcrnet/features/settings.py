@@ -21,6 +21,10 @@ from vcrnet.errors import InputError
 from vcrnet.features.text import DEFAULT_TEXT_ENCODER, DEFAULT_TEXT_LAYER, MAX_WORDPIECES
 
 MIN_IMAGE_SIDE = 32
+# The largest canvas side: R2C's 768x384 and a 4K frame (3840x2160) at its own size fit; a
+# 4096x4096 canvas is already 200 MB of float32 pixels and ~1 GB of stride-4 ResNet maps per
+# image, and 30000x30000 would ask for more than 10 GB per image before the ResNet runs.
+MAX_IMAGE_SIDE = 4096
 STORAGES = ("float16", "int8")  # how the feature rows are stored (cache.open_rows reads both)
 
 
@@ -39,11 +43,9 @@ class FeatureSettings:
     def __post_init__(self) -> None:
         if self.storage not in STORAGES:
             raise InputError(f"storage {self.storage!r}: must be one of {', '.join(STORAGES)}")
-        width, height = self.image_size
-        if min(width, height) < MIN_IMAGE_SIDE:
-            raise InputError(
-                f"image_size {width}x{height}: both sides must be at least {MIN_IMAGE_SIDE} pixels"
-            )
+        problem = image_size_problem(*self.image_size)
+        if problem:
+            raise InputError(f"image_size {_show('image_size', self.image_size)}: {problem}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "image_size": list(self.image_size)}
@@ -92,6 +94,9 @@ class FeatureChoice:
             object.__setattr__(self, "image_weights", str(Path(self.image_weights).absolute()))
         if self.image_size is not None:
             object.__setattr__(self, "image_size", tuple(self.image_size))
+            problem = image_size_problem(*self.image_size)
+            if problem:
+                raise InputError(f"--image-size {_show('image_size', self.image_size)}: {problem}")
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -114,6 +119,16 @@ class FeatureChoice:
     def _differences(self, settings: FeatureSettings) -> dict:
         """The options given whose value ``settings`` does not have."""
         return {k: v for k, v in self.given().items() if getattr(settings, k) != v}
+
+
+def image_size_problem(width: int, height: int) -> str | None:
+    """What is wrong with a ``width`` x ``height`` canvas (sides in ``MIN_IMAGE_SIDE`` ..
+    ``MAX_IMAGE_SIDE``), or None."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return f"both sides must be at least {MIN_IMAGE_SIDE} pixels"
+    if max(width, height) > MAX_IMAGE_SIDE:
+        return f"both sides must be at most {MAX_IMAGE_SIDE} pixels"
+    return None
 
 
 def _parse(key: str, value: object, where: str) -> object:

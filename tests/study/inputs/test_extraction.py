@@ -57,3 +57,24 @@ def test_a_workers_bad_image_is_one_line(vcr_copy, tmp_path):
             shard_images=2,
         )
     assert len([p for p in tmp_path.glob("*-objects-*") if is_complete(p)]) < 2
+
+
+def test_the_workers_follow_the_ray_they_run_on_and_none_waits_for_ever(monkeypatch):
+    """Left out, a worker's resources are what this Ray's nodes have (2 CPUs, no GPU here: CPU
+    workers sharing the node); a worker no node holds, or more workers than the machine holds,
+    is one line, not actors pending for ever."""
+    from study.inputs import extraction
+
+    chosen = []
+    monkeypatch.setattr(extraction, "on_ray", lambda workers: chosen.append(workers) or "run")
+    assert extraction.workers_for(None, 2, None, None) == "run"
+    assert chosen == [Workers(count=2, gpus=0.0, cpus=1.0)]
+    extraction.workers_for(None, 1, None, None)
+    assert chosen[-1] == Workers(count=1, gpus=0.0, cpus=2.0)
+    with pytest.raises(InputError, match=r"--workers 3: this machine's Ray holds 2 worker"):
+        extraction.workers_for(None, 3, None, 1.0)
+    with pytest.raises(
+        InputError,
+        match=r"asks 2 CPUs and 1 GPUs, and no node has that \(the largest: 2 CPUs, 0 GPUs\)",
+    ):
+        extraction.workers_for(None, 1, 1.0, None)

@@ -68,6 +68,16 @@ def test_a_name_used_before_is_refused_until_deleted_and_checkpoints_are_not_kep
     row = next(line for line in out.splitlines() if line.startswith("o1 "))
     assert "finished" in row and "softmax" in row
 
+    # --resume takes the resources a trial asks for, and says which other options it ignores
+    code, out, err = _launch(
+        cli, synthetic_dir, synthetic_features, tmp_path,
+        "--name", "o1", "--resume", "--cpus-per-trial", "0.5", "--trials", "9", "--seed", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "vcr-study: warning: --resume: --trials, --seed ignored" in err, err
+    assert store.load("o1").options.cpus_per_trial == 0.5
+    assert store.load("o1").options.trials == 8 and store.load("o1").options.seed == 0
+
     # Tune's experiment left behind: Ray would overwrite its tuner.pkl
     shutil.rmtree(study_home / "studies" / "o1")
     code, out, err = _launch(cli, synthetic_dir, synthetic_features, tmp_path, "--name", "o1")
@@ -245,3 +255,29 @@ def test_the_pruner_holds_each_approachs_best_ended_trial_until_the_study_ends(t
     keeping.get_state()
     keeping.on_experiment_end([f])
     assert kept(f) == {"f"}  # --keep-checkpoints
+
+
+def test_a_study_whose_every_trial_failed_exits_1_with_the_error_and_where_it_is(
+    ray_local, study_home, cli, synthetic_dir, synthetic_features, tmp_path
+):
+    """Every trial fails at run time (its node-local cache folder is a file): launch exits 1
+    with the trial's own error line and the file with the whole error, not "study done"; the
+    study is finished in MLflow; ablations say in one line that there is nothing to report."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    code, out, err = _launch(
+        cli, synthetic_dir, synthetic_features, tmp_path,
+        "--name", "f1", "--local-cache", blocker, "--max-failures", "0",
+    )  # fmt: skip
+    assert code == 1, (out, err)
+    # (in this process the libraries' log lines reach stderr too; a terminal's go to launch.log)
+    lines = [line for line in err.splitlines() if line.startswith("vcr-study: error")]
+    assert len(lines) == 1 and lines[0].startswith("vcr-study: error: study f1: its trial failed:")
+    assert "Error" in lines[0] and "(the whole error: " in lines[0] and "error.txt)" in lines[0]
+    assert Path(lines[0].rsplit("(the whole error: ", 1)[1].rstrip(")")).is_file()
+    assert "study f1 done" not in out
+    code, out, err = cli("studies")
+    assert code == 0 and "finished" in next(ln for ln in out.splitlines() if ln.startswith("f1 "))
+    code, out, err = cli("ablations", "--name", "f1")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "f1: none of its trials reported a result (1 FAILED)" in err

@@ -80,3 +80,49 @@ def test_a_nan_result_is_never_the_best():
     again = Progress(METRIC, echo=lines.append)
     again.on_trial_complete(iteration=1, trials=[restored(a)], trial=a)
     assert lines[-1].endswith("| no result yet"), lines
+
+
+class Clock:
+    """``time.monotonic`` for the progress module, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_heartbeat_says_what_runs_and_why_trials_wait_at_least_once_a_minute(monkeypatch):
+    from study.launch import progress as module
+
+    clock = Clock()
+    monkeypatch.setattr(module.time, "monotonic", clock)
+    lines: list[str] = []
+    asked: list[dict] = []
+
+    def why_waiting(resources: dict) -> str:
+        asked.append(resources)
+        return "each asks 4 CPU; no node has that (the largest: 2 CPUs, 0 GPUs)"
+
+    progress = Progress(METRIC, echo=lines.append, why_waiting=why_waiting)
+    running, waiting = make_trial("run_1", "softmax"), make_trial("wait_2", "gumbel")
+    waiting.set_status(Trial.PENDING)
+    trials = [running, waiting]
+    report(progress, trials, running, 0.2)
+    running.last_result["epoch"] = 3
+    said = len(lines)
+    clock.now += module.HEARTBEAT_SECONDS - 1
+    progress.on_step(1, trials)
+    assert len(lines) == said  # nothing yet: under a minute of silence
+    clock.now += 2
+    progress.on_step(2, trials)
+    assert len(lines) == said + 1
+    beat = lines[-1]
+    assert "still working: 1 trial running, the slowest at epoch 3" in beat
+    assert "1 pending (each asks 4 CPU; no node has that" in beat
+    assert asked == [{"CPU": 1.0}]  # the pending trial's own request (Tune's default)
+    progress.on_step(3, trials)
+    assert len(lines) == said + 1  # once a minute, not every step
+    clock.now += module.HEARTBEAT_SECONDS
+    progress.on_step(4, trials)
+    assert len(lines) == said + 2
