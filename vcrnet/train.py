@@ -59,6 +59,7 @@ BEST = "best.pt"
 BEST_KEYS = ("config", "text_dim", "model", "extra", "epoch", "best", "history")
 METRICS = "metrics.jsonl"
 DEV_ITEMS = "dev_items.json"
+MODULES = ("answer", "rationale")  # JointModel's two modules, each clipped on its own
 CHECK_EVERY = 50  # training steps between divergence checks (each check is a host sync)
 EpochCallback = Callable[[dict, Path], None]
 
@@ -333,13 +334,31 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimisation step (forward, backward, clip, Adam); ``training_loss``'s values."""
+    """One optimisation step (forward, backward, clip each module, Adam); ``training_loss``'s
+    values and each module's gradient norm and clip coefficient (``clip_each_module``)."""
     loss, parts = training_loss(model, coupling, batch, config.loss_ratio)
     optimizer.zero_grad()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    parts.update(clip_each_module(model, config.grad_clip))
     optimizer.step()
     return loss, parts
+
+
+def clip_each_module(model: JointModel, max_norm: float) -> dict[str, torch.Tensor]:
+    """Clip the answer module's and the rationale module's gradients each to norm ``max_norm``,
+    as R2C trained them, as two models (one clip over both made a module's update depend on the
+    other's gradient: the baselines' answer modules, which get no gradient from the rationale
+    loss, diverged at the first step where the joint norm passed the clip, docs/fidelity.md).
+    Returns each module's norm before clipping and the factor its gradient was scaled by, as
+    scalar tensors on the device (no host sync): ``grad_norm_answer``, ``clip_answer``, ..."""
+    found = {}
+    for name in MODULES:
+        norm = torch.nn.utils.clip_grad_norm_(
+            getattr(model, f"{name}_module").parameters(), max_norm
+        )
+        found[f"grad_norm_{name}"] = norm.detach()
+        found[f"clip_{name}"] = torch.clamp(max_norm / (norm.detach() + 1e-6), max=1.0)
+    return found
 
 
 def epoch_batches(

@@ -47,6 +47,7 @@ METRIC_NAMES = {
     "train_answer_loss",
     "train_coupling_loss",
     "train_joint_nll",
+    *(f"train_{k}_{m}" for k in ("grad_norm", "clip") for m in ("answer", "rationale")),
     *(f"{split}_{k}" for split in ("dev", "val") for k in EVALUATED),
 }
 
@@ -346,3 +347,39 @@ def test_every_choice_is_made_on_dev_and_val_is_only_reported(synthetic_features
     assert set(best) == set(BEST_KEYS)  # the weights, without the optimizer's state
     dev_ids = json.loads((tmp_path / DEV_ITEMS).read_text())
     assert dev_ids == dev_split(data, 0.1, 0)[1].annot_ids  # recorded with the run
+
+
+def test_the_baselines_answer_modules_train_alike_whatever_the_rationale_module_does(
+    synthetic_features,
+):
+    """R2C (correct-answer rate 1.0) and the new baseline (0.75) in lockstep: same seed, same
+    batches, a clip small enough to act at every step. Their answer modules get no gradient from
+    the rationale loss, so, each module clipped on its own, they stay equal bit for bit; one clip
+    over both modules (as before) would scale each answer step by the other module's norm.
+    Dropout off: its draws are not what is compared."""
+    from vcrnet.train import build, make_optimizer, train_epoch
+
+    dataset = CachedVCRDataset(synthetic_features)
+    runs = []
+    for rate in (1.0, 0.75):
+        config = tiny(
+            method="teacher", correct_answer_rate=rate, grad_clip=0.01, bucket_batches=0,
+            object_dropout=0.0, rnn_dropout=0.0, mlp_dropout=0.0,
+        )  # fmt: skip
+        model, coupling = build(config, dataset.text_dim)
+        optimizer = make_optimizer(model, config)
+        metrics = [train_epoch(model, coupling, dataset, optimizer, config, e) for e in (0, 1)]
+        runs.append((model, metrics))
+    (one, first), (other, second) = runs
+    for (name, a), (_, b) in zip(
+        one.answer_module.state_dict().items(), other.answer_module.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+    rationale = zip(one.rationale_module.parameters(), other.rationale_module.parameters())
+    assert not all(torch.equal(a, b) for a, b in rationale)  # the rationale modules differ
+    for epoch in first + second:  # each module's norm and clip, logged per epoch
+        assert epoch["train_grad_norm_answer"] > 0.01 and epoch["train_clip_answer"] < 1
+        assert epoch["train_grad_norm_rationale"] > 0 and 0 < epoch["train_clip_rationale"] <= 1
+    assert [m["train_grad_norm_answer"] for m in first] == [
+        m["train_grad_norm_answer"] for m in second
+    ]
