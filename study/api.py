@@ -143,8 +143,6 @@ def model_file(ref: str, name: str | None = None) -> Path:
     folder = tracking.local_artifacts(run.info.artifact_uri)
     if folder is None:  # a server's: fetched once
         return tracking.download(uri, run_id, path, store.models_dir(run_id) / path, ref)
-    if not (folder / path).resolve().is_relative_to(folder.resolve()):
-        raise InputError(f"{ref}: {path} is outside run {run_id}'s artifacts")
     if not (folder / path).is_file():
         raise InputError(f"{ref}: {folder / path} is not there")
     return folder / path  # on this disk: the file itself

@@ -14,3 +14,10 @@ def public(package: str, sources: dict[str, str], name: str):
     if module is None:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{package}.{module}"), name)
+
+
+def room(package: str, sources: dict[str, str]):
+    """``(__all__, __getattr__, __dir__)`` of a room whose public names are ``sources`` (name ->
+    its module): ``__all__, __getattr__, __dir__ = room(__name__, {...})`` in its ``__init__``."""
+    names = sorted(sources)
+    return names, lambda name: public(package, sources, name), lambda: names

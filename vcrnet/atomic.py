@@ -51,15 +51,22 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` (absolute) if it exists, else its nearest ancestor that does: where a file or
+    folder to be made would land."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def check_writable(path: str | Path, what: str) -> None:
     """``path`` (a file or folder, existing or to be made) can be written by this process: the
     nearest folder of it that exists is a folder it may write; else an ``InputError`` naming
     ``what`` (an option, ``--out X``, or ``VCR_STUDY_HOME X``)."""
     from vcrnet.errors import InputError
 
-    existing = Path(path).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise InputError(f"{what}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -3,7 +3,7 @@
 missing ones extracted once), the features a study or a checkpoint is bound to, and extraction
 as a Ray job on a cluster's workers (``extraction.py``)."""
 
-from study.lazy import public
+from study.lazy import room
 
 _SOURCES = {
     **dict.fromkeys(
@@ -19,12 +19,4 @@ _SOURCES = {
     ),
     **dict.fromkeys(("Workers", "on_ray", "workers_for"), "extraction"),
 }
-__all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str):
-    return public(__name__, _SOURCES, name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = room(__name__, _SOURCES)

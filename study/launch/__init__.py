@@ -4,19 +4,11 @@ its callbacks (``tuner.py``), the trial on a worker (``trainable.py``), which ch
 study keeps (``retention.py``), what the terminal shows (``progress.py``, ``console.py``), what a
 study will cost (``cost.py``) and the measured speed behind it (``throughput.py``)."""
 
-from study.lazy import public
+from study.lazy import room
 
 _SOURCES = {
     "dry_run": "steps",
     "launch": "steps",
     "Plan": "cost",
 }
-__all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str):
-    return public(__name__, _SOURCES, name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = room(__name__, _SOURCES)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from study.launch import throughput
 from study.launch.throughput import ThroughputKey
+from vcrnet.atomic import nearest_existing
 from vcrnet.errors import InputError
 
 if TYPE_CHECKING:
@@ -229,10 +230,7 @@ def _checkpoint_files(trials: int, running: int, keep_checkpoints: bool, held: i
 
 def free_bytes(home: Path) -> int:
     """Free bytes on the disk ``home`` is (or will be) on: its nearest existing folder's."""
-    path = Path(home).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
+    return shutil.disk_usage(nearest_existing(home)).free
 
 
 def free_space_check(

@@ -140,11 +140,11 @@ def check_resources(options: LaunchOptions, address: str | None) -> None:
                 "start; pass --gpus-per-trial 0 to train on the CPU"
             )
         return
-    largest = cluster.largest_node()
     if not cluster.fits({"CPU": cpus, "GPU": gpus}):
         warnings.warn(
             f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the cluster at "
-            f"{address} can hold a trial now (the largest: {largest}); trials wait until the "
+            f"{address} can hold a trial now (the largest: {cluster.largest_node()}); trials "
+            "wait until the "
             "autoscaler adds such a node",
             stacklevel=2,
         )

@@ -223,7 +223,9 @@ def _check_some_trial_worked(name: str, results) -> None:
     failed = [r for r in results if r.error is not None]
     if not failed or len(failed) < len(results):
         return
-    error_file = Path(failed[0].path) / "error.txt"
+    from ray.tune.result import EXPR_ERROR_FILE
+
+    error_file = Path(failed[0].path) / EXPR_ERROR_FILE
     which = "its trial" if len(failed) == 1 else f"all {len(failed)} trials"
     raise RunFailed(
         f"study {name}: {which} failed: {tracking.error_line(str(error_file))[:300]} (the whole "

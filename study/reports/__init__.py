@@ -4,7 +4,7 @@ fANOVA; ``tables.py``: CSV and Markdown), the seed paper's tables beside the stu
 (``paper.py``), and the rerun of a winning configuration over seeds with the test submission
 (``rerun.py``). Reads and writes MLflow through ``study.tracking``."""
 
-from study.lazy import public
+from study.lazy import room
 
 _SOURCES = {
     "build_report": "ablations",
@@ -13,12 +13,4 @@ _SOURCES = {
     "comparable": "paper",
     "rerun_study": "rerun",
 }
-__all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str):
-    return public(__name__, _SOURCES, name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = room(__name__, _SOURCES)

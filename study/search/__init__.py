@@ -3,7 +3,7 @@ anything starts: ``space.py``), the trial configs it resolves Tune's configs int
 (``TrialConfigs``), and the searcher that draws from it (Optuna TPE or random, resumable:
 ``searcher.py``). Imports vcrnet's config; nothing of MLflow or of the rest of study/."""
 
-from study.lazy import public
+from study.lazy import room
 
 _SOURCES = {
     "LABEL": "space",
@@ -22,12 +22,4 @@ _SOURCES = {
     "startup_trials": "searcher",
     "tpe_sampler": "searcher",
 }
-__all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str):
-    return public(__name__, _SOURCES, name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = room(__name__, _SOURCES)

@@ -2,7 +2,7 @@
 options and its lock (``record.py``), and the catalog of a home's studies: list, delete, disk used
 (``catalog.py``, which reads MLflow through ``study.tracking``). Imports no Ray and no torch."""
 
-from study.lazy import public
+from study.lazy import room
 
 _SOURCES = {
     **dict.fromkeys(
@@ -61,12 +61,4 @@ _SOURCES = {
         "catalog",
     ),
 }
-__all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str):
-    return public(__name__, _SOURCES, name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = room(__name__, _SOURCES)

@@ -11,7 +11,7 @@
 ``schema``, ``uris``, ``experiment`` and ``runs`` import no Ray and no torch.
 """
 
-from study.lazy import public
+from study.lazy import room
 from study.tracking import schema  # plain names, no imports: loaded with the room
 
 _SOURCES = {
@@ -52,12 +52,4 @@ _SOURCES = {
     "log_submission": "reruns",
     "start_seed_run": "reruns",
 }
-__all__ = sorted(_SOURCES)
-
-
-def __getattr__(name: str):
-    return public(__name__, _SOURCES, name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = room(__name__, _SOURCES)
