@@ -30,14 +30,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import vcr_speed  # noqa: E402
 from vcrnet.config import TrainConfig  # noqa: E402
-from vcrnet.train import train_epoch  # noqa: E402
+from vcrnet.train import math_mode, train_epoch  # noqa: E402
 
 
 def trial(rank: int, share: float, args: argparse.Namespace, start, results) -> None:
     torch.set_num_threads(2)
     torch.cuda.set_per_process_memory_fraction(share)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    math_mode(TrainConfig.tf32)  # training's default GPU math (TF32 off), as fit sets it
     device = torch.device("cuda")
     dataset = vcr_speed.make_dataset(args, args.cache)
     n = args.batches * args.batch_size

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -29,18 +30,26 @@ from vcrnet.features import CachedVCRDataset, FeatureChoice
 from vcrnet.leaderboard import score
 from vcrnet.train import BEST, METRICS, OBJECTIVE, fit, load_model, predict
 
-COMMON = {"preset": "small", "lr": 1e-3, "batch_size": 16}  # docs/results.md's settings
-APPROACHES = {  # the paper's rows (search_spaces/paper.yaml), and the text-only ablation
+# docs/results.md's settings; a plain shuffle (bucket_batches 0), as paper.yaml
+COMMON = {"preset": "small", "lr": 1e-3, "batch_size": 16, "bucket_batches": 0}
+APPROACHES = {  # the paper's rows (search_spaces/paper.yaml), and the text-only ablation; each
+    # selected on the reading the paper reports for it (its objective), as paper.yaml
     "R2C": {"method": "teacher", "correct_answer_rate": 1.0},
     "new baseline": {"method": "teacher", "correct_answer_rate": 0.75},
     "direct cross entropy": {
         "method": "direct16",
         "direct16_variant": "separate",
         "loss_ratio": 4.0,
+        "objective": "dev_q2ar_joint16",
     },
     "RL sampling": {"method": "reinforce", "num_samples": 64, "estimator": "expectation"},
-    "softmax": {"method": "softmax"},
-    "Gumbel softmax": {"method": "gumbel", "tau_start": 5.0, "tau_end": 1.0},
+    "softmax": {"method": "softmax", "objective": "dev_q2ar_mixture"},
+    "Gumbel softmax": {
+        "method": "gumbel",
+        "tau_start": 5.0,
+        "tau_end": 1.0,
+        "objective": "dev_q2ar_mixture",
+    },
     "text only (softmax, objects zeroed)": {"method": "softmax", "zero_object_features": True},
 }
 SHOWN = (
@@ -49,6 +58,7 @@ SHOWN = (
     "val_qa2r_pred",
     "val_q2ar",
     "val_qa2r_mixture",
+    "val_q2ar_mixture",
     "val_q2ar_joint16",
     "qa2r_wrong",
     "team_q2a",
@@ -66,27 +76,33 @@ def run(
     train: CachedVCRDataset,
     val: CachedVCRDataset,
     team: torch.Tensor,
+    bucket_batches: int = 0,
 ) -> dict:
     values = {**COMMON, **APPROACHES[label], "epochs": epochs, "seed": seed}
+    values["bucket_batches"] = bucket_batches
     if values["method"] == "gumbel":
         values["anneal_epochs"] = max(1, epochs - 2)  # reach tau_end, then hold it 2 epochs
     config = TrainConfig.from_dict(values)
-    folder = out / f"{label.split(' (')[0].replace(' ', '-')}-seed{seed}"
-    started = time.perf_counter()
+    buckets = f"-buckets{bucket_batches}" if bucket_batches else ""
+    folder = out / f"{label.split(' (')[0].replace(' ', '-')}{buckets}-seed{seed}"
     if (
         not (folder / METRICS).is_file()
         or len((folder / METRICS).read_text().splitlines()) < epochs
     ):
         fit(config, train, val, folder, resume=(folder / "checkpoint.pt").is_file())
-    seconds = time.perf_counter() - started
     history = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()]
-    best = max(history, key=lambda m: m[OBJECTIVE])
+    best = max(history, key=lambda m: m[config.objective])  # the first best, as fit keeps it
     return {
         "approach": label,
         "seed": seed,
+        "bucket_batches": bucket_batches,
+        "objective": config.objective,
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
-        "seconds": round(seconds, 1),
+        # training and evaluation, from the run's own record (also for a run reused from --out)
+        "seconds": round(sum(m["epoch_seconds"] for m in history), 1),
+        "dev_selected": best[config.objective],
+        "val_selected": best["val_" + config.objective.removeprefix("dev_")],
         OBJECTIVE: best[OBJECTIVE],
         **{k: best[k] for k in SHOWN if k in best},
         **ablations(folder / BEST, val, team),
@@ -102,7 +118,13 @@ def ablations(checkpoint: Path, val: CachedVCRDataset, team: torch.Tensor) -> di
     wrong = (a + torch.randint(1, 4, a.shape, generator=torch.Generator().manual_seed(0))) % 4
     given_wrong = p.rationale_probs[torch.arange(len(a)), wrong].argmax(-1) == r
     on_team = score(p.answer_probs[team], p.rationale_probs[team], a[team], r[team])
+    # each val question's leaderboard Q->AR, right (1) or not (0), in val's order: what a
+    # verdict between approaches resamples (study.reports.verdict)
+    right = (p.answer_probs.argmax(-1) == a) & (
+        p.rationale_probs[torch.arange(len(a)), a].argmax(-1) == r
+    )
     return {
+        "val_q2ar_right": "".join("1" if x else "0" for x in right.tolist()),
         "qa2r_wrong": given_wrong.float().mean().item(),
         "team_q2a": on_team["q2a"],
         "team_qa2r": on_team["qa2r"],
@@ -124,6 +146,8 @@ def team_questions(data: Path, val: CachedVCRDataset) -> torch.Tensor:
 
 
 TABLE = (
+    ("dev_selected", "dev, selected on"),
+    ("val_selected", "val, the same reading"),
     ("val_q2a", "Q->A"),
     ("val_qa2r", "QA->R gold"),
     ("val_qa2r_pred", "QA->R pred"),
@@ -139,18 +163,23 @@ TABLE = (
 def summary(rows: list[dict]) -> list[str]:
     """docs/results.md's table: mean ± std over the seeds of each approach."""
     lines = [
-        "| approach | seeds | best epoch (dev) | " + " | ".join(c for _, c in TABLE) + " |",
-        "|---|---|---|" + "---|" * len(TABLE),
+        "| approach | selected on | seeds | best epoch (dev) | "
+        + " | ".join(c for _, c in TABLE)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(TABLE),
     ]
     for label in dict.fromkeys(r["approach"] for r in rows):
         mine = [r for r in rows if r["approach"] == label]
+        objective = mine[0].get("objective", OBJECTIVE)
         cells = []
         for key, _ in TABLE:
             values = [r[key] for r in mine]
             spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             cells.append(f"{statistics.fmean(values):.3f}{spread}")
         epochs = "/".join(str(r["best_epoch"]) for r in mine)
-        lines.append(f"| {label} | {len(mine)} | {epochs} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {label} | `{objective}` | {len(mine)} | {epochs} | " + " | ".join(cells) + " |"
+        )
     return lines
 
 
@@ -164,12 +193,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--feature-storage", default=None, help="float16 (default) or int8")
     parser.add_argument("--table", type=Path, help="only print the table of this JSON")
+    parser.add_argument(
+        "--bucket-batches", type=int, default=0, help="0: a plain shuffle; > 1: noisy buckets"
+    )
     args = parser.parse_args()
     if args.table:
         print("\n".join(summary(json.loads(args.table.read_text())["runs"])))
         return
     if args.out is None:
         parser.error("--out is required")
+    started = time.perf_counter()
     found = resolve(None, None, FeatureChoice(storage=args.feature_storage), ("train", "val"))
     train, val = (CachedVCRDataset(found.splits[s]) for s in ("train", "val"))
     team = team_questions(found.data, val)
@@ -177,14 +210,27 @@ def main() -> None:
     for label in args.approaches:
         seeds = args.seeds[: args.text_only_seeds] if label.startswith("text only") else args.seeds
         for seed in seeds:
-            rows.append(run(label, seed, args.epochs, args.out, train, val, team))
+            rows.append(
+                run(label, seed, args.epochs, args.out, train, val, team, args.bucket_batches)
+            )
             print(json.dumps(rows[-1]), flush=True)
     print("\n".join(summary(rows)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
-                {"epochs": args.epochs, "common": COMMON, "approaches": APPROACHES, "runs": rows},
+                {
+                    "epochs": args.epochs,
+                    "common": {**COMMON, "bucket_batches": args.bucket_batches},
+                    "approaches": APPROACHES,
+                    "runs": rows,
+                    # this invocation's (runs reused from --out cost it nothing: their own
+                    # seconds are in "runs")
+                    "wall_seconds": round(time.perf_counter() - started, 1),
+                    "peak_rss_gib": round(
+                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2
+                    ),
+                },
                 indent=1,
             )
         )

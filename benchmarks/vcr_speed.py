@@ -54,6 +54,7 @@ from vcrnet.train import (  # noqa: E402
     build,
     epoch_batches,
     make_optimizer,
+    math_mode,
     train_epoch,
     train_step,
 )
@@ -378,7 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="r2c")
     parser.add_argument("--batch-size", type=int, default=96)
     parser.add_argument("--batches", type=int, default=60, help="batches timed per path")
-    parser.add_argument("--bucket-batches", type=int, default=TrainConfig.bucket_batches)
+    parser.add_argument("--bucket-batches", type=int, default=50)  # buckets, to compare
     parser.add_argument(
         "--methods",
         default="softmax,teacher",
@@ -412,9 +413,7 @@ def make_dataset(args: argparse.Namespace, root: Path) -> CachedVCRDataset:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    math_mode(TrainConfig.tf32)  # training's default GPU math (TF32 off), as fit sets it
     root = args.cache or Path(tempfile.mkdtemp(prefix="vcr-speed-"))
     try:
         report = measure(args, make_dataset(args, root))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -275,15 +276,20 @@ def train(
     resume: bool = False,
     on_epoch=None,
     echo=print,
+    device: str = "auto",
 ) -> list[dict]:
     """Train one TrainConfig (``values``: ``--set`` strings or values, checked) into ``out`` on
-    the features the rule gives (a resumed run: those its checkpoint was trained on); returns the
-    epochs' metrics. ``on_epoch(metrics, out)`` after each."""
+    the features the rule gives (a resumed run: those its checkpoint was trained on), on
+    ``device`` (``vcrnet.device``: auto, cpu or cuda); returns the epochs' metrics.
+    ``on_epoch(metrics, out)`` after each."""
     from study import inputs
     from vcrnet.config import TrainConfig
+    from vcrnet.device import check_device, choose_device
     from vcrnet.features import CachedVCRDataset, FeatureChoice
     from vcrnet.train import CHECKPOINT, fit, load_checkpoint
 
+    check_device(device)
+    values, note = inputs.model_values(values, data is None)
     config = TrainConfig.from_dict(values, where="--set")
     choice = choice or FeatureChoice()
     splits = ("train", "val")
@@ -292,6 +298,10 @@ def train(
         found = inputs.from_checkpoint(out / CHECKPOINT, saved, data, cache, choice, splits, echo)
     else:
         found = inputs.resolve(data, cache, choice, splits, echo=echo)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    device, line = choose_device(device)
+    echo(line)
     return fit(
         config,
         CachedVCRDataset(found.splits["train"]),
@@ -300,6 +310,7 @@ def train(
         resume=resume,
         on_epoch=on_epoch,
         extra=found.extra(),
+        device=device,
     )
 
 
@@ -311,15 +322,19 @@ def predict(
     cache: Path | None = None,
     choice=None,
     echo=print,
+    device: str = "auto",
 ) -> tuple[int, Path]:
     """The leaderboard CSV of ``split`` at ``out`` from the checkpoint ``ref`` (a file, a run id
-    or a ``runs:/`` URI), on the features it was trained on; returns (rows, path)."""
+    or a ``runs:/`` URI), on the features it was trained on, computed on ``device`` (auto, cpu or
+    cuda); returns (rows, path)."""
     from study import inputs
+    from vcrnet.device import check_device, choose_device
     from vcrnet.features import CachedVCRDataset, FeatureChoice
     from vcrnet.leaderboard import write_csv
     from vcrnet.train import load_model
     from vcrnet.train import predict as predict_split
 
+    check_device(device)
     _check_out_file(out)
     checkpoint = checkpoint_path(ref)
     model, _, saved = load_model(checkpoint)
@@ -333,7 +348,9 @@ def predict(
             f"cached ones are {dataset.text_dim}-d: pass the checkpoint's feature "
             "options"
         )
-    p = predict_split(model, dataset)
+    device, line = choose_device(device)
+    echo(line)
+    p = predict_split(model.to(device), dataset)
     return len(dataset), write_csv(out, dataset.annot_ids, p.answer_probs, p.rationale_probs)
 
 
@@ -369,6 +386,44 @@ def launch(options, resume: bool = False, choice=None, verbose: bool = False) ->
     from vcrnet.features import FeatureChoice
 
     run(options, resume=resume, choice=choice or FeatureChoice(), verbose=verbose)
+
+
+def finals(
+    name: str,
+    top: int = 1,
+    seeds: int = 3,
+    epochs: int | None = None,
+    concurrent: int = 2,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    resume: bool = False,
+    verbose: bool = False,
+):
+    """Study ``name``'s finals (``vcr-study finals``): each approach's ``top`` configurations
+    re-trained with ``seeds`` new seeds as Ray Tune trials, then the verdict; returns the
+    ``reports.FinalsReport``. ``resume``: finish finals a killed driver left (the recorded
+    options hold)."""
+    from study.launch import run_finals as run
+    from study.store import FinalsRecord
+
+    asked = FinalsRecord(top, seeds, epochs, concurrent, cpus_per_trial, gpus_per_trial)
+    return run(name, asked, resume=resume, verbose=verbose)
+
+
+def verdict(name: str):
+    """Study ``name``'s finals read back from MLflow: the finalists, the pairwise verdict and
+    the submission, their files rewritten under ``reports/<name>/`` (``vcr-study verdict``)."""
+    from study.reports import write_finals
+
+    return write_finals(name)
+
+
+def finals_table(name: str) -> pd.DataFrame:
+    """Each approach's finalist over its seeds (empty where the study has no finals): mean,
+    std and 95% half-width of every val (and known test) reading."""
+    from study.reports import finals_summary
+
+    return finals_summary(name)
 
 
 def dry_run(options, resume: bool = False, echo=print, choice=None):

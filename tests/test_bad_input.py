@@ -135,6 +135,15 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Where], list], str]] = [
         r"bad\.yaml:4: params\.learning_rate: unknown key",
     ),
     (
+        "space-row-objective-not-a-dev-reading",
+        "search space",
+        lambda w: w.launch(
+            "--space",
+            w.space("trials:\n  - {method: softmax}\n  - {method: softmax, objective: val_q2ar}\n"),
+        ),
+        r"bad\.yaml:3: trials\.1: objective: must be one of dev_q2a, ",
+    ),
+    (
         "space-yaml-syntax",
         "search space",
         lambda w: w.launch("--space", w.space(SPACE_HEAD + "  lr: {uniform: [0.1, 0.2\n")),
@@ -351,6 +360,26 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Where], list], str]] = [
         "setting",
         lambda w: ["train", "--out", w.tmp / "run", "--set", "grad_clip=0"],
         r"grad_clip: must be positive",
+    ),
+    (
+        "train-device-cuda-without-a-gpu",
+        "CLI argument",
+        lambda w: ["train", "--out", w.tmp / "run", "--device", "cuda"],
+        r"--device cuda: torch sees no CUDA GPU on this machine; pass --device auto or cpu",
+    ),
+    (
+        "predict-device-unknown",
+        "CLI argument",
+        lambda w: [
+            "predict",
+            "--checkpoint",
+            w.tmp / "none.pt",
+            "--out",
+            w.tmp / "p.csv",
+            "--device",
+            "tpu",
+        ],
+        r"--device tpu: must be one of auto, cpu, cuda",
     ),
     (
         "cli-image-size-too-large",

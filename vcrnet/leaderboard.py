@@ -73,16 +73,27 @@ def score(
     rationale_labels: torch.Tensor,
 ) -> dict[str, float]:
     """``answer_probs [N, 4]``, ``rationale_probs [N, 4, 4]`` (row i: given answer i)."""
+    right = per_question(answer_probs, rationale_probs, answer_labels, rationale_labels)
+    return {k: v.float().mean().item() for k, v in right.items()}
+
+
+def per_question(
+    answer_probs: torch.Tensor,
+    rationale_probs: torch.Tensor,
+    answer_labels: torch.Tensor,
+    rationale_labels: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """``score``'s readings question by question: a bool tensor ``[N]`` each (right or not)."""
     rows = torch.arange(len(answer_labels), device=answer_labels.device)
     predicted = answer_probs.argmax(-1)
     answer_right = predicted == answer_labels
     given_gold = rationale_probs[rows, answer_labels].argmax(-1) == rationale_labels
     given_predicted = rationale_probs[rows, predicted].argmax(-1) == rationale_labels
     return {
-        "q2a": answer_right.float().mean().item(),
-        "qa2r": given_gold.float().mean().item(),
-        "qa2r_pred": given_predicted.float().mean().item(),
-        "q2ar": (answer_right & given_gold).float().mean().item(),
+        "q2a": answer_right,
+        "qa2r": given_gold,
+        "qa2r_pred": given_predicted,
+        "q2ar": answer_right & given_gold,
     }
 
 

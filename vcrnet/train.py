@@ -1,8 +1,10 @@
 """Training and evaluation of the joint model on cached features.
 
-``fit`` trains one configuration: Adam, gradient-norm clipping, ReduceLROnPlateau and early
-stopping on **dev** Q->AR (a labelled split carved off train, ``TrainConfig.dev_fraction``: every
-choice is made on it, so the validation numbers are never selected on), a checkpoint after every
+``fit`` trains one configuration: Adam, gradient-norm clipping per module, ReduceLROnPlateau and
+early stopping on a **dev** decoding (``TrainConfig.objective``, Q->AR unless a row chooses its
+method's own reading; dev: a labelled split carved off train by movie,
+``TrainConfig.dev_fraction``: every choice is made on it, so the validation numbers are never
+selected on), a checkpoint after every
 epoch that resumes exactly (model, optimizer, scheduler, RNG state, epoch; the coupling's schedule
 is a function of the position in training), and per-epoch metrics in ``metrics.jsonl``.
 ``evaluate`` scores a split the leaderboard's way and each method's own way (the table in
@@ -21,7 +23,8 @@ The metrics of an epoch (``metrics.jsonl``, one line per epoch):
 - ``val_q2a``, ``val_qa2r``, ``val_qa2r_pred``, ``val_q2ar``, ``val_qa2r_mixture``,
   ``val_q2ar_mixture``, ``val_qa2r_joint16``, ``val_q2ar_joint16``, ``val_q2a_and_joint16``: the
   decodings, and which of the paper's numbers each one is, in ``vcrnet.leaderboard``;
-- ``dev_*``: the same on the dev split; ``dev_q2ar`` is the ``OBJECTIVE``;
+- ``dev_*``: the same on the dev split; ``dev_q2ar`` is the default ``objective``
+  (``OBJECTIVE``);
 - these names without their prefix are ``vcrnet.metrics.EVALUATED`` (the decodings,
   ``DECODINGS``, and ``joint_nll``), readable without importing torch;
 - ``tau`` (gumbel: the temperature of the epoch's last step), ``lr``, and timings.
@@ -47,7 +50,7 @@ from vcrnet.errors import InputError
 from vcrnet.features import CachedVCRDataset, dev_split
 from vcrnet.features.batches import Batches, epoch_order, item_sizes, sorted_order
 from vcrnet.leaderboard import score, score_joint16, score_mixture
-from vcrnet.metrics import OBJECTIVE
+from vcrnet.metrics import OBJECTIVE as OBJECTIVE  # re-exported, as REPORTED
 from vcrnet.metrics import REPORTED as REPORTED  # re-exported: vcrnet.train.REPORTED, as before
 from vcrnet.model import JointModel
 from vcrnet.model.joint import host_answer_labels
@@ -179,8 +182,17 @@ def evaluate(
 ) -> dict[str, float]:
     """The metrics of a labelled split, unprefixed (``q2ar``, ``joint_nll``, ...). ``coupling``
     gives the 16-way decoding's pair scores (default: ``log p(a) + log p(r | a)``)."""
-    p = predict(model, dataset, batch_size)
-    a, r = p.answer_labels, p.rationale_labels
+    return readings(predict(model, dataset, batch_size), coupling)
+
+
+def readings(
+    p: Predictions,
+    coupling: Coupling | None = None,
+    labels: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """``evaluate``'s metrics of predictions ``p`` against its own labels, or ``labels``
+    (``(answer [N], rationale [N])``: a test split's, kept apart from it)."""
+    a, r = labels if labels is not None else (p.answer_labels, p.rationale_labels)
     pair_scores = (coupling.pair_scores if coupling is not None else factorised_pair_scores)(
         p.answer_logits, p.pair_logits
     )
@@ -205,7 +217,8 @@ def fit(
     save_best: bool = True,
 ) -> list[dict]:
     """Train; returns the per-epoch metrics. ``train_set`` is split into training items and the
-    dev items every choice is made on (``dev_split``; their annot_ids in ``out/dev_items.json``);
+    dev items every choice is made on (``dev_split``, whole movies; its movies and annot_ids in
+    ``out/dev_items.json``);
     ``val_set`` is evaluated and reported every epoch, never selected on (dev and val in batches
     of ``config.batch_size``, as R2C: no more memory than training). ``extra`` is stored in
     the checkpoints (e.g. the feature settings ``predict`` needs). Checkpoints hold CPU tensors:
@@ -219,9 +232,10 @@ def fit(
     """
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
+    math_mode(config.tf32)
     text_dim = train_set.text_dim
     train_set, dev_set = dev_split(train_set, config.dev_fraction, config.dev_seed)
-    write_text(out / DEV_ITEMS, json.dumps(dev_set.annot_ids))
+    write_text(out / DEV_ITEMS, json.dumps(dev_record(dev_set)))
     model, coupling = build(config, text_dim)
     model.to(device)
     optimizer = make_optimizer(model, config)
@@ -264,11 +278,11 @@ def fit(
             )
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = time.perf_counter() - started  # training and validation
-        scheduler.step(metrics[OBJECTIVE])
-        improved = metrics[OBJECTIVE] > state["best"]
+        scheduler.step(metrics[config.objective])
+        improved = metrics[config.objective] > state["best"]
         state.update(
             epoch=epoch + 1,
-            best=max(state["best"], metrics[OBJECTIVE]),
+            best=max(state["best"], metrics[config.objective]),
             bad_epochs=0 if improved else state["bad_epochs"] + 1,
         )
         history.append(metrics)
@@ -290,6 +304,24 @@ def fit(
         if on_epoch is not None:
             on_epoch(metrics, out)
     return history
+
+
+def math_mode(tf32: bool) -> None:
+    """Set the GPU's float32 math explicitly (``TrainConfig.tf32``): TF32 for matmuls and for
+    cuDNN (whose own default is on, PyTorch's matmul default off), or neither. The process-wide
+    flags, as every benchmark sets them too."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def dev_record(dev_set: CachedVCRDataset) -> dict:
+    """What a run's ``dev_items.json`` records of its dev split: how it was carved, its movies
+    and its items' annot_ids."""
+    return {
+        "carved_by": "movie",
+        "movies": sorted(set(dev_set.movies().tolist())),
+        "annot_ids": dev_set.annot_ids,
+    }
 
 
 def train_epoch(

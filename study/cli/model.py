@@ -11,6 +11,7 @@ from study.cli.app import app
 from study.cli.options import (
     CacheOption,
     DataOption,
+    DeviceOption,
     ImageSizeOption,
     ImageWeightsOption,
     StorageOption,
@@ -41,6 +42,7 @@ def train_command(
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
     storage: StorageOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Train one configuration, one epoch's metrics a line.
 
@@ -58,20 +60,23 @@ def train_command(
             f"  {metrics['train_items_per_s']:.0f} items/s"
         )
 
+    values = {"method": method, **overrides(sets, epochs)}
     history = api.train(
         out,
-        {"method": method, **overrides(sets, epochs)},
+        values,
         data,
         cache,
         feature_choice(text_encoder, text_layer, image_weights, image_size, storage),
         resume=resume,
         on_epoch=show,
         echo=typer.echo,
+        device=device,
     )
-    best = max(history, key=lambda m: m[OBJECTIVE]) if history else None
+    objective = values.get("objective", OBJECTIVE)  # what the run selected its epoch on
+    best = max(history, key=lambda m: m[objective]) if history else None  # the first best
     if best:
         typer.echo(
-            f"best epoch on dev {best['epoch']}: dev Q->AR {best[OBJECTIVE]:.3f}, "
+            f"best epoch on dev {best['epoch']}: {objective} {best[objective]:.3f}, "
             f"val Q->AR {best[REPORTED]:.3f}; "
             f"checkpoints and metrics.jsonl in {out.absolute()}"
         )
@@ -95,6 +100,7 @@ def predict_command(
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
     storage: StorageOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Write the 21-column VCR leaderboard CSV (probabilities) for every item of a split, on
     the features the checkpoint was trained on (and its data folder, unless --data is given).
@@ -114,6 +120,7 @@ def predict_command(
         cache,
         feature_choice(text_encoder, text_layer, image_weights, image_size, storage),
         echo=typer.echo,
+        device=device,
     )
     typer.echo(f"wrote {rows} rows to {path}")
 

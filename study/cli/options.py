@@ -53,6 +53,15 @@ CacheOption = Annotated[
 ]
 
 
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        help="auto (a CUDA GPU when there is one, else the CPU), cpu, or cuda (refused where "
+        "there is none). One line says which.",
+    ),
+]
+
+
 # The feature options, one definition for every command that reads features (None: not given;
 # study.inputs decides what an option left out means).
 TextEncoderOption = Annotated[

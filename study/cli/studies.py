@@ -11,6 +11,7 @@ from study.cli.app import app
 from study.cli.options import (
     CacheOption,
     DataOption,
+    DeviceOption,
     ImageSizeOption,
     ImageWeightsOption,
     StorageOption,
@@ -19,6 +20,7 @@ from study.cli.options import (
     feature_choice,
     overrides,
 )
+from vcrnet.errors import InputError
 
 
 @app.command("launch")
@@ -114,6 +116,13 @@ def launch_command(
             help="Show what Ray, Tune, Optuna and MLflow print (always in the study's launch.log).",
         ),
     ] = False,
+    finals: Annotated[
+        int,
+        typer.Option(
+            help="When the search ends, re-train each approach's best configuration with this "
+            "many new seeds and judge them (vcr-study finals --seeds K); 0: no finals.",
+        ),
+    ] = 0,
 ) -> None:
     """Run a study: Ray Tune trials, Optuna search, ASHA early stopping, MLflow tracking.
 
@@ -149,11 +158,23 @@ def launch_command(
         ignore_free_space=ignore_free_space,
     )
     choice = feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
+    if finals < 0:
+        raise InputError(f"--finals {finals}: must be 0 (no finals) or more seeds")
     if dry_run:
         api.dry_run(options, resume=resume, echo=typer.echo, choice=choice)
         return
     api.launch(options, resume=resume, choice=choice, verbose=verbose)
     _print_best(api.best(options.name))
+    if finals:
+        report = api.finals(
+            options.name,
+            seeds=finals,
+            concurrent=concurrent,
+            cpus_per_trial=cpus_per_trial,
+            gpus_per_trial=gpus_per_trial,
+            verbose=verbose,
+        )
+        _print_finals(options.name, report)
     typer.echo(
         f"\nstudy {options.name} done. Next: vcr-study best --name {options.name}; "
         f"vcr-study ablations --name {options.name}; vcr-study ui"
@@ -187,10 +208,87 @@ def best_command(
 
     from study import api
 
+    finals = api.finals_table(name)
     if as_json:
-        typer.echo(json.dumps(api.best_rows(name), indent=2))
-    else:
-        _print_best(api.best(name))
+        rows = api.best_rows(name)
+        if not finals.empty:
+            rows = {"search": rows, "finals": finals.to_dict("records")}
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    _print_best(api.best(name))
+    if not finals.empty:
+        shown = [
+            c
+            for c in (
+                "approach",
+                "seeds",
+                "failed runs",
+                "selected on",
+                "dev Q->AR",
+                "val_q2a",
+                "val_q2ar",
+                "val_q2ar +-95%",
+                "test_q2ar",
+            )
+            if c in finals
+        ]
+        typer.echo(
+            "\nfinals (each approach's finalist over its seeds; vcr-study verdict --name "
+            f"{name} compares them):"
+        )
+        typer.echo(
+            finals[shown].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}")
+        )
+
+
+@app.command("finals")
+def finals_command(
+    name: Annotated[str, typer.Option(help="The study.")],
+    top: Annotated[int, typer.Option(help="Configurations per approach, best on dev first.")] = 1,
+    seeds: Annotated[
+        int, typer.Option(help="Seeds per configuration (1, 2, ...: never the search's own).")
+    ] = 3,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: each trial's).")] = None,
+    concurrent: Annotated[int, typer.Option(help="Finals trials at once at most.")] = 2,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
+    gpus_per_trial: Annotated[
+        float, typer.Option(help="GPUs per trial; fractions pack several trials on one GPU.")
+    ] = 0.0,
+    resume: Annotated[
+        bool, typer.Option(help="Finish the finals a stopped driver left (their options hold).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show what Ray, Tune and MLflow print.")
+    ] = False,
+) -> None:
+    """Re-train each approach's best configurations with new seeds, as Ray Tune trials of the
+    study (on its cluster's workers, in parallel, resumable), then judge the approaches
+    against each other (the verdict) and write the test submission from the winner.
+
+    \b
+    Example: vcr-study finals --name joint1 --seeds 5 --concurrent 4 --gpus-per-trial 0.5
+    Resume:  vcr-study finals --name joint1 --resume
+    """
+    from study import api
+
+    report = api.finals(
+        name, top, seeds, epochs, concurrent, cpus_per_trial, gpus_per_trial, resume, verbose
+    )
+    _print_finals(name, report)
+
+
+@app.command("verdict")
+def verdict_command(name: Annotated[str, typer.Option(help="The study.")]) -> None:
+    """The finals' verdict, read back from MLflow: each approach's finalist over its seeds and,
+    for every pair, the difference in val Q->AR with its 95% paired bootstrap interval
+    (questions and seeds), p (Holm-corrected) and the verdict; files rewritten under
+    reports/NAME/ and logged to the study's parent run.
+
+    Example: vcr-study verdict --name joint1
+    """
+    from study import api
+
+    _print_finals(name, api.verdict(name))
 
 
 @app.command("ablations")
@@ -269,7 +367,7 @@ def rerun_command(
             "vcr-study best lists the best ones)."
         ),
     ] = None,
-    seeds: Annotated[int, typer.Option(min=1, help="Seeds (0..K-1).")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds (1..K: never the search's own).")] = 3,
     epochs: Annotated[
         int | None, typer.Option(min=1, help="Epochs (default: the trial's).")
     ] = None,
@@ -278,6 +376,7 @@ def rerun_command(
     image_weights: ImageWeightsOption = None,
     image_size: ImageSizeOption = None,
     storage: StorageOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Train the winning config to completion with K seeds; write the test leaderboard CSV.
     Uses the study's own data and features (feature options may only repeat them).
@@ -290,14 +389,17 @@ def rerun_command(
     from study import reports
 
     choice = feature_choice(text_encoder, text_layer, image_weights, image_size, storage)
-    result = reports.rerun_study(name, method, run, seeds, epochs, choice, echo=typer.echo)
+    result = reports.rerun_study(
+        name, method, run, seeds, epochs, choice, echo=typer.echo, device=device
+    )
     typer.echo(
         f"{result.approach} ({result.method}), {seeds} seed(s), each at its best "
-        "epoch on dev; validation (never selected on): mean +- std [95% interval]"
+        "epoch on dev; validation and test (never selected on): mean +- std [95% interval]"
     )
     for key in result.mean:
+        split = "test" if key.startswith("test_") else "validation"
         typer.echo(
-            f"  {key:<20} {result.mean[key]:.4f} +- {result.std[key]:.4f}  "
+            f"  {split:<10} {key:<20} {result.mean[key]:.4f} +- {result.std[key]:.4f}  "
             f"[{result.mean[key] - result.interval[key]:.4f}, "
             f"{result.mean[key] + result.interval[key]:.4f}]"
         )
@@ -305,6 +407,41 @@ def rerun_command(
         f"test submission (from seed {result.best_seed}, the best on dev; not an "
         f"ensemble): {result.submission}"
     )
+
+
+def _print_finals(name: str, report) -> None:
+    """A ``reports.FinalsReport``: the finalists over their seeds, the pairs, the submission."""
+    from study import store
+
+    typer.echo(
+        "finals: each approach's finalist over its seeds, at each seed's best epoch on dev; "
+        "val (never selected on): mean +- std [95% interval]"
+    )
+    for f in report.finalists:
+        if not f.seeds:
+            typer.echo(f"  {f.approach}: no finalist ({f.note})")
+            continue
+        extra = f" ({f.failed} run(s) failed)" if f.failed else ""
+        typer.echo(
+            f"  {f.approach} (trial {f.of_trial}, seeds {', '.join(map(str, f.seeds))}, selected "
+            f"on {f.selected_on}){extra}{'; ' + f.note if f.note else ''}"
+        )
+        for key in f.mean:
+            split = "test" if key.startswith("test_") else "validation"
+            typer.echo(
+                f"    {split:<10} {key:<18} {f.mean[key]:.4f} +- {f.std[key]:.4f}  "
+                f"[{f.mean[key] - f.interval[key]:.4f}, {f.mean[key] + f.interval[key]:.4f}]"
+            )
+    if report.running:
+        typer.echo(f"{report.running} finals run(s) have not ended: vcr-study finals --resume")
+    table = store.reports_dir(name) / "verdict.md"
+    typer.echo("\n" + (table.read_text() if table.is_file() else "no verdict written"))
+    if report.submission:
+        approach, seed, run_id = report.submission_from
+        typer.echo(
+            f"test submission: {report.submission} ({approach}, seed {seed}: its best on dev; "
+            f"run {run_id})"
+        )
 
 
 def _print_best(best) -> None:

@@ -13,6 +13,7 @@ _SOURCES = {
             "default_settings",
             "for_study",
             "from_checkpoint",
+            "model_values",
             "resolve",
         ),
         "rule",

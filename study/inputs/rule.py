@@ -64,6 +64,23 @@ class Features:
         return {s: (str(f.text), str(f.objects)) for s, f in self.splits.items()}
 
 
+REAL_DATA_PRESET = "r2c"  # the model on data other than the built-in set, unless a preset is given
+
+
+def model_values(values: dict, builtin_data: bool) -> tuple[dict, str | None]:
+    """A run's ``TrainConfig`` values with the model's preset this rule gives, and the line to
+    say when it gave one: on data other than the built-in set with no ``preset`` given, R2C's
+    model (``small`` is tuned for the built-in data: hidden 64, no dropout). The caller says the
+    line once nothing can refuse any more (a refusal stays one line)."""
+    if builtin_data or "preset" in values:
+        return values, None
+    note = (
+        f"no preset given for data other than the built-in set: training R2C's model (preset "
+        f"{REAL_DATA_PRESET}); pass --set preset=small for the small one"
+    )
+    return {**values, "preset": REAL_DATA_PRESET}, note
+
+
 def default_settings(builtin_data: bool) -> FeatureSettings:
     """The settings of data with nothing extracted: the built-in data's canvas, else R2C's."""
     return FeatureSettings(image_size=SYNTHETIC_IMAGE_SIZE) if builtin_data else FeatureSettings()

@@ -12,7 +12,7 @@ import os
 import time
 import warnings
 
-from study import cluster, store, tracking
+from study import cluster, inputs, store, tracking
 from study.inputs import Features
 from study.launch import cost, throughput
 from study.search import SearchSpace, load_space
@@ -21,10 +21,13 @@ from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
 
 
-def resolved_options(options: LaunchOptions, resume: bool) -> tuple[LaunchOptions, SearchSpace]:
+def resolved_options(
+    options: LaunchOptions, resume: bool
+) -> tuple[LaunchOptions, SearchSpace, str | None]:
     """The options the study runs with (a resumed study's own, from its record), checked and
-    named, and its search space; refused before anything is written where a new study would take
-    the name of one that exists."""
+    named, its search space, and the line to say if the model's preset was chosen for it
+    (``inputs.model_values``; recorded in its ``--set`` values); refused before anything is
+    written where a new study would take the name of one that exists."""
     if resume:
         if not options.name:
             raise InputError("--resume: needs --name of the study to continue")
@@ -45,10 +48,13 @@ def resolved_options(options: LaunchOptions, resume: bool) -> tuple[LaunchOption
             "launch a new study"
         )
     options.space_sha256 = digest
+    note = None
+    if not resume and not _sets_preset(space):  # recorded: a resumed study keeps it
+        options.overrides, note = inputs.model_values(options.overrides, options.data is None)
     check_overrides(space, options.overrides)
     if not resume:
         check_name_is_free(options.name)
-    return options, space
+    return options, space, note
 
 
 # What a resumed study takes from the options given: the resources a trial asks for (a study that
@@ -80,6 +86,14 @@ def _resumed(given: LaunchOptions) -> LaunchOptions:
             stacklevel=3,
         )
     return record
+
+
+def _sets_preset(space: SearchSpace) -> bool:
+    return (
+        "preset" in space.fixed
+        or "preset" in space.params
+        or any("preset" in row for row in space.trials or ())
+    )
 
 
 def _flag(field: str) -> str:

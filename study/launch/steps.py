@@ -7,6 +7,8 @@ stopped early by ASHA, tracked in MLflow; and ``--dry-run``, the same checks and
 4. Ray: a local one (old session folders pruned), or the cluster, checked to see the inputs;
 5. the study's MLflow experiment and parent run, then its record (``study.json``);
 6. Tune's experiment (``tuner``), run to its end; the study closed; its ablations written.
+
+``vcr-study finals`` (``finals.py``) goes through the same steps with the finals' trials.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ def launch(
     resolves them; a resumed study keeps its own). The terminal shows the harness's lines; what
     the libraries print goes to the study's ``launch.log`` (and to the terminal too when
     ``verbose``). A new study refused before its record is written leaves no folder."""
-    options, space = preflight.resolved_options(options, resume)
+    options, space, note = preflight.resolved_options(options, resume)
     address = preflight.check_store_and_cluster(options, resume)
     if address is None:  # a cluster's: once joined (_features)
         preflight.check_resources(options, None)
     made = [p for p in (store.home(), store.studies_root()) if not p.exists()]
     with store.running(options.name):
         try:
-            _run(options, space, address, resume, choice, verbose)
+            _run(options, space, address, resume, choice, verbose, note)
         finally:
             if not store.record_path(options.name).exists():
                 shutil.rmtree(store.study_dir(options.name), ignore_errors=True)
@@ -62,6 +64,7 @@ def _run(
     resume: bool,
     choice: FeatureChoice,
     verbose: bool,
+    note: str | None = None,
 ) -> None:
     with captured(store.log_path(options.name), verbose) as shown:
         echo = shown.say
@@ -69,6 +72,8 @@ def _run(
             f"study {options.name}: {'resuming' if resume else 'starting'}; Ray, Tune, Optuna "
             f"and MLflow log to {shown.log}"
         )
+        if note:
+            echo(f"warning: {note}")
         if not resume:  # before features that may take hours to extract (a copy of the
             # options: resolving features records them, which the extraction below must do)
             planned = inputs.for_study(
@@ -80,8 +85,8 @@ def _run(
             )
             preflight.check_free_space(options, space, planned)
         with contextlib.redirect_stderr(shown.err):  # extraction's progress bar on the terminal
-            found = _features(options, choice, address, echo)  # trials only read them
-        _start_ray(address, found, options)
+            found = features(options, choice, address, echo)  # trials only read them
+        start_ray(address, found, options)
         client, parent = _open_study(options, space, found.settings, resume)
         tuned = tuner.build_or_restore(options, space, found, parent, resume, echo)
         status = tracking.KILLED  # unless the study runs to its end
@@ -115,7 +120,7 @@ def dry_run(
     """Everything ``launch`` checks before it starts (space, options, name, tracking store,
     address, data, features cached or to extract, free space), and the study's plan, printed;
     no trial started, nothing written."""
-    options, space = preflight.resolved_options(options, resume)
+    options, space, note = preflight.resolved_options(options, resume)
     address = preflight.check_store_and_cluster(options, resume)
     if address is None:  # as launch: before the features (a cluster's: once joined, below)
         preflight.check_resources(options, None)
@@ -135,6 +140,8 @@ def dry_run(
         f"{'Ray cluster ' + address if address else 'a local Ray'} "
         f"({resources[0]:g} CPUs, {resources[1]:g} GPUs)"
     )
+    if note:
+        echo(f"warning: {note}")
     echo(
         f"features ({found.settings.describe()}): "
         + (
@@ -149,20 +156,24 @@ def dry_run(
     return plan
 
 
-def _features(
-    options: LaunchOptions, choice: FeatureChoice, address: str | None, echo
+def features(
+    options: LaunchOptions,
+    choice: FeatureChoice,
+    address: str | None,
+    echo,
+    splits: tuple[str, ...] = ("train", "val"),
 ) -> inputs.Features:
-    """The trials' features; on a cluster, those missing extracted on its workers (joined
-    first), a GPU each where its nodes have GPUs (``inputs.workers_for``)."""
+    """The trials' features of ``splits``; on a cluster, those missing extracted on its workers
+    (joined first), a GPU each where its nodes have GPUs (``inputs.workers_for``)."""
     if not address:
-        return inputs.for_study(options, ("train", "val"), choice, echo=echo)
+        return inputs.for_study(options, splits, choice, echo=echo)
     cluster.join(address)
     preflight.check_resources(options, address)
     workers = inputs.workers_for(address, None, None, None)  # as the cluster's nodes allow
-    return inputs.for_study(options, ("train", "val"), choice, echo=echo, run=workers)
+    return inputs.for_study(options, splits, choice, echo=echo, run=workers)
 
 
-def _start_ray(address: str | None, found: inputs.Features, options: LaunchOptions) -> None:
+def start_ray(address: str | None, found: inputs.Features, options: LaunchOptions) -> None:
     """A local Ray (its old session folders pruned first); or, on the cluster at ``address``
     (joined), a check that its every node sees the trials' inputs and results."""
     if not address:

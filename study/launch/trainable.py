@@ -12,6 +12,7 @@ Everything it is handed is an absolute path: trials change directory.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -23,10 +24,14 @@ from ray import tune
 from study.launch import retention
 from study.launch.throughput import device_kind as throughput_device
 from study.search import TrialConfigs
+from vcrnet.atomic import write_text
 from vcrnet.features import CachedVCRDataset
 from vcrnet.features.extract import SplitFeatures
 from vcrnet.features.stage import LOCAL_CACHE_VARIABLE, stage
 from vcrnet.train import BEST, CHECKPOINT, METRICS, fit
+
+PREDICTIONS = "predictions"  # a finals checkpoint's folder of leaderboard CSVs (val.csv, test.csv)
+TEST_SCORES = "test_scores.json"  # in it, where test labels are known: every test reading
 
 MEGABYTE = 1e6  # MLflow's system metrics count megabytes of 10^6 bytes
 
@@ -39,9 +44,15 @@ def train_trial(
     extra: dict,
     cpus: float,
     local_cache: str | None = None,
+    predictions: bool = False,
+    test_labels: dict | None = None,
 ) -> None:
     """``local_cache``: a folder on the node's local disk to read the cache from (copied there
-    by the node's first trial); None: ``$VCR_STUDY_LOCAL_CACHE`` on the node, if set."""
+    by the node's first trial); None: ``$VCR_STUDY_LOCAL_CACHE`` on the node, if set.
+    ``predictions`` (the finals): each checkpoint also holds the best epoch's predictions of
+    val and, where ``features`` has it, test, as leaderboard CSVs (``PREDICTIONS``), and with
+    ``test_labels`` (annot_id -> (answer, rationale), kept apart from the test split) the test
+    readings of every decoding (``TEST_SCORES``)."""
     torch.set_num_threads(max(1, int(cpus)))
     train_config = configs.config(config)
     node_id = ray.get_runtime_context().get_node_id()
@@ -58,10 +69,12 @@ def train_trial(
         entries[split] = [
             stage(Path(p), Path(local_cache)) if local_cache else Path(p) for p in paths
         ]
-    train_set, val_set = (
-        CachedVCRDataset(SplitFeatures(text, objects, ()))
-        for text, objects in (entries["train"], entries["val"])
-    )
+    splits = {
+        split: CachedVCRDataset(SplitFeatures(text, objects, ()))
+        for split, (text, objects) in entries.items()
+    }
+    train_set, val_set = splits["train"], splits["val"]
+    predicted = {k: v for k, v in splits.items() if k in ("val", "test")} if predictions else {}
     working = _working_folder()
     out, outbox = working / "run", working / retention.OUTBOX
     out.mkdir(parents=True, exist_ok=True)
@@ -74,6 +87,9 @@ def train_trial(
                 shutil.copy2(Path(folder) / name, out / name)
             if (Path(folder) / BEST).is_file():  # not in a checkpoint from before it
                 shutil.copy2(Path(folder) / BEST, out / BEST)
+            if (Path(folder) / PREDICTIONS).is_dir():
+                shutil.copytree(Path(folder) / PREDICTIONS, out / PREDICTIONS, dirs_exist_ok=True)
+    made_for = None  # the best weights (by inode: fit renames a new file in) predicted with
 
     def report(metrics: dict, run_dir: Path) -> None:
         """Hand the epoch's checkpoint to Tune (moved: the trial keeps no copy of its own), with
@@ -81,10 +97,18 @@ def train_trial(
         outbox.mkdir(exist_ok=True)
         os.replace(run_dir / CHECKPOINT, outbox / CHECKPOINT)
         shutil.copy2(run_dir / METRICS, outbox / METRICS)
+        nonlocal made_for
         if (run_dir / BEST).is_file():  # none yet: resumed from a checkpoint from before BEST
             # linked, not copied: fit replaces BEST by a rename, so the link keeps this epoch's
             (outbox / BEST).unlink(missing_ok=True)
             os.link(run_dir / BEST, outbox / BEST)
+            if predicted and (run_dir / BEST).stat().st_ino != made_for:
+                write_predictions(
+                    run_dir / BEST, predicted, run_dir / PREDICTIONS, device, test_labels
+                )
+                made_for = (run_dir / BEST).stat().st_ino
+            if predicted:
+                shutil.copytree(run_dir / PREDICTIONS, outbox / PREDICTIONS, dirs_exist_ok=True)
         tune.report(
             {**metrics, **system.sample(), "node_id": node_id, "device_kind": device_kind},
             checkpoint=tune.Checkpoint.from_directory(str(outbox)),
@@ -105,6 +129,30 @@ def train_trial(
         extra=extra,
         device=device,
     )
+
+
+def write_predictions(
+    weights: Path, datasets: dict, folder: Path, device: str, test_labels: dict | None = None
+) -> None:
+    """The predictions of the model at ``weights`` for each split of ``datasets`` as its
+    leaderboard CSV ``folder/<split>.csv``; where ``test_labels`` has every test question, the
+    test readings of every decoding as ``folder/test_scores.json`` (``test_<reading>``)."""
+    from vcrnet.couplings import COUPLINGS
+    from vcrnet.leaderboard import write_csv
+    from vcrnet.train import load_model, predict, readings
+
+    model, config, _ = load_model(weights)
+    model.to(device)
+    for split, dataset in datasets.items():
+        p = predict(model, dataset)
+        write_csv(folder / f"{split}.csv", dataset.annot_ids, p.answer_probs, p.rationale_probs)
+        if split == "test" and test_labels and all(i in test_labels for i in dataset.annot_ids):
+            pairs = torch.tensor([test_labels[i] for i in dataset.annot_ids])
+            scores = readings(p, COUPLINGS[config.method](config.coupling()), tuple(pairs.T))
+            write_text(
+                folder / TEST_SCORES,
+                json.dumps({f"test_{k}": v for k, v in scores.items()}),
+            )
 
 
 class SystemSampler:

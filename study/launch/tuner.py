@@ -33,7 +33,7 @@ def build_or_restore(
     from ray import tune
 
     configs = TrialConfigs(space, options.overrides)
-    trainable = _trainable(options, configs, found)
+    trainable = trial_trainable(options, configs, found)
     experiment = store.experiment_dir(options.name)
     if resume and tune.Tuner.can_restore(str(experiment)):
         echo(f"resuming study {options.name} from {experiment}")
@@ -52,9 +52,10 @@ def build_or_restore(
     return _new_tuner(options, space, trainable, callbacks)
 
 
-def _trainable(options: LaunchOptions, configs: TrialConfigs, found: Features):
-    """``train_trial`` with the parsed space (no file to read on the workers), the features'
-    paths, and the trial's resources."""
+def trial_trainable(options: LaunchOptions, configs, found: Features, **more):
+    """``train_trial`` with the parsed space (``configs``: no file to read on the workers), the
+    features' paths, the trial's resources, and ``more`` of its keywords (the finals'
+    ``predictions`` and ``test_labels``)."""
     from ray import tune
 
     return tune.with_resources(
@@ -65,6 +66,7 @@ def _trainable(options: LaunchOptions, configs: TrialConfigs, found: Features):
             extra=found.extra(),
             cpus=options.cpus_per_trial,
             local_cache=options.local_cache,
+            **more,
         ),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )

@@ -81,6 +81,9 @@ SETTINGS = {  # plot name -> (methods, the params it shows)
 NOT_USED = "-"  # a Markdown cell: the trial's method does not use that setting
 LOG_SCALE = ("loss_ratio", "lr", "num_samples")  # log axes where the space does not say
 MAX_COMPARED = 3  # compared epochs at most: the first, the last and one rung between
+# a trial's objective (TrainConfig.objective, the dev decoding its LR schedule, stopping and best
+# epoch followed) and its value at the best epoch: what tables rank approaches by
+SELECTED_ON, SELECTED = "objective", "dev_selected"
 
 
 def write_ablations(options: LaunchOptions, parent: str, client: MlflowClient) -> list[Path]:
@@ -139,7 +142,7 @@ def build_report(
     written += write_table(table1(trials, approaches), out / "best_per_method")
     labelled = trials[trials["labelled"]]  # the paper's rows are labelled grid rows, by name
     for name, (title, table) in paper.paper_tables(
-        best_of_each(labelled, OBJECTIVE), comparable
+        best_of_each(labelled, SELECTED), comparable
     ).items():
         written += write_table(table, out / name, title)
     for name, (methods, params) in SETTINGS.items():
@@ -168,13 +171,13 @@ def build_report(
 def learning_curves(client: MlflowClient, runs: pd.DataFrame) -> pd.DataFrame:
     """Long table: trial_id, method, epoch and every validation metric at that epoch."""
     rows = []
-    for run in runs.itertuples():
+    for run in runs.to_dict("records"):
         per_epoch: dict[int, dict] = {}
-        for key in CURVE_METRICS:
-            for m in client.get_metric_history(run.run_id, key):
+        for key in dict.fromkeys([*CURVE_METRICS, _objective(run)]):  # and the trial's own
+            for m in client.get_metric_history(run["run_id"], key):
                 per_epoch.setdefault(m.step, {})[key] = m.value
         rows += [
-            {"trial_id": run.trial_id, "method": run.method, "epoch": step, **values}
+            {"trial_id": run["trial_id"], "method": run["method"], "epoch": step, **values}
             for step, values in sorted(per_epoch.items())
         ]
     return pd.DataFrame(rows)
@@ -238,15 +241,25 @@ def _trial_table(
             if methods is not None and run["method"] not in methods and name in row:
                 row[name] = None
         mine = curves[curves["trial_id"] == run["trial_id"]] if not curves.empty else curves
-        if not mine.empty and OBJECTIVE in mine and mine[OBJECTIVE].notna().any():
-            at_best = mine.loc[mine[OBJECTIVE].idxmax()]  # chosen on dev, reported on val
+        objective = row[SELECTED_ON] = _objective(run)  # the trial's own, as fit selected
+        if not mine.empty and objective in mine and mine[objective].notna().any():
+            at_best = mine.loc[mine[objective].idxmax()]  # chosen on dev, reported on val
             row["best_epoch"] = int(at_best["epoch"])
             row["epochs_run"] = int(mine["epoch"].max())
             row.update({k: at_best.get(k) for k in CURVE_METRICS})
+            row[SELECTED] = at_best[objective]
         else:
             row.update({"best_epoch": None, "epochs_run": 0, **dict.fromkeys(CURVE_METRICS)})
+            row[SELECTED] = None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _objective(run: dict) -> str:
+    """The dev decoding a trial's training selected on (its ``objective`` param; runs logged
+    before rows could choose one: ``OBJECTIVE``)."""
+    value = run.get("params.objective")
+    return value if isinstance(value, str) and value else OBJECTIVE
 
 
 def _number(value: object) -> object:
@@ -293,6 +306,7 @@ def _searched(trials: pd.DataFrame, uses: dict) -> list[str]:
         "best_epoch",
         "epochs_run",
         "seed",
+        SELECTED,
         *CURVE_METRICS,
     }
     varying = [
@@ -306,21 +320,21 @@ def _searched(trials: pd.DataFrame, uses: dict) -> list[str]:
 
 # --- tables -------------------------------------------------------------------------------------
 def table1(trials: pd.DataFrame, approaches: list[str] | None = None) -> pd.DataFrame:
-    """The best trial of each approach, at its best epoch, every method's QA->R readings; an
-    approach of ``approaches`` with no scored trial is a row of its own (``no trial``, or ``no
-    result`` where its trials ran but none scored: failed, or NaN throughout)."""
-    best = best_of_each(trials, OBJECTIVE)
-    table = best[
-        ["label", "method", "trial_id", "best_epoch", "epochs_run", OBJECTIVE, *TABLE1_COLUMNS]
-    ].rename(
+    """The best trial of each approach (by the dev decoding its rows selected on), at its best
+    epoch, every method's QA->R readings, sorted by that dev value (what was selected on, never
+    val); an approach of ``approaches`` with no scored trial is a row of its own (``no trial``,
+    or ``no result`` where its trials ran but none scored: failed, or NaN throughout)."""
+    best = best_of_each(trials, SELECTED)
+    columns = ["label", "method", "trial_id", "best_epoch", "epochs_run", SELECTED_ON, SELECTED]
+    table = best[[*columns, *TABLE1_COLUMNS]].rename(
         columns={
             "label": "approach",
             "epochs_run": "epochs run",
-            OBJECTIVE: "dev Q->AR (selected on)",
+            SELECTED_ON: "selected on",
+            SELECTED: "dev (selected on)",
             **TABLE1_COLUMNS,
         }
     )
-    table = table.sort_values("Q->AR", ascending=False)
     missing = [a for a in approaches or [] if a not in set(table["approach"])]
     if missing:
         ran = set(trials["label"]) if "label" in trials else set()

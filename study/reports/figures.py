@@ -238,6 +238,57 @@ def _pyplot():
     return plt
 
 
+def forest_figure(table: pd.DataFrame, reading: str):
+    """The verdict's pairs (``verdict.verdict_table``), one row each: the difference A - B and
+    its 95% interval, a dashed line at 0; pairs with a verdict drawn dark, the others grey."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(layout="constrained", figsize=(7.0, 0.45 * len(table) + 1.4))
+    labels = [f"{a} - {b}" for a, b in zip(table["A"], table["B"])]
+    shown = table["verdict"].str.contains(" > ", regex=False)  # "A > B": a difference shown
+    for y, (_, row) in enumerate(table.iterrows()):
+        colour = "black" if shown.iloc[y] else "grey"
+        ax.errorbar(
+            row["A - B"],
+            y,
+            xerr=[[row["A - B"] - row["95% low"]], [row["95% high"] - row["A - B"]]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
+    ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(table)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"difference in {reading} (95% interval)")
+    ax.set_title("verdict: pairwise differences (dark: a difference shown)", fontsize=10)
+    return fig
+
+
+def forest_html(table: pd.DataFrame, reading: str, stem: Path) -> list[Path]:
+    import plotly.graph_objects as go
+
+    labels = [f"{a} - {b}" for a, b in zip(table["A"], table["B"])]
+    figure = go.Figure(
+        go.Scatter(
+            x=table["A - B"],
+            y=labels,
+            mode="markers",
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": table["95% high"] - table["A - B"],
+                "arrayminus": table["A - B"] - table["95% low"],
+            },
+            text=[f"{v} (p Holm {p:.3g})" for v, p in zip(table["verdict"], table["p (Holm)"])],
+        )
+    )
+    figure.add_vline(x=0.0, line_dash="dash")
+    figure.update_layout(
+        title="verdict: pairwise differences", xaxis_title=f"difference in {reading}"
+    )
+    figure.update_yaxes(autorange="reversed")
+    return [_atomic_html(figure, stem.with_suffix(".html"))]
+
+
 def save_figure(fig, stem: Path) -> list[Path]:
     png = stem.with_suffix(".png")
     with replacing(png) as tmp:

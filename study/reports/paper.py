@@ -75,8 +75,10 @@ def comparable(data: str | None) -> bool:
 
 def paper_tables(best: pd.DataFrame, is_comparable: bool) -> dict[str, tuple[str, pd.DataFrame]]:
     """``best``: one row per label (the best trial of each, at its best epoch) with the study's
-    metric columns (fractions). Returns ``{name: (title, table)}`` for the tables with at least
-    one of their rows in the study; study numbers in %."""
+    metric columns (fractions), its ``objective`` and that objective's value ``dev_selected``.
+    Returns ``{name: (title, table)}`` for the tables with at least one of their rows in the
+    study, each row saying what its trial was selected on, sorted by that dev value (rows
+    without a trial last); study numbers in %."""
     by_label = best.set_index("label") if not best.empty else best
     out = {}
     for name, (title, rows) in TABLES.items():
@@ -86,8 +88,11 @@ def paper_tables(best: pd.DataFrame, is_comparable: bool) -> dict[str, tuple[str
             _row(row, by_label.loc[row.label] if row.label in by_label.index else None)
             for row in rows
         ]
+        table = pd.DataFrame(records).sort_values(  # by what was selected on, never val
+            "dev study (selected on)", ascending=False, kind="stable", na_position="last"
+        )
         note = "" if is_comparable else " - NOT COMPARABLE: the study's data is not VCR 1.0 val"
-        out[name] = (title + note, pd.DataFrame(records))
+        out[name] = (title + note, table.reset_index(drop=True))
     return out
 
 
@@ -106,5 +111,7 @@ def _row(row: PaperRow, study: pd.Series | None) -> dict:
         "Q->AR paper": row.q2ar,
         "Q->AR study": pct(row.q2ar_metric),
         "QA->R measured as": row.qa2r_metric,
+        "selected on": None if study is None else study.get("objective"),
+        "dev study (selected on)": pct("dev_selected"),
         "trial": None if study is None else study.get("trial_id"),
     }

@@ -7,7 +7,14 @@ that epoch are summarised over the seeds as mean, standard deviation and a 95% c
 (Student's t), and so are the test split's where its labels are known (the built-in data keeps
 them beside test.jsonl; on real VCR only the leaderboard scores test). The CSV comes from the seed
 with the best dev Q->AR (not an ensemble, and not chosen on val), is logged as an artifact of that
-seed's run and written to ``reports/<name>/submission-<approach>.csv``.
+seed's run and written to ``reports/<name>/submission-<approach>.csv``. Epochs and the best seed
+are chosen on the trial's own objective (``TrainConfig.objective``, dev Q->AR unless its row chose
+another reading). The seeds are 1..K, never the trial's own (``study.search.final_seeds``): the
+draw the search selected would bias the mean up (the winner's curse).
+
+A rerun is one trial's seeds, one after the other, in this process on this machine's device;
+``vcr-study finals`` (``study.launch.finals``) re-trains every approach's best configurations as
+Tune trials on the study's cluster and judges the approaches against each other.
 """
 
 from __future__ import annotations
@@ -19,15 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study import inputs, store, tracking
-from study.search import slug
+from study.search import final_seeds, slug
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
 from vcrnet.features import FeatureChoice
 from vcrnet.metrics import DECODINGS, OBJECTIVE, REPORTED
 
-TEST_METRICS = ("test_q2a", "test_qa2r", "test_qa2r_pred", "test_q2ar")
-# the validation readings summarised over seeds: every decoding but the diagnostic qa2r_joint16
+# the readings summarised over seeds: every decoding but the diagnostic qa2r_joint16
 SUMMARY_METRICS = tuple(f"val_{d}" for d in DECODINGS if d != "qa2r_joint16")
+TEST_METRICS = tuple(f"test_{d}" for d in DECODINGS if d != "qa2r_joint16")  # labels known
 
 
 @dataclass
@@ -49,10 +56,15 @@ def rerun_study(
     epochs: int | None,
     choice: FeatureChoice = FeatureChoice(),
     echo: Callable[[str], None] = print,
+    device: str = "auto",
 ) -> RerunResult:
     """``vcr-study rerun``: study ``name``'s best trial of ``method`` (a method or a grid row's
     label; default the best overall), or the trial of MLflow run ``run``, trained ``seeds`` times
-    on the study's own features; each seed a run of the study."""
+    on the study's own features, on ``device`` (auto, cpu or cuda); each seed a run of the
+    study."""
+    from vcrnet.device import check_device, choose_device
+
+    check_device(device)
     if run and method:
         raise InputError("--run and --method: give one (the run names its trial)")
     options = store.load(name).options
@@ -68,6 +80,8 @@ def rerun_study(
         )
     echo(f"re-running trial {chosen['trial_id']} ({chosen['approach']}) with {seeds} seed(s)")
     found = inputs.for_study(options, ("train", "val", "test"), choice, where=f"study {name}")
+    device, line = choose_device(device)
+    echo(line)
     return rerun(
         client,
         parent,
@@ -79,6 +93,7 @@ def rerun_study(
         seeds,
         epochs,
         echo=echo,
+        device=device,
     )
 
 
@@ -114,6 +129,7 @@ def rerun(
     seeds: int,
     epochs: int | None,
     echo=print,
+    device: str = "cpu",
 ) -> RerunResult:
     from vcrnet.features import CachedVCRDataset
     from vcrnet.leaderboard import write_csv
@@ -125,7 +141,8 @@ def rerun(
     results, folders = [], []
     test_predictions = {}  # seed -> its best checkpoint's test predictions, where scored
     name = slug(chosen.get("approach", config.method))
-    for seed in range(seeds):
+    used = final_seeds(seeds, config.seed)  # never the trial's own draw (the winner's curse)
+    for seed in used:
         seed_config = config.replace(seed=seed, epochs=epochs or config.epochs)
         folder = out / f"{name}-seed{seed}"
         run_id = tracking.start_seed_run(
@@ -141,25 +158,37 @@ def rerun(
 
         resume = (folder / "checkpoint.pt").is_file()  # an interrupted rerun goes on
         history = fit(
-            seed_config, train_set, val_set, folder, resume=resume, on_epoch=log_epoch, extra=extra
+            seed_config,
+            train_set,
+            val_set,
+            folder,
+            resume=resume,
+            on_epoch=log_epoch,
+            extra=extra,
+            device=device,
         )
-        best = max(history, key=lambda m: m[OBJECTIVE])  # chosen on dev, reported on val
-        results.append({k: best[k] for k in ("epoch", OBJECTIVE, *SUMMARY_METRICS)})
+        # chosen on dev by the trial's own objective (as fit chose best.pt), reported on val
+        best = max(history, key=lambda m: m[config.objective])
+        results.append(
+            {"selected": best[config.objective]}
+            | {k: best[k] for k in ("epoch", OBJECTIVE, *SUMMARY_METRICS)}
+        )
         if test_labels is not None:  # the built-in data: a test split never selected on
-            test_predictions[seed] = predict(load_model(folder / BEST)[0], test_set)
-            test = _score_test(test_predictions[seed], test_labels)
+            test_predictions[seed] = predict(load_model(folder / BEST)[0].to(device), test_set)
+            test = _score_test(test_predictions[seed], test_labels, seed_config)
             tracking.log_metrics(client, run_id, test, best["epoch"])
             results[-1].update(test)
         tracking.finish_seed_run(client, run_id)
         folders.append((folder, run_id))
-    best_seed = max(range(seeds), key=lambda s: results[s][OBJECTIVE])
+    best = max(range(seeds), key=lambda i: results[i]["selected"])
+    best_seed = used[best]
     p = test_predictions.get(best_seed)
     if p is None:
-        p = predict(load_model(folders[best_seed][0] / BEST)[0], test_set)
+        p = predict(load_model(folders[best][0] / BEST)[0].to(device), test_set)
     submission = write_csv(
         out.parent / f"submission-{name}.csv", test_set.annot_ids, p.answer_probs, p.rationale_probs
     )
-    tracking.log_submission(client, folders[best_seed][1], Path(submission))
+    tracking.log_submission(client, folders[best][1], Path(submission))
     keys = [k for k in (*SUMMARY_METRICS, *TEST_METRICS) if k in results[0]]
     mean = {k: statistics.fmean(r[k] for r in results) for k in keys}
     std = {k: statistics.stdev(r[k] for r in results) if seeds > 1 else 0.0 for k in keys}
@@ -199,8 +228,11 @@ def _test_labels(data: str | None, annot_ids: list[str]):
     return pairs[:, 0], pairs[:, 1]
 
 
-def _score_test(p, labels) -> dict[str, float]:
-    """The test metrics of predictions ``p`` (``vcrnet.train.Predictions``)."""
-    from vcrnet.leaderboard import score
+def _score_test(p, labels, config: TrainConfig) -> dict[str, float]:
+    """The test metrics of predictions ``p`` (``vcrnet.train.Predictions``), every decoding (as
+    val), the 16-way pick with the trial's coupling's pair scores."""
+    from vcrnet.couplings import COUPLINGS
+    from vcrnet.train import readings
 
-    return {f"test_{k}": v for k, v in score(p.answer_probs, p.rationale_probs, *labels).items()}
+    coupling = COUPLINGS[config.method](config.coupling())
+    return {f"test_{k}": v for k, v in readings(p, coupling, labels).items() if k != "joint_nll"}

@@ -1,7 +1,8 @@
 """search: what trials to try. A search space (a small YAML vocabulary, checked whole before
 anything starts: ``space.py``), the trial configs it resolves Tune's configs into
 (``TrialConfigs``), and the searcher that draws from it (Optuna TPE or random, resumable:
-``searcher.py``). Imports vcrnet's config; nothing of MLflow or of the rest of study/."""
+``searcher.py``); the finals' trials, the best configurations re-trained with new seeds
+(``finals.py``). Imports vcrnet's config; nothing of MLflow or of the rest of study/."""
 
 from study.lazy import room
 
@@ -15,6 +16,9 @@ _SOURCES = {
     "parse_space": "space",
     "slug": "space",
     "trial_values": "space",
+    "FinalConfigs": "finals",
+    "final_seeds": "finals",
+    "finals_grid": "finals",
     "RestartSafeOptunaSearch": "searcher",
     "every_method_once": "searcher",
     "fail_orphans": "searcher",

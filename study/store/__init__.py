@@ -1,6 +1,7 @@
 """store: a home on disk. Where every file of a study goes (``paths.py``), a study's record, its
-options and its lock (``record.py``), and the catalog of a home's studies: list, delete, disk used
-(``catalog.py``, which reads MLflow through ``study.tracking``). Imports no Ray and no torch."""
+options and its lock (``record.py``), its finals' record (``finals.py``), and the catalog of a
+home's studies: list, delete, disk used (``catalog.py``, which reads MLflow through
+``study.tracking``). Imports no Ray and no torch."""
 
 from study.lazy import room
 
@@ -15,6 +16,8 @@ _SOURCES = {
             "default_data_dir",
             "default_tracking_uri",
             "experiment_dir",
+            "finals_experiment_dir",
+            "finals_path",
             "home",
             "journal_path",
             "log_path",
@@ -47,6 +50,7 @@ _SOURCES = {
         ),
         "record",
     ),
+    **dict.fromkeys(("FinalsRecord", "load_finals", "save_finals"), "finals"),
     **dict.fromkeys(
         (
             "Best",

@@ -6,9 +6,11 @@ trials, which change directory, see the same paths::
     studies/<name>/study.json      the record (``record.py``): options, MLflow parent run
     studies/<name>/optuna.journal  the Optuna study (optuna-dashboard reads it)
     studies/<name>/launch.log      what Ray, Tune, Optuna and MLflow printed
-    studies/<name>/.lock           flock'd by the launch that runs the study
+    studies/<name>/.lock           flock'd by the launch (or finals) that runs the study
+    studies/<name>/finals.json     the finals' options and finalists (``finals.py``)
     ray_results/<name>/            Ray Tune's experiment and the trials' checkpoints
-    reports/<name>/                what ``ablations`` and ``rerun`` write
+    ray_results/<name>/finals/     the finals' Tune experiment
+    reports/<name>/                what ``ablations``, ``finals`` and ``rerun`` write
     mlflow.db, mlartifacts/<name>/ the MLflow store (unless ``--tracking-uri``), its artifacts
     models/<run id>/               a tracking server's weights, fetched once
     throughput.json                measured seconds per training item (``--dry-run`` reads it)
@@ -78,6 +80,15 @@ def storage_root() -> Path:
 
 def experiment_dir(name: str) -> Path:
     return storage_root() / name
+
+
+def finals_path(name: str) -> Path:
+    return study_dir(name) / "finals.json"
+
+
+def finals_experiment_dir(name: str) -> Path:
+    """The finals' Tune experiment: ``finals`` under the study's own (``delete`` removes both)."""
+    return experiment_dir(name) / "finals"
 
 
 def reports_dir(name: str) -> Path:

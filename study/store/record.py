@@ -21,10 +21,16 @@ from vcrnet.atomic import write_text
 from vcrnet.errors import InputError
 
 SEARCHERS = ("tpe", "random")
-# The layout of study/ a record was written under. Tune pickles the experiment's callbacks and
-# searcher by their module paths, which changed when study/ became rooms (2026-12-07): a study
-# made before that is read (best, ablations, studies) but not resumed (``check_resumable``).
-LAYOUT = 2
+# What a record was written under; a study of an earlier one is read (best, ablations, studies)
+# but not resumed (``check_resumable``): 2, Tune pickles the experiment's callbacks and searcher
+# by their module paths, which changed when study/ became rooms; 3, trials train differently
+# (a dev split carved by movie, a plain shuffle by default, the feature cache's version 4), so a
+# resumed trial would not go on as it began (both 2026-12-07)
+LAYOUT = 3
+WHY_NOT_RESUMED = {
+    1: "whose Ray Tune state names modules that have moved",
+    2: "whose trials trained with a dev split carved by image and length-bucketed batches",
+}
 # Ray counts a resource in units of 1/10,000 (ray_constants' RESOURCE_UNIT_SCALING): a request
 # that is not a whole number of units is rounded, 0.00001 CPU to none, which Ray then refuses
 RAY_UNIT = 0.0001
@@ -191,13 +197,14 @@ def load(name: str) -> StudyRecord:
 
 
 def check_resumable(name: str) -> None:
-    """Study ``name`` (its record loads) is one whose Tune state this vcr-study can restore: one
-    written under this ``LAYOUT`` (records from before it have none)."""
-    if json.loads(paths.record_path(name).read_text()).get("layout", 1) < LAYOUT:
+    """Study ``name`` (its record loads) is one whose Tune state and trials this vcr-study can go
+    on with: one written under this ``LAYOUT`` (records from before layout 2 have none)."""
+    layout = json.loads(paths.record_path(name).read_text()).get("layout", 1)
+    if layout < LAYOUT:
         raise InputError(
-            f"--name {name}: made by an earlier vcr-study, whose Ray Tune state "
-            "names modules that have moved: it cannot be resumed; `vcr-study best` and "
-            "`vcr-study ablations` still read it; launch a new study to go on"
+            f"--name {name}: made by an earlier vcr-study, {WHY_NOT_RESUMED[layout]}: it "
+            "cannot be resumed; `vcr-study best` and `vcr-study ablations` still read it; "
+            "launch a new study to go on"
         )
 
 

@@ -6,6 +6,7 @@
   links into the UI);
 - ``trials.py``: ``MLflowTracker``, the Tune callback that logs each trial as a child run;
 - ``runs.py``: reading back: trial runs, metrics at the best epoch, best per approach;
+- ``finals.py``: ``FinalsTracker``, the finals' runs (a finalist's seeds) and their outputs;
 - ``reruns.py``: a rerun's seed runs.
 
 ``schema``, ``uris``, ``experiment`` and ``runs`` import no Ray and no torch.
@@ -38,7 +39,11 @@ _SOURCES = {
     "MLflowTracker": "trials",
     "error_line": "trials",
     "feature_inputs": "trials",
+    "FinalsTracker": "finals",
     "MlflowException": "runs",
+    "child_runs": "runs",
+    "finals_runs": "runs",
+    "top_per_approach": "runs",
     "at_best_epoch": "runs",
     "best_of_each": "runs",
     "best_per_approach": "runs",

@@ -19,10 +19,15 @@ from mlflow.tracking import MlflowClient
 
 from study.tracking.schema import (
     FINAL_STATUS,
+    FINALS,
+    FINALS_OF,
+    FINALS_OF_RUN,
     LABEL,
     METHOD,
     MODEL_TAG,
     PARENT_TAG,
+    SEED,
+    STAGE,
     TRIAL_ID,
     best_metric,
     model_uri,
@@ -32,12 +37,40 @@ from vcrnet.errors import InputError, first_line
 
 
 def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
-    """One row per trial run: run id, method, label (a labelled grid row's name, else the
+    """One row per search trial run: run id, method, label (a labelled grid row's name, else the
     method), labelled (whether it is a grid row's name), trial id, status, final status, model
     (``runs:/`` URI of its logged best weights, or ""), params and the last value of every
     metric (``metrics.*``, ``params.*`` columns, as ``mlflow.search_runs``)."""
+    return pd.DataFrame(
+        [
+            _row(run)
+            for run in child_runs(client, parent_run_id)
+            if TRIAL_ID in run.data.tags and STAGE not in run.data.tags  # not a rerun's, finals'
+        ]
+    )
+
+
+def finals_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
+    """One row per finals run (``schema``: a seed of a finalist), as ``trial_runs``' rows with
+    its seed, the search trial it re-trains (``finals_of``) and that trial's run
+    (``finals_of_run``)."""
+    return pd.DataFrame(
+        [
+            {
+                **_row(run),
+                "seed": int(run.data.tags.get(SEED, "-1")),
+                "finals_of": run.data.tags.get(FINALS_OF, ""),
+                "finals_of_run": run.data.tags.get(FINALS_OF_RUN, ""),
+            }
+            for run in child_runs(client, parent_run_id)
+            if run.data.tags.get(STAGE) == FINALS
+        ]
+    )
+
+
+def child_runs(client: MlflowClient, parent_run_id: str):
+    """Every child run of the study's parent run, page by page."""
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    rows = []
     token = None
     while True:
         page = client.search_runs(
@@ -46,28 +79,26 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
             max_results=1000,
             page_token=token,
         )
-        for run in page:
-            tags = run.data.tags
-            if TRIAL_ID not in tags:  # a rerun's run, not a trial's
-                continue
-            rows.append(
-                {
-                    "run_id": run.info.run_id,
-                    "method": tags.get(METHOD),
-                    "label": tags.get(LABEL) or tags.get(METHOD),
-                    "labelled": LABEL in tags,
-                    "trial_id": tags.get(TRIAL_ID),
-                    "status": run.info.status,
-                    "final_status": tags.get(FINAL_STATUS),
-                    "model": model_uri(run.info.run_id) if MODEL_TAG in tags else "",
-                    **{f"params.{k}": v for k, v in run.data.params.items()},
-                    **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
-                }
-            )
+        yield from page
         token = page.token
         if not token:
             break
-    return pd.DataFrame(rows)
+
+
+def _row(run) -> dict:
+    tags = run.data.tags
+    return {
+        "run_id": run.info.run_id,
+        "method": tags.get(METHOD),
+        "label": tags.get(LABEL) or tags.get(METHOD),
+        "labelled": LABEL in tags,
+        "trial_id": tags.get(TRIAL_ID),
+        "status": run.info.status,
+        "final_status": tags.get(FINAL_STATUS),
+        "model": model_uri(run.info.run_id) if MODEL_TAG in tags else "",
+        **{f"params.{k}": v for k, v in run.data.params.items()},
+        **{f"metrics.{k}": v for k, v in run.data.metrics.items()},
+    }
 
 
 def at_best_epoch(client: MlflowClient, run_id: str, metric: str) -> dict[str, float]:
@@ -132,6 +163,23 @@ def best_per_approach(
                 }
             )
     return best
+
+
+def top_per_approach(client: MlflowClient, parent_run_id: str, metric: str, top: int) -> list[dict]:
+    """Each approach's ``top`` best search trials by their best epoch's ``metric`` (highest
+    first; ties in run order, as ``best_of_each``), as ``best_per_approach`` rows with their
+    ``rank`` (1 = the approach's best): the finalists. Trials without ``metric`` take no part."""
+    runs = trial_runs(client, parent_run_id)
+    column = f"metrics.{best_metric(metric)}"
+    if runs.empty or column not in runs:
+        return []
+    scored = runs[runs[column].notna()]
+    rows = []
+    for _, group in scored.groupby("label", sort=False):
+        ranked = group.sort_values(column, ascending=False, kind="stable").head(top)
+        for rank, (_, row) in enumerate(ranked.iterrows(), 1):
+            rows.append({**_summary(client, row, metric), "rank": rank, "trials": len(group)})
+    return sorted(rows, key=lambda r: (-r[metric], r["rank"]))
 
 
 def trial_of_run(client: MlflowClient, parent_run_id: str, run_id: str, metric: str) -> dict:

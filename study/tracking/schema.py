@@ -13,6 +13,12 @@ A study is one MLflow experiment (named like the study), holding:
   COMPLETED, STOPPED_EARLY, FAILED or KILLED), ``NODE_ID``, ``RETRIES`` and, for a failed
   trial, ``ERROR``; the best epoch's weights as the artifact ``MODEL_ARTIFACT`` where
   ``MODEL_TAG`` is set; the feature cache entries as dataset inputs (``DATA_CONTEXT``);
+- one **finals run** per seed of each finalist of ``vcr-study finals`` (a Tune trial of the
+  study's finals experiment, logged as a trial is, ``TRIAL_ID`` its finals trial's id), tagged
+  ``STAGE`` = ``FINALS``, ``FINALS_OF`` (the search trial it re-trains) and ``FINALS_OF_RUN``
+  (that trial's run), ``SEED`` and ``LABEL`` (its approach); at its end its best epoch's weights
+  (``MODEL_ARTIFACT``) and its val and test predictions as leaderboard CSVs
+  (``VAL_PREDICTIONS``, ``TEST_PREDICTIONS``), which the verdict reads question by question;
 - one **rerun run** per seed of ``vcr-study rerun``, a child of the parent without ``TRIAL_ID``,
   tagged ``RERUN_OF`` (the trial id) and ``RERUN_OF_RUN`` (its run), ``SEED``, ``METHOD`` and
   ``FINAL_STATUS``.
@@ -36,6 +42,9 @@ __all__ = [
     "ERROR",
     "FAILED",
     "FINAL_STATUS",
+    "FINALS",
+    "FINALS_OF",
+    "FINALS_OF_RUN",
     "FINISHED",
     "KILLED",
     "LABEL",
@@ -50,9 +59,12 @@ __all__ = [
     "RETRIES",
     "RUNNING",
     "SEED",
+    "STAGE",
     "STOPPED_EARLY",
     "STUDY_ROLE",
+    "TEST_PREDICTIONS",
     "TRIAL_ID",
+    "VAL_PREDICTIONS",
     "best_metric",
     "is_model_ref",
     "model_uri",
@@ -84,6 +96,10 @@ ERROR = "error"  # a failed trial's error line
 RERUN_OF, RERUN_OF_RUN, SEED = "rerun_of", "rerun_of_run", "seed"  # a rerun seed's run
 MODEL_ARTIFACT = "model/best.pt"  # a trial's best epoch's weights (``vcrnet.train.BEST``)
 MODEL_TAG = "best_model"  # on a trial run that has them: the artifact's path in the run
+STAGE, FINALS = "stage", "finals"  # a finals run (search trials have no STAGE tag)
+FINALS_OF, FINALS_OF_RUN = "finals_of", "finals_of_run"  # the search trial a finals run re-trains
+# a finals run's predictions at its best epoch on dev, as leaderboard CSVs (``vcrnet.leaderboard``)
+VAL_PREDICTIONS, TEST_PREDICTIONS = "predictions/val.csv", "predictions/test.csv"
 
 # --- FINAL_STATUS values -------------------------------------------------------------------------
 RUNNING = "RUNNING"

@@ -142,13 +142,32 @@ class MLflowTracker(Callback):
         """Each approach's best trial, as ``vcr-study best`` ranks them, gets its best epoch's
         weights logged to its run (``MODEL_ARTIFACT``), from the checkpoint ``CheckpointPruner``
         held for it; so does an interrupted study's, from the trials ended so far."""
+        self.close_ended(trials)
         ended = {t.trial_id: t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)}
         for row in best_per_approach(self.client, self.parent_run_id, self.metric):
             trial = ended.get(row["trial_id"])
             if trial is not None and not row["model"]:
                 log_best_model(self.client, row["run_id"], Path(trial.path))
 
+    def close_ended(self, trials) -> None:
+        """Close the run of every trial Tune holds as ended whose run is still open: a driver
+        killed after Tune saved a trial as TERMINATED, before this callback closed its run (the
+        restored trial never completes again)."""
+        for trial in trials:
+            if trial.status == Trial.TERMINATED and self._open(trial):
+                self.on_trial_complete(0, trials, trial)
+
     # --- the one run per trial ----------------------------------------------------------------
+    def _open(self, trial) -> bool:
+        """Whether the trial's run exists and has not ended (read, not reopened)."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.{TRIAL_ID} = '{trial.trial_id}' and tags.`{PARENT_TAG}` = "
+            f"'{self.parent_run_id}'",
+            max_results=1,
+        )
+        return bool(found) and found[0].info.status == RUNNING
+
     def _run_of(self, trial) -> str:
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
@@ -169,19 +188,15 @@ class MLflowTracker(Callback):
                 self._best[trial.trial_id] = best
         else:
             params = self.configs.params(trial.config)
-            label = trial_values(trial.config).get(SPACE_LABEL)  # a labelled grid row's name
+            tags, run_name = self.identity(trial, params)
             tags = {
                 PARENT_TAG: self.parent_run_id,
                 TRIAL_ID: trial.trial_id,
                 METHOD: params["method"],
                 FINAL_STATUS: RUNNING,
-                **({LABEL: label} if label else {}),
+                **tags,
             }
-            run = client.create_run(
-                self.experiment_id,
-                tags=tags,
-                run_name=f"{slug(label or params['method'])}-{trial.trial_id}",
-            )
+            run = client.create_run(self.experiment_id, tags=tags, run_name=run_name)
             run_id = run.info.run_id
             client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
             client.log_dict(run_id, params, "config.json")
@@ -190,6 +205,13 @@ class MLflowTracker(Callback):
             self._last_epoch[trial.trial_id] = 0
         self._runs[trial.trial_id] = run_id
         return run_id
+
+    def identity(self, trial, params: dict) -> tuple[dict[str, str], str]:
+        """A new run's own tags (besides parent, trial id, method and status) and its name: a
+        labelled grid row's ``LABEL``; named ``<label or method>-<trial id>``."""
+        label = trial_values(trial.config).get(SPACE_LABEL)  # a labelled grid row's name
+        name = f"{slug(label or params['method'])}-{trial.trial_id}"
+        return ({LABEL: label} if label else {}), name
 
 
 def log_best_model(client: MlflowClient, run_id: str, trial_folder: Path) -> None:

@@ -10,7 +10,16 @@ import torch
 from vcrnet.config import TrainConfig
 from vcrnet.errors import InputError
 from vcrnet.features import CachedVCRDataset, collate
-from vcrnet.features.batches import Batches, epoch_order, gather, item_sizes, sorted_order, unpad
+from vcrnet.features.batches import (
+    BUCKET_NOISE,
+    Batches,
+    composition,
+    epoch_order,
+    gather,
+    item_sizes,
+    sorted_order,
+    unpad,
+)
 from vcrnet.features.dataset import HOST_KEYS
 from vcrnet.train import build, predict, training_loss
 
@@ -94,6 +103,35 @@ def test_buckets_cut_padding_and_still_mix_sizes():
     # batches of a bucket come in shuffled order: the epoch does not go from short to long
     means = [sizes[b].mean() for b in bucketed]
     assert not (np.all(np.diff(means[:10]) >= 0) or np.all(np.diff(means[:10]) <= 0))
+
+
+def test_noisy_buckets_mix_what_length_would_group_and_draw_new_neighbours():
+    """Where an item's size tells its kind (as on the built-in data: the question types differ
+    by a few words), buckets without noise batch one kind together and the same neighbours again
+    every epoch; the noisy ones (``BUCKET_NOISE``) come close to a plain shuffle on both and
+    still save padding (docs/fidelity.md R10, benchmarks/batch_composition.py)."""
+    rng = np.random.default_rng(0)
+    kinds = rng.integers(4, size=1600)
+    sizes = 400 + 20 * kinds + rng.integers(0, 15, size=1600)
+
+    def stats(buckets: int, noise: float) -> dict:
+        first, second = (epoch_order(sizes, 16, e, buckets, noise) for e in (0, 1))
+        return {**composition(first, second, kinds), "padded": padded(first, sizes)}
+
+    plain, exact, noisy = stats(0, 0.0), stats(50, 0.0), stats(50, BUCKET_NOISE)
+    assert plain["single_group"] < 0.01 and plain["together_again"] < 0.02
+    assert exact["single_group"] > 0.5 and exact["together_again"] > 5 * plain["together_again"]
+    assert noisy["single_group"] < 0.1 and noisy["together_again"] < 2 * plain["together_again"]
+    assert exact["padded"] < noisy["padded"] < plain["padded"]
+
+
+def test_composition_counts_one_kind_batches_and_pairs_met_again():
+    kinds = np.array([0, 0, 1, 1, 1, 0])
+    epoch = [np.array([0, 1]), np.array([2, 3, 4]), np.array([5])]  # the 1-item batch: no pairs
+    following = [np.array([0, 1, 2]), np.array([3, 4, 5])]
+    got = composition(epoch, following, kinds)
+    assert got == {"single_group": 1.0, "together_again": 2 / 4}  # (0,1) and (3,4) of 4 pairs
+    assert composition(epoch, following, np.array([0, 1, 1, 1, 1, 0]))["single_group"] == 0.5
 
 
 def test_evaluation_batches_sort_by_size(dataset):

@@ -196,3 +196,29 @@ def test_train_on_a_damaged_entry_exits_2_with_one_line(
         f"{size:,} ({_damaged(copy.objects)})"
     ]
     assert "Traceback" not in out + err
+
+
+# the extraction code's digest (cache.extraction_digest) at each cache version: a change to that
+# code must come with a new CACHE_VERSION (and its digest here), or old entries would be reused
+EXTRACTION_DIGESTS = {
+    4: "2bd363b315ae65bec21a39d0ab8256fa22b0771f855f34286ecfdfe2ca07c1c9",
+}
+
+
+def test_a_change_to_the_extraction_code_needs_a_new_cache_version():
+    assert cache_module.extraction_digest() == EXTRACTION_DIGESTS[cache_module.CACHE_VERSION], (
+        "the extraction code (vcrnet.features.cache.EXTRACTION_SOURCES) changed: raise "
+        "CACHE_VERSION and record the new digest in EXTRACTION_DIGESTS"
+    )
+
+
+def test_the_extraction_digest_reads_code_not_comments():
+    source = '"""Doc."""\n\nX = 1  # a comment\n\n\ndef f():\n    """Doc."""\n    return X\n'
+    digest = cache_module.sources_digest({"m.py": source})
+    reworded = source.replace("Doc.", "Other words.").replace("# a comment", "# another")
+    assert cache_module.sources_digest({"m.py": reworded}) == digest
+    assert cache_module.sources_digest({"m.py": source.replace("X = 1", "X = 2")}) != digest
+    assert cache_module.sources_digest({"m.py": source + "Y = 0\n"}) != digest
+    versioned = source + "CACHE_VERSION = 9\n"  # the version's own line is not code
+    assert cache_module.sources_digest({"m.py": versioned}) == digest
+    assert cache_module.sources_digest({"n.py": source}) != digest  # nor is a file's name lost

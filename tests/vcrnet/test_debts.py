@@ -181,6 +181,12 @@ OLD_CONVERT = {
     "seed": (Err("k: 'none' is not an int"), 7, Err("k: 'bad' is not an int")),
     "dev_fraction": (Err("k: 'none' is not a float"), 7.0, Err("k: 'bad' is not a float")),
     "dev_seed": (Err("k: 'none' is not an int"), 7, Err("k: 'bad' is not an int")),
+    "objective": ("none", "7", "bad"),
+    "tf32": (
+        Err("k: 'none' is not a bool"),
+        Err("k: '7' is not a bool"),
+        Err("k: 'bad' is not a bool"),
+    ),
 }
 
 

@@ -63,6 +63,8 @@ REFUSED = {
     "seed": [-1, 2**32, "0"],
     "dev_fraction": [0.0, 0.6],
     "dev_seed": [-1, 2**32],
+    "objective": ["dev_joint_nll", "val_q2ar", "q2ar", None],
+    "tf32": ["true", 1, None],
 }
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 HINTS = typing.get_type_hints(TrainConfig)

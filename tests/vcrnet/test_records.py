@@ -39,7 +39,16 @@ def test_extra_keys_are_tolerated_and_only_model_keys_required(vcr_copy):
     )
     lines = [{**{k: line[k] for k in keep}, "some_new_key": [1, 2]} for line in read_lines(path)]
     write_lines(path, lines)
-    assert len(read_split(vcr_copy, "test")) == len(lines)
+    items = read_split(vcr_copy, "test")
+    assert len(items) == len(lines)
+    # no movie key: the image's folder is the movie (VCR's images are <movie folder>/<image>)
+    assert [it.movie for it in items] == [line["img_fn"].split("/")[0] for line in lines]
+
+
+def test_an_items_movie_is_its_movie_key(synthetic_dir):
+    lines = read_lines(synthetic_dir / "train.jsonl")
+    assert [it.movie for it in read_split(synthetic_dir, "train")] == [x["movie"] for x in lines]
+    assert len({x["movie"] for x in lines}) == 3  # 24 questions, 8 images, 3 images a movie
 
 
 def _set(key, value):
@@ -100,6 +109,8 @@ BAD_DATA = [  # (case, mutation, where, what)
         "answer_choices[2][2]: object index",
     ),
     ("bad token", _set("question", ["What", 3, "?"]), "train.jsonl:2", "question[1]:"),
+    ("empty movie", _set("movie", ""), "train.jsonl:2", "movie: expected a non-empty string"),
+    ("movie not a string", _set("movie", 7), "train.jsonl:2", "movie: expected a non-empty"),
     ("boxes disagree", _metadata(lambda m: m["boxes"].pop()), "json", "boxes: has"),
     (
         "names disagree",

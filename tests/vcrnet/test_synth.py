@@ -12,7 +12,14 @@ import pytest
 
 from tests.helpers import SMALL_SIZES, read_lines
 from vcrnet.data import read_split, write_synthetic
-from vcrnet.data.synth import COLOUR_THINGS, COLOURS, OCCASIONS, QUESTION_TYPES, TEAMS
+from vcrnet.data.synth import (
+    COLOUR_THINGS,
+    COLOURS,
+    OCCASIONS,
+    QUESTION_TYPES,
+    TEAMS,
+    question_type,
+)
 from vcrnet.errors import InputError
 
 VCR_KEYS = {
@@ -128,15 +135,17 @@ def test_vcr_shape_question_types_tags_and_templates(many):
             and "everyone" in words
             or any(isinstance(t, list) and len(t) == 4 for t in line["question"])
         ):
-            kinds["who"] += 1
+            kind = "who"
         elif "colour" in words:
-            kinds["colour"] += 1
+            kind = "colour"
         elif words & {"team", "playing"}:
-            kinds["team"] += 1
+            kind = "team"
         elif words & {"going", "event", "dressed"}:
-            kinds["occasion"] += 1
+            kind = "occasion"
         else:
-            kinds["other"] += 1
+            kind = "other"
+        kinds[kind] += 1
+        assert question_type(line["question"]) == kind, line["question"]  # the library's reading
     assert set(kinds) == set(QUESTION_TYPES) and min(kinds.values()) > 50
     assert len({tuple(map(str, line["question"][:2])) for line in many}) >= 8  # templates
     assert any(isinstance(t, list) and len(t) > 1 for line in many for t in line["question"])

@@ -206,8 +206,10 @@ class OneObject(CachedVCRDataset):
 def test_a_batch_of_a_single_object_trains(synthetic_features, tmp_path, batch_size):
     """BatchNorm cannot standardise one row in training: its running statistics stand in."""
     whole = CachedVCRDataset(synthetic_features)
-    two_images = np.flatnonzero(np.isin(whole.images(), np.unique(whole.images())[:2]))
-    data = OneObject(synthetic_features, two_images)  # 2 images of 3 questions: 1 goes to dev
+    images, movies = whole.images(), whole.movies()
+    first = [np.flatnonzero(movies == m)[0] for m in np.unique(movies)[:2]]  # 2 movies' first
+    two_images = np.flatnonzero(np.isin(images, images[first]))  # images, of 3 questions each:
+    data = OneObject(synthetic_features, two_images)  # 1 goes to dev
     assert len(dev_split(data, 0.1, 0)[0]) == 3
     history = fit(tiny(epochs=1, batch_size=batch_size), data, data, tmp_path)
     assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]["train_loss"]))
@@ -267,6 +269,8 @@ def test_train_predict_evaluate_commands(synthetic_dir, tmp_path, cli):
     )
     assert code == 0, err
     assert "epoch  2" in stdout and "best epoch" in stdout
+    # --device auto (the default) says where it trains: this machine has no GPU
+    assert "device: cpu (" in stdout and "no CUDA GPU seen" in stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     code, stdout, err = cli(
         "predict",
@@ -278,8 +282,11 @@ def test_train_predict_evaluate_commands(synthetic_dir, tmp_path, cli):
         tmp_path / "cache",
         "--out",
         tmp_path / "test.csv",
+        "--device",
+        "cpu",
     )
     assert code == 0, err
+    assert "device: cpu (" in stdout and "no CUDA GPU seen" not in stdout  # as asked
     ids, answers, rationales = read_csv(tmp_path / "test.csv")
     assert len(ids) == 9 and ids[0] == "test-0"
     torch.testing.assert_close(
@@ -323,12 +330,15 @@ def test_bad_checkpoint_and_bad_csv_are_one_line_errors(synthetic_dir, tmp_path,
     assert code == 2 and "--set: unknown key 'bogus'" in err
 
 
-def test_the_dev_split_holds_whole_images_and_is_the_same_for_every_run_seed(synthetic_features):
+def test_the_dev_split_holds_whole_movies_and_is_the_same_for_every_run_seed(synthetic_features):
     data = CachedVCRDataset(synthetic_features)
+    movies = data.movies()
+    assert len(set(movies)) == 3  # 24 questions: 8 images, 3 to a movie (vcrnet.data.synth)
     rest, dev = dev_split(data, 0.25, seed=0)
     assert len(rest) + len(dev) == len(data) and not set(rest.annot_ids) & set(dev.annot_ids)
-    assert 0.25 * len(data) <= len(dev) < 0.25 * len(data) + 3  # whole images of 3 questions
-    assert not set(rest.images()) & set(dev.images())  # no image on both sides
+    assert 0.25 * len(data) <= len(dev) <= 0.25 * len(data) + 9  # whole movies of <= 9
+    assert not set(rest.movies()) & set(dev.movies())  # no movie on both sides
+    assert not set(rest.images()) & set(dev.images())  # so no image either
     assert dev_split(data, 0.25, seed=0)[1].annot_ids == dev.annot_ids  # seeded
     assert dev_split(data, 0.25, seed=1)[1].annot_ids != dev.annot_ids
     item = dev[0]  # a view serves the split's own item, with its labels
@@ -345,8 +355,38 @@ def test_every_choice_is_made_on_dev_and_val_is_only_reported(synthetic_features
     best = load_checkpoint(tmp_path / BEST)
     assert best["epoch"] == best_on_dev["epoch"]
     assert set(best) == set(BEST_KEYS)  # the weights, without the optimizer's state
-    dev_ids = json.loads((tmp_path / DEV_ITEMS).read_text())
-    assert dev_ids == dev_split(data, 0.1, 0)[1].annot_ids  # recorded with the run
+    recorded = json.loads((tmp_path / DEV_ITEMS).read_text())  # recorded with the run
+    dev = dev_split(data, 0.1, 0)[1]
+    assert recorded["annot_ids"] == dev.annot_ids and recorded["carved_by"] == "movie"
+    assert recorded["movies"] == sorted(set(dev.movies())) and len(recorded["movies"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "objective,best_epoch,rates",
+    [(OBJECTIVE, 4, [1.0, 1.0, 1.0, 1.0]), ("dev_qa2r", 2, [1.0, 1.0, 1.0, 0.5])],
+)
+def test_a_run_selects_on_its_own_objective(
+    synthetic_features, tmp_path, monkeypatch, objective, best_epoch, rates
+):
+    """LR steps, stopping and the best epoch follow ``objective``: dev Q->AR rises every epoch
+    here while dev QA->R peaks at epoch 2 (the dev scores scripted; training is real)."""
+    scripted = {"dev_q2ar": [0.1, 0.2, 0.3, 0.4], "dev_qa2r": [0.5, 0.9, 0.6, 0.7]}
+    calls = []
+
+    def scores(model, dataset, batch_size, coupling):
+        epoch = len(calls) // 2  # dev, then val, each epoch
+        calls.append(epoch)
+        values = dict.fromkeys(EVALUATED, 0.0)
+        values.update({k.removeprefix("dev_"): v[epoch] for k, v in scripted.items()})
+        return values
+
+    monkeypatch.setattr("vcrnet.train.evaluate", scores)
+    data = CachedVCRDataset(synthetic_features)
+    config = tiny(objective=objective, epochs=4, patience=3, lr_patience=0, lr_cooldown=0)
+    history = fit(config, data, data, tmp_path)
+    assert [m["lr"] / config.lr for m in history] == pytest.approx(rates)
+    assert load_checkpoint(tmp_path / BEST)["epoch"] == best_epoch
+    assert [m[objective] for m in history] == scripted[objective]
 
 
 def test_the_baselines_answer_modules_train_alike_whatever_the_rationale_module_does(

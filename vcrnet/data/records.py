@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -57,6 +57,9 @@ class VCRItem:
     answer_label: int | None
     rationale_label: int | None
     source: str  # "FILE:LINE" of the jsonl line, for error messages
+    # the film the image is from (VCR's ``movie`` key; without it, img_fn's folder, which is the
+    # movie's in VCR): VCR's splits are disjoint by movie, and so is the dev split carved off train
+    movie: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,8 +198,8 @@ def parse_line(text: str, path: str | Path, number: int, labeled: bool) -> VCRIt
     objects = raw["objects"]
     if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
         raise fail("expected a list of class names", field="objects")
-    for key in ("annot_id", "img_fn", "metadata_fn"):
-        if not isinstance(raw[key], str) or not raw[key]:
+    for key in ("annot_id", "img_fn", "metadata_fn", "movie"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key]):
             raise fail("expected a non-empty string", field=key)
 
     def tokens(value: object, field: str) -> list[Token]:
@@ -242,7 +245,15 @@ def parse_line(text: str, path: str | Path, number: int, labeled: bool) -> VCRIt
         answer_label=label("answer_label"),
         rationale_label=label("rationale_label"),
         source=f"{path}:{number}",
+        movie=raw.get("movie") or movie_of(raw["img_fn"]),
     )
+
+
+def movie_of(img_fn: str) -> str:
+    """A line's movie when it has no ``movie`` key: its image's folder (VCR's images are stored
+    ``<movie folder>/<image>.jpg``), else the image itself."""
+    folder = PurePosixPath(img_fn).parent.as_posix()
+    return img_fn if folder in ("", ".") else folder
 
 
 def image_path(root: str | Path, item: VCRItem) -> Path:

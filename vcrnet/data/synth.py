@@ -139,6 +139,9 @@ OTHER_CLASSES = (
 QUESTION_TYPES = ("colour", "who", "occasion", "team")
 DEFAULT_SIZES = {"train": 1500, "val": 300, "test": 300}
 QUESTIONS_PER_IMAGE = 3
+# a "movie" is a folder of this many images (VCR's are ~45 frames of one film; here they share
+# nothing but the folder): enough movies that the dev split, carved by movie, is fine-grained
+IMAGES_PER_MOVIE = 3
 BACKGROUND = 128
 
 
@@ -187,7 +190,7 @@ def write_synthetic(out: str | Path, seed: int = 0, sizes: dict[str, int] | None
 def _write_split(root: Path, split: str, count: int, rng: np.random.Generator) -> None:
     lines = []
     for image_number in range((count + QUESTIONS_PER_IMAGE - 1) // QUESTIONS_PER_IMAGE):
-        movie = f"synthetic_{split}_{image_number // 50:03d}"
+        movie = f"synthetic_{split}_{image_number // IMAGES_PER_MOVIE:03d}"
         stem = f"{movie}/{split}_{image_number:05d}"
         width, height = int(rng.integers(360, 481)), int(rng.integers(180, 271))
         scene = _draw_scene(rng, width, height)
@@ -463,6 +466,19 @@ def _ask_team(scene: list[SceneObject], rng: np.random.Generator) -> Question:
 
 
 _ASK = {"colour": _ask_colour, "who": _ask_who, "occasion": _ask_occasion, "team": _ask_team}
+
+
+def question_type(question: list[Token]) -> str:
+    """Which of ``QUESTION_TYPES`` a built-in question is, read off its template's words (the
+    lines do not record it): e.g. to measure what a batch holds (benchmarks/batch_composition)."""
+    words = [w for w in question if isinstance(w, str)]
+    if words[1] == "colour":
+        return "colour"
+    if "team" in words or "playing" in words:
+        return "team"
+    if "going" in words or "event" in words or words[0] == "Why":
+        return "occasion"
+    return "who"
 
 
 def _thing(colour: str, k: int) -> list[str]:

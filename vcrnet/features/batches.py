@@ -14,10 +14,14 @@ than a GPU should wait for. Here a batch travels as the cache stores it:
    documented in ``vcrnet.features.dataset``, bit for bit what ``collate`` makes
    (tests/vcrnet/test_batches.py).
 
-``epoch_order`` makes each epoch's batches: a seeded shuffle, then, with ``bucket_batches``, items
-sorted by size within buckets of that many batches and the batches shuffled again, so that a
-batch's sentences have similar lengths (less padding) while every batch is still a random draw of
-its bucket. ``Batches`` puts the three steps together for a list of batches.
+``epoch_order`` makes each epoch's batches: a seeded shuffle (R2C's, the default); with
+``bucket_batches``, items then sorted within buckets of that many batches by their size times a
+noise drawn afresh each epoch (``BUCKET_NOISE``), and the batches shuffled again: less padding,
+though a batch is then no random draw of its bucket. Sorted by size alone, buckets batched one
+question type together (44% of the built-in data's batches) and the same neighbours every epoch
+(20% of pairs again); the noise brings both near a plain shuffle's and keeps part of the saving
+(``composition`` measures it; docs/benchmarks.md, "Batch composition"). ``Batches`` puts the
+three steps together for a list of batches.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from vcrnet.data.records import NUM_CHOICES
 from vcrnet.errors import InputError
 from vcrnet.features.cache import QuantizedRows
 from vcrnet.features.dataset import HOST_KEYS, TAG_NAMES, TEXT_FIELDS, CachedVCRDataset
+
+BUCKET_NOISE = 0.1  # the spread of the buckets' sort keys (log scale): docs/fidelity.md R10
 
 _PAIR_FIELDS = {  # field -> (pairs of the item's 20, context (True) or choice words)
     "question": (slice(0, NUM_CHOICES), True),
@@ -61,19 +67,49 @@ def padded_text_rows(index: np.ndarray, axis: int | None) -> np.ndarray:
 
 
 def epoch_order(
-    sizes: np.ndarray, batch_size: int, seed: int, bucket_batches: int = 0
+    sizes: np.ndarray,
+    batch_size: int,
+    seed: int,
+    bucket_batches: int = 0,
+    noise: float = BUCKET_NOISE,
 ) -> list[np.ndarray]:
-    """The positions of each batch of an epoch, drawn with ``seed``. ``bucket_batches`` > 1:
-    length buckets of that many batches (module docstring); 0 or 1: a plain shuffle. Every item
-    once; ``ceil(n / batch_size)`` batches either way."""
+    """The positions of each batch of an epoch, drawn with ``seed``. ``bucket_batches`` 0 or 1:
+    a plain shuffle (R2C's); > 1: noisy length buckets of that many batches (module docstring),
+    sorted by ``size * exp(N(0, noise))`` drawn afresh each epoch. Every item once;
+    ``ceil(n / batch_size)`` batches either way."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sizes))
     if bucket_batches <= 1:
         return _chunks(order, batch_size)
+    keys = sizes * np.exp(rng.normal(0.0, noise, len(sizes))) if noise > 0 else sizes
     for bucket in _chunks(order, batch_size * bucket_batches):  # views: sorted in place
-        bucket[:] = bucket[np.argsort(sizes[bucket], kind="stable")]
+        bucket[:] = bucket[np.argsort(keys[bucket], kind="stable")]
     batches = _chunks(order, batch_size)
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def composition(
+    epoch: list[np.ndarray], following: list[np.ndarray], groups: np.ndarray
+) -> dict[str, float]:
+    """What an epoch's batches hold, for comparing samplers: ``single_group``, the share of its
+    batches of two or more items whose items all share one ``groups`` value (e.g. the question
+    type); ``together_again``, the share of the pairs of items batched together in ``epoch``
+    that the ``following`` epoch batches together again."""
+    groups = np.asarray(groups)
+    several = [b for b in epoch if len(b) > 1]
+    single = sum(len(np.unique(groups[b])) == 1 for b in several)
+    batch_of = np.empty(sum(len(b) for b in following), dtype=np.int64)
+    for number, b in enumerate(following):
+        batch_of[b] = number
+    pairs = again = 0
+    for b in several:
+        pairs += len(b) * (len(b) - 1) // 2
+        counts = np.unique(batch_of[b], return_counts=True)[1]
+        again += int((counts * (counts - 1) // 2).sum())
+    return {
+        "single_group": single / max(len(several), 1),
+        "together_again": again / max(pairs, 1),
+    }
 
 
 def sorted_order(sizes: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -25,6 +25,7 @@ either as one float16 array.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -41,7 +42,20 @@ import numpy as np
 from vcrnet.atomic import alive, owner, replacing
 from vcrnet.errors import InputError
 
-CACHE_VERSION = 3  # 3: features in shards, the manifest lists the files
+# 3: features in shards, the manifest lists the files; 4: movies.json (the dev split is carved by
+# movie). A change to the extraction code (EXTRACTION_SOURCES) needs a new version, else features
+# written by the old code would be reused: tests/vcrnet/test_cache.py records the code's digest
+# for each version and fails when they part
+CACHE_VERSION = 4
+EXTRACTION_SOURCES = (  # what decides an entry's contents, relative to the vcrnet package
+    "data/records.py",
+    "data/grounding.py",
+    "features/cache.py",
+    "features/extract.py",
+    "features/image.py",
+    "features/settings.py",
+    "features/text.py",
+)
 MANIFEST = "manifest.json"
 CHECKSUM = "crc32-ends-1MiB"  # the manifest's "checksum": how its "checksums" are computed
 CHECKSUM_BYTES = 1 << 20  # read at each end of a file: 2 MiB a file, ~0.6 GB for VCR's train
@@ -66,6 +80,41 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def extraction_digest() -> str:
+    """``sources_digest`` of this package's ``EXTRACTION_SOURCES``."""
+    package = Path(__file__).absolute().parents[1]
+    return sources_digest({name: (package / name).read_text() for name in EXTRACTION_SOURCES})
+
+
+def sources_digest(sources: dict[str, str]) -> str:
+    """sha256 of Python sources (name -> text) as code: their syntax trees without docstrings,
+    so comments, docstrings and formatting do not count; ``CACHE_VERSION``'s own line neither."""
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        tree = ast.parse(sources[name])
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and _is_docstring(body[0]):
+                node.body = body[1:] or [ast.Pass()]
+        tree.body = [n for n in tree.body if not _sets_version(n)]
+        digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
+
+
+def _sets_version(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id == "CACHE_VERSION" for t in node.targets
+    )
 
 
 def fingerprint(settings: dict) -> str:

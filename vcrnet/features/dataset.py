@@ -76,6 +76,7 @@ class CachedVCRDataset(Dataset):
         self.labels = np.load(self.text_entry / "labels.npy")[self.items]
         self.text_dim = text_manifest["dim"]
         self._arrays: dict[str, np.ndarray] | None = None  # opened lazily, once per process
+        self._movies: np.ndarray | None = None  # of the whole split, read when first asked for
 
     def subset(self, positions: np.ndarray) -> CachedVCRDataset:
         """A view of some of this dataset's items (positions in it)."""
@@ -87,11 +88,17 @@ class CachedVCRDataset(Dataset):
         a = self.arrays
         return np.asarray(a["rows"][a["offsets"][self.items]])
 
+    def movies(self) -> np.ndarray:
+        """``[len]``: each item's movie (``VCRItem.movie``, the entry's ``movies.json``)."""
+        if self._movies is None:
+            self._movies = np.asarray(json.loads((self.text_entry / "movies.json").read_text()))
+        return self._movies[self.items]
+
     def __len__(self) -> int:
         return len(self.items)
 
     def __getstate__(self) -> dict:  # DataLoader workers reopen the memory maps themselves
-        return {**self.__dict__, "_arrays": None}
+        return {**self.__dict__, "_arrays": None, "_movies": None}
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -197,17 +204,21 @@ def _pad_sentences(
 def dev_split(
     dataset: CachedVCRDataset, fraction: float, seed: int
 ) -> tuple[CachedVCRDataset, CachedVCRDataset]:
-    """Carve a labelled dev split off a training split: ``(rest, dev)``. Whole images go to one
-    side (the questions about one image are never split across the two), drawn with ``seed``
-    until ``fraction`` of the items are in dev. The same split, fraction and seed give the same
-    carving, whatever the run's own seed: every trial and every rerun seed selects on one dev."""
-    images = dataset.images()
-    unique, counts = np.unique(images, return_counts=True)
+    """Carve a labelled dev split off a training split: ``(rest, dev)``. Whole **movies** go to
+    one side, as VCR's train, val and test are disjoint by movie (frames of one film share
+    actors, sets and near-duplicate scenes: a dev split that shares movies with training favours
+    what fits them, and every choice is made on dev). Movies are drawn with ``seed`` until
+    ``fraction`` of the items are in dev. The same split, fraction and seed give the same carving,
+    whatever the run's own seed: every trial and every rerun seed selects on one dev."""
+    movies = dataset.movies()
+    unique, counts = np.unique(movies, return_counts=True)
     shuffle = np.random.default_rng(seed).permutation(len(unique))
     order, sizes = unique[shuffle], counts[shuffle]
-    enough = int(np.searchsorted(np.cumsum(sizes), fraction * len(images))) + 1  # first >= it
-    dev_images = order[:enough]
-    in_dev = np.isin(images, dev_images)
+    enough = int(np.searchsorted(np.cumsum(sizes), fraction * len(movies))) + 1  # first >= it
+    in_dev = np.isin(movies, order[:enough])
     if in_dev.all():
-        raise InputError(f"dev_fraction {fraction}: leaves no training items ({len(images)} items)")
+        raise InputError(
+            f"dev_fraction {fraction}: leaves no training items ({len(movies)} items in "
+            f"{len(unique)} movies; the dev split takes whole movies)"
+        )
     return dataset.subset(np.flatnonzero(~in_dev)), dataset.subset(np.flatnonzero(in_dev))

@@ -11,6 +11,7 @@ Text entry ``<split>-text-<fp>/`` (T = all word rows of the split, D = encoder w
                                    answer a as context, rationale r as choice
     labels.npy    [N, 2] int64     answer and rationale labels, -1 on test
     items.json                     annot_ids, in file order
+    movies.json                    each item's movie (``VCRItem.movie``), in file order
 
 Objects entry ``<split>-objects-<fp>/`` (M = object rows, shared by the questions of an image)::
 
@@ -20,7 +21,7 @@ Objects entry ``<split>-objects-<fp>/`` (M = object rows, shared by the question
     classes.npy   [M] int16          class ids (``vcrnet.data.grounding.COCO_CLASSES``)
     offsets.npy   [N + 1] int64      item i's rows are rows[offsets[i]:offsets[i + 1]],
     rows.npy      [sum] int64        object 0 (the image) first, then the kept detections
-    items.json
+    items.json, movies.json
 
 Only what the model needs is stored: float16, no padding, only the detections some question
 mentions, and each object once per image however many questions ask about it.
@@ -639,3 +640,4 @@ def _save_items(folder: Path, items: list[VCRItem]) -> None:
     ).reshape(len(items), 2)
     _save(folder, "labels", labels)
     write_text(folder / "items.json", json.dumps([it.annot_id for it in items]))
+    write_text(folder / "movies.json", json.dumps([it.movie for it in items]))

@@ -160,6 +160,45 @@ def test_a_dry_run_prints_the_plan_and_writes_nothing(
     assert not study_home.exists()  # no study, no store, no Ray
 
 
+@pytest.mark.parametrize("space", ["default", "paper"])
+def test_real_data_without_a_preset_trains_r2cs_model_and_says_so(
+    study_home, cli, synthetic_dir, synthetic_features, space
+):
+    """On data other than the built-in set (here the tests' copy, given by --data) a study whose
+    space and --set name no preset is planned with R2C's model, in one warning line; the paper
+    space names its own (r2c), a --set names another: no line."""
+    args = ["launch", "--data", synthetic_dir, "--cache", synthetic_features.text.parent]
+    args += ["--image-size", "256x128", "--space", space, "--dry-run", "--name", "m1"]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    warned = [line for line in out.splitlines() if "no preset given" in line]
+    if space == "paper":
+        assert warned == []
+    else:
+        assert warned == [
+            "warning: no preset given for data other than the built-in set: training R2C's "
+            "model (preset r2c); pass --set preset=small for the small one"
+        ]
+    code, out, err = cli(*args, "--set", "preset=small")
+    assert code == 0 and "no preset given" not in out + err, err
+    assert not study_home.exists()
+
+
+def test_train_on_real_data_without_a_preset_trains_r2c(
+    cli, synthetic_dir, synthetic_features, tmp_path
+):
+    from vcrnet.train import load_checkpoint
+
+    code, out, err = cli(
+        "train", "--data", synthetic_dir, "--cache", synthetic_features.text.parent,
+        "--image-size", "256x128", "--epochs", "1", "--set", "batch_size=8",
+        "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "no preset given for data other than the built-in set" in err
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["preset"] == "r2c"
+
+
 def test_a_study_the_disk_cannot_hold_is_refused_before_it_starts(
     study_home, cli, synthetic_dir, synthetic_features, tmp_path, monkeypatch
 ):

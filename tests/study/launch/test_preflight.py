@@ -29,7 +29,7 @@ def saved(tmp_path, monkeypatch):
 
 
 def test_a_resume_refuses_a_space_file_changed_since_the_study_started(saved):
-    options, space = preflight.resolved_options(LaunchOptions(name="s1"), resume=True)
+    options, space, _ = preflight.resolved_options(LaunchOptions(name="s1"), resume=True)
     assert space.path == saved and options.space_sha256
     saved.write_text(SPACE.replace("epochs: 1", "epochs: 2"))
     with pytest.raises(InputError, match=r"s\.yaml: the file changed since study s1 started"):
@@ -40,7 +40,7 @@ def test_a_resume_takes_the_resources_given_and_names_what_it_ignores(saved):
     given = LaunchOptions(name="s1", cpus_per_trial=0.5, max_failures=5, trials=3, asha=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        options, _ = preflight.resolved_options(given, resume=True)
+        options, _, _ = preflight.resolved_options(given, resume=True)
     assert (options.cpus_per_trial, options.max_failures) == (0.5, 5)
     assert (options.trials, options.asha) == (8, True)  # the study's own
     assert [str(w.message).split(" ignored")[0] for w in caught] == ["--resume: --trials, --asha"]

@@ -295,3 +295,68 @@ def test_a_64_trial_study_stays_readable(client, tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "out" / "importances.csv", keep_default_na=False)
     assert dict(table.groupby("epoch")["trials"].first()) == {1: 64, 4: 16}
     assert set(table["note"]) == {""}  # enough trials at both epochs: no note
+
+
+PAPER = load_space("paper")
+# label -> dev Q->AR, dev Q->AR under the answer mixture, val Q->AR under it, per epoch: the
+# softmax and Gumbel rows select on the mixture (paper.yaml), whose best epoch is another
+PAPER_CURVES = {
+    "R2C": {"dev_q2ar": [0.30, 0.50, 0.40], "val_q2ar": [0.31, 0.52, 0.41]},
+    "softmax": {
+        "dev_q2ar": [0.20, 0.30, 0.60],
+        "dev_q2ar_mixture": [0.20, 0.45, 0.35],
+        "val_q2ar_mixture": [0.21, 0.44, 0.70],
+        "val_q2ar": [0.19, 0.29, 0.61],
+    },
+    "Gumbel softmax": {
+        "dev_q2ar": [0.10, 0.20, 0.15],
+        "dev_q2ar_mixture": [0.10, 0.15, 0.55],
+        "val_q2ar_mixture": [0.12, 0.18, 0.40],
+        "val_q2ar": [0.11, 0.19, 0.14],
+    },
+}
+
+
+def test_the_paper_tables_read_each_row_on_its_own_objective(client, tmp_path):
+    """Each labelled row at its best epoch by the objective its row selected on, which the
+    tables name; sorted by that dev value, not by val."""
+    name = "paper-objectives"
+    parent = tracking.create_study(client, name, Path(store.home()), store.artifacts_dir(name))
+    experiment_id = client.get_run(parent).info.experiment_id
+    rows = {row["label"]: row for row in PAPER.trials}
+    for i, (label, curves) in enumerate(PAPER_CURVES.items()):
+        row = {k: v for k, v in rows[label].items() if k != "label"}
+        params = PAPER.config({**PAPER.fixed, **row}).to_dict()
+        tags = {
+            tracking.PARENT_TAG: parent,
+            tracking.LABEL: label,
+            "trial_id": f"{name}_{i:05d}",
+            "method": params["method"],
+            "final_status": "COMPLETED",
+        }
+        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key, value, 0, epoch)
+                for key, values in curves.items()
+                for epoch, value in enumerate(values, start=1)
+            ],
+        )
+        client.set_terminated(run_id, "FINISHED")
+    out = tmp_path / "out"
+    ablations.build_report(client, parent, out, None, name, approaches=PAPER.approaches())
+    best = pd.read_csv(out / "best_per_method.csv").set_index("approach")
+    assert best.loc["softmax", "selected on"] == "dev_q2ar_mixture"
+    assert best.loc["softmax", "best_epoch"] == 2  # the mixture's best, not dev Q->AR's (3)
+    assert best.loc["softmax", "dev (selected on)"] == pytest.approx(0.45)
+    assert best.loc["R2C", "selected on"] == "dev_q2ar" and best.loc["R2C", "best_epoch"] == 2
+    scored = best[best["dev (selected on)"].notna()]
+    assert list(scored.index) == ["Gumbel softmax", "R2C", "softmax"]  # by dev: 0.55, 0.5, 0.45
+    table1 = pd.read_csv(out / "paper_table1.csv")
+    assert list(table1["approach"][:2]) == ["Gumbel softmax", "softmax"]  # by dev, then no trial
+    softmax = table1.set_index("approach").loc["softmax"]
+    assert softmax["selected on"] == "dev_q2ar_mixture"
+    assert softmax["Q->AR study"] == pytest.approx(44.0)  # val at the mixture's best epoch
+    assert softmax["dev study (selected on)"] == pytest.approx(45.0)

@@ -106,6 +106,10 @@ def test_a_study_from_before_the_rooms_is_read_but_not_resumed(home, cli):
     assert code == 2 and err.count("\n") == 1, err
     assert "--name old: made by an earlier vcr-study" in err and "cannot be resumed" in err
     assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # nothing written
+    record = json.loads((folder / "study.json").read_text())
+    (folder / "study.json").write_text(json.dumps({**record, "layout": 2}))  # before movies
+    code, out, err = cli("launch", "--name", "old", "--resume")
+    assert code == 2 and err.count("\n") == 1 and "a dev split carved by image" in err, err
     store.save(StudyRecord(store.load("old").options, "x"))  # what this vcr-study writes
-    assert json.loads((folder / "study.json").read_text())["layout"] == store.LAYOUT
+    assert json.loads((folder / "study.json").read_text())["layout"] == store.LAYOUT == 3
     store.check_resumable("old")

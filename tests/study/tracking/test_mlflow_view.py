@@ -185,3 +185,29 @@ def test_a_launched_study_logs_inputs_system_metrics_and_ablations(
         assert set(digests) == {"train-text", "train-objects", "val-text", "val-objects"}
         assert digests["train-text"] == synthetic_features.text.name.rsplit("-", 1)[-1]
         assert set(SYSTEM) <= set(run.data.metrics) and run.data.tags["node_id"]
+
+
+def test_a_trial_tune_saved_as_ended_gets_its_run_closed_when_the_driver_comes_back(
+    client, study_home
+):
+    """A driver killed after Tune saved a trial TERMINATED but before the tracker closed its run:
+    the restored trial never completes again, so the experiment's end closes its run (and a
+    trial still running is left to its own end)."""
+    from ray.tune.experiment import Trial
+
+    parent = tracking.create_study(client, "ended", store.home(), store.artifacts_dir("ended"))
+    configs = SimpleNamespace(params=lambda config: {"method": "softmax", "epochs": 2})
+    tracker = tracking.MLflowTracker(client.tracking_uri, parent, configs, "val_q2ar")
+    ended = SimpleNamespace(trial_id="t_ended", config={}, status=Trial.TERMINATED, path="")
+    running = SimpleNamespace(trial_id="t_running", config={}, status=Trial.RUNNING, path="")
+    for trial in (ended, running):
+        tracker.on_trial_start(0, [], trial)
+        for epoch in (1, 2):
+            tracker.on_trial_result(0, [], trial, {"epoch": epoch, "val_q2ar": 0.1 * epoch})
+
+    restarted = tracking.MLflowTracker(client.tracking_uri, parent, configs, "val_q2ar")
+    restarted.close_ended([ended, running])
+    runs = trial_runs(client, parent).set_index("trial_id")
+    assert runs.loc["t_ended", "status"] == "FINISHED"
+    assert runs.loc["t_ended", "final_status"] == "COMPLETED"
+    assert runs.loc["t_running", "status"] == "RUNNING"
