@@ -4,11 +4,11 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 
-.PHONY: run test install browser lint
+.PHONY: run test install browser slurm lint
 run: $(VENV)/.installed
 	$(VENV)/bin/vcr-study launch
 
-test: $(VENV)/.installed browser lint
+test: $(VENV)/.installed browser slurm lint
 	$(VENV)/bin/python -m pytest
 
 # ruff, as pyproject.toml configures it: lint rules, then the formatting
@@ -22,6 +22,15 @@ browser:
 	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium >/dev/null 2>&1 || \
 	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
 	  echo "could not install chromium: the MLflow UI test will be skipped"
+
+# Debian's SLURM and munge, for the tests that submit a study to a one-node SLURM started on this
+# machine (tests/test_slurm.py; installed when root, the tests skipped otherwise).
+slurm:
+	@command -v slurmctld >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (export DEBIAN_FRONTEND=noninteractive; \
+	   apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q slurm-wlm munge >/dev/null 2>&1)) || \
+	  echo "could not install slurm-wlm and munge: the SLURM tests will be skipped"
 
 install: $(VENV)/.installed
 

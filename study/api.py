@@ -398,16 +398,22 @@ def finals(
     gpus_per_trial: float = 0.0,
     resume: bool = False,
     verbose: bool = False,
+    address: str | None = None,
+    method: str | None = None,
+    run: str | None = None,
 ):
     """Study ``name``'s finals (``vcr-study finals``): each approach's ``top`` configurations
-    re-trained with ``seeds`` new seeds as Ray Tune trials, then the verdict; returns the
+    re-trained with ``seeds`` new seeds as Ray Tune trials (``method``: only that approach's;
+    ``run``: only the trial of that MLflow run), then the verdict; returns the
     ``reports.FinalsReport``. ``resume``: finish finals a killed driver left (the recorded
     options hold)."""
-    from study.launch import run_finals as run
+    from study.launch import run_finals
     from study.store import FinalsRecord
 
-    asked = FinalsRecord(top, seeds, epochs, concurrent, cpus_per_trial, gpus_per_trial)
-    return run(name, asked, resume=resume, verbose=verbose)
+    asked = FinalsRecord(
+        top, seeds, epochs, concurrent, cpus_per_trial, gpus_per_trial, method=method, run=run
+    )
+    return run_finals(name, asked, resume=resume, verbose=verbose, address=address)
 
 
 def verdict(name: str):

@@ -245,6 +245,14 @@ def best_command(
 def finals_command(
     name: Annotated[str, typer.Option(help="The study.")],
     top: Annotated[int, typer.Option(help="Configurations per approach, best on dev first.")] = 1,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Only this approach (a method, or a grid row's label)."),
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(help="Only the search trial of this MLflow run (best lists the best ones)."),
+    ] = None,
     seeds: Annotated[
         int, typer.Option(help="Seeds per configuration (1, 2, ...: never the search's own).")
     ] = 3,
@@ -257,6 +265,13 @@ def finals_command(
     resume: Annotated[
         bool, typer.Option(help="Finish the finals a stopped driver left (their options hold).")
     ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray cluster to run them on (default: the study's own).",
+            envvar="RAY_ADDRESS",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show what Ray, Tune and MLflow print.")
     ] = False,
@@ -267,12 +282,24 @@ def finals_command(
 
     \b
     Example: vcr-study finals --name joint1 --seeds 5 --concurrent 4 --gpus-per-trial 0.5
+    One:     vcr-study finals --name joint1 --method gumbel (or --run <run id>)
     Resume:  vcr-study finals --name joint1 --resume
     """
     from study import api
 
     report = api.finals(
-        name, top, seeds, epochs, concurrent, cpus_per_trial, gpus_per_trial, resume, verbose
+        name,
+        top,
+        seeds,
+        epochs,
+        concurrent,
+        cpus_per_trial,
+        gpus_per_trial,
+        resume,
+        verbose,
+        address,
+        method,
+        run,
     )
     _print_finals(name, report)
 

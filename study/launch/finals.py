@@ -39,12 +39,17 @@ def run_finals(
     resume: bool = False,
     verbose: bool = False,
     echo=print,
+    address: str | None = None,
 ) -> reports.FinalsReport:
     """Run (or, ``resume``, finish) study ``name``'s finals as ``asked`` (no entries: they are
-    made here; a resume keeps the recorded ones and options), then write the verdict."""
+    made here; a resume keeps the recorded ones and options), then write the verdict.
+    ``address``: the Ray cluster to run on now (default: the study's own; a requeued SLURM job
+    has a new one)."""
     asked.check()
     study = store.load(name)
     store.check_resumable(name)
+    if address:
+        study = study._replace(options=dataclasses.replace(study.options, address=address))
     _options(study.options, asked)  # the options asked for, checked before anything else
     with store.running(name):
         recorded = store.load_finals(name)
@@ -65,18 +70,33 @@ def run_finals(
             preflight.check_resources(options, None)
         client = tracking.writing_client(store.tracking_uri(options))
         if not resume:
-            finalists = tracking.top_per_approach(
-                client, study.parent_run_id, OBJECTIVE, record.top
-            )
-            if not finalists:
-                raise InputError(
-                    f"--name {name}: the study has no trial with a dev result to re-train"
-                )
+            finalists = _finalists(client, study.parent_run_id, record, name)
             entries = finals_grid(finalists, record.seeds, record.epochs)
             record = dataclasses.replace(record, entries=entries)
         with captured(store.log_path(name), verbose) as shown:
             _run(options, record, study.parent_run_id, client, address, resume, shown.say)
     return reports.write_finals(name, echo=echo)
+
+
+def _finalists(client, parent: str, record: FinalsRecord, name: str) -> list[dict]:
+    """The search trials the finals re-train: each approach's ``top`` best on dev, or only
+    ``method``'s, or only the trial of MLflow run ``run``; an empty choice is refused."""
+    if record.run:
+        run_id, _ = tracking.parse_model_ref(record.run)
+        return [{**tracking.trial_of_run(client, parent, run_id, OBJECTIVE), "rank": 1}]
+    finalists = tracking.top_per_approach(client, parent, OBJECTIVE, record.top)
+    if not finalists:
+        raise InputError(f"--name {name}: the study has no trial with a dev result to re-train")
+    if record.method:
+        chosen = [f for f in finalists if record.method in (f["approach"], f["method"])]
+        if not chosen:
+            approaches = ", ".join(sorted({f["approach"] for f in finalists}))
+            raise InputError(
+                f"--method {record.method}: no trial of that method or row with a dev result "
+                f"(the study has {approaches})"
+            )
+        return chosen
+    return finalists
 
 
 def _options(options: LaunchOptions, record: FinalsRecord) -> LaunchOptions:

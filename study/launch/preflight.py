@@ -58,8 +58,17 @@ def resolved_options(
 
 
 # What a resumed study takes from the options given: the resources a trial asks for (a study that
-# asked for more than its cluster has must not be stuck) and its retries. The rest is the study.
-ON_RESUME = ("cpus_per_trial", "gpus_per_trial", "max_failures")
+# asked for more than its cluster has must not be stuck), its retries, and where it runs now (a
+# SLURM job requeued on other nodes has a new Ray address, node-local disks and session folders).
+# The rest is the study.
+ON_RESUME = (
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "max_failures",
+    "address",
+    "local_cache",
+    "ray_temp_dir",
+)
 
 
 def _resumed(given: LaunchOptions) -> LaunchOptions:

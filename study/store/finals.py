@@ -22,10 +22,14 @@ class FinalsRecord:
     concurrent: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    method: str | None = None  # only this approach (a method or a grid row's label)
+    run: str | None = None  # only the search trial of this MLflow run (a run id or runs:/ URI)
     entries: list = field(default_factory=list)  # the finals' trials (finals_grid)
 
     def check(self) -> None:
         """Every option in its range: one line naming it."""
+        if self.method and self.run:
+            raise InputError("--method and --run: give one (the run names its trial)")
         for ok, option, rule in (
             (self.seeds >= 1, "--seeds", "at least 1"),
             (self.top >= 1, "--top", "at least 1"),

@@ -70,6 +70,9 @@ def _main(*args) -> int:
         (("--concurrent", "0"), "--concurrent"),
         (("--cpus-per-trial", "64"), "--cpus-per-trial 64: this machine has"),
         (("--resume",), "it has no finals to resume"),
+        (("--method", "gumbel"), "--method gumbel: no trial of that method or row"),
+        (("--method", "softmax", "--run", "x"), "--method and --run: give one"),
+        (("--run", "0" * 32), f"--run {'0' * 32}: not a trial run of this study"),
     ],
 )
 def test_finals_refuse_bad_options_before_anything_is_written(
