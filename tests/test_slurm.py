@@ -210,21 +210,21 @@ def _runs(home: Path, name: str):
     return client, trial_runs(client, parent)
 
 
-def test_a_study_runs_as_a_slurm_job(slurm, tmp_path, synthetic_dir, synthetic_features):
-    home, output = tmp_path / "home", tmp_path / "job.out"
-    scratch = slurm.root / "scratch1"  # node-local scratch, short: Ray's sockets go under it
+def _submit(slurm, tmp_path, synthetic_dir, synthetic_features, study: str, launch: str):
+    """Submit the script for study ``study`` with ``launch``'s options; its job id, home, output
+    file and node-local scratch (under the cluster's short root: Ray's sockets go under it)."""
+    home, output, scratch = tmp_path / "home", tmp_path / "job.out", slurm.root / study
     scratch.mkdir()
-    job = slurm.submit(
-        output,
-        **_variables(
-            home,
-            scratch,
-            synthetic_dir,
-            synthetic_features.text.parent,
-            "sl1",
-            "--space smoke --trials 2 --epochs 2 --concurrent 2",
-        ),  # fmt: skip
-    )
+    cache = synthetic_features.text.parent
+    variables = _variables(home, scratch, synthetic_dir, cache, study, launch)
+    return slurm.submit(output, **variables), home, output, scratch
+
+
+def test_a_study_runs_as_a_slurm_job(slurm, tmp_path, synthetic_dir, synthetic_features):
+    job, home, output, scratch = _submit(
+        slurm, tmp_path, synthetic_dir, synthetic_features, "sl1",
+        "--space smoke --trials 2 --epochs 2 --concurrent 2",
+    )  # fmt: skip
     slurm.wait_for(job, ("COMPLETED",), output)
     text = output.read_text()
     assert "vcr-study exited with 0" in text, text[-3000:]
@@ -239,20 +239,10 @@ def test_a_study_runs_as_a_slurm_job(slurm, tmp_path, synthetic_dir, synthetic_f
 def test_a_requeued_job_resumes_its_study_with_every_trial_once(
     slurm, tmp_path, synthetic_dir, synthetic_features
 ):
-    home, output = tmp_path / "home", tmp_path / "job.out"
-    scratch = slurm.root / "scratch2"
-    scratch.mkdir()
-    job = slurm.submit(
-        output,
-        **_variables(
-            home,
-            scratch,
-            synthetic_dir,
-            synthetic_features.text.parent,
-            "sl2",
-            "--space smoke --trials 4 --epochs 3 --concurrent 2 --no-asha",
-        ),  # fmt: skip
-    )
+    job, home, output, scratch = _submit(
+        slurm, tmp_path, synthetic_dir, synthetic_features, "sl2",
+        "--space smoke --trials 4 --epochs 3 --concurrent 2 --no-asha",
+    )  # fmt: skip
     deadline = time.monotonic() + 600
     while "trials: 1 done" not in (output.read_text() if output.is_file() else ""):
         assert slurm.state(job) in ("PENDING", "RUNNING", "CONFIGURING"), output.read_text()

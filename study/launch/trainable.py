@@ -24,14 +24,15 @@ from ray import tune
 from study.launch import retention
 from study.launch.throughput import device_kind as throughput_device
 from study.search import TrialConfigs
+from study.tracking import TEST_SCORES, VAL_PREDICTIONS
 from vcrnet.atomic import write_text
 from vcrnet.features import CachedVCRDataset
 from vcrnet.features.extract import SplitFeatures
 from vcrnet.features.stage import LOCAL_CACHE_VARIABLE, stage
 from vcrnet.train import BEST, CHECKPOINT, METRICS, fit
 
-PREDICTIONS = "predictions"  # a finals checkpoint's folder of leaderboard CSVs (val.csv, test.csv)
-TEST_SCORES = "test_scores.json"  # in it, where test labels are known: every test reading
+# a finals checkpoint's folder of leaderboard CSVs, and the test readings' file in it (schema's)
+PREDICTIONS = Path(VAL_PREDICTIONS).parent.name
 
 MEGABYTE = 1e6  # MLflow's system metrics count megabytes of 10^6 bytes
 
@@ -150,7 +151,7 @@ def write_predictions(
             pairs = torch.tensor([test_labels[i] for i in dataset.annot_ids])
             scores = readings(p, COUPLINGS[config.method](config.coupling()), tuple(pairs.T))
             write_text(
-                folder / TEST_SCORES,
+                folder / Path(TEST_SCORES).name,
                 json.dumps({f"test_{k}": v for k, v in scores.items()}),
             )
 

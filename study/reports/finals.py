@@ -136,7 +136,8 @@ def write_finals(name: str, echo: Callable[[str], None] = print) -> FinalsReport
     out = store.reports_dir(name)
     judged = [f for f in found if f.seeds]
     uri = store.tracking_uri(options)
-    right = {f.approach: _right(uri, f, options, out) for f in judged}
+    val = _val_labels(options) if judged else None
+    right = {f.approach: _right(uri, f, val, out) for f in judged}
     pairs = compare_all(right) if len(right) > 1 else []
     files = write_verdict(pairs, out, READING, len(right))
     files += write_table(finals_table(found), out / "finals", _finals_title(found, running))
@@ -170,12 +171,12 @@ def write_finals(name: str, echo: Callable[[str], None] = print) -> FinalsReport
     return report
 
 
-def _right(uri: str, finalist: Finalist, options, out: Path) -> np.ndarray:
+def _right(uri: str, finalist: Finalist, val, out: Path) -> np.ndarray:
     """``[seeds, questions]``: whether each seed's val prediction is right on Q->AR, the
     questions in the val split's order."""
     from vcrnet.leaderboard import per_question, read_csv, rows_for
 
-    ids, labels = _val_labels(options)
+    ids, labels = val  # ``_val_labels``
     rows = []
     for run_id in finalist.runs:
         path = tracking.download(

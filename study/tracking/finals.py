@@ -23,12 +23,12 @@ from study.tracking.schema import (
     SEED,
     STAGE,
     TEST_PREDICTIONS,
+    TEST_SCORES,
     VAL_PREDICTIONS,
 )
 from study.tracking.trials import MLflowTracker
 
 PREDICTIONS = Path(VAL_PREDICTIONS).parent.name  # the folder a checkpoint keeps them in
-TEST_SCORES = "test_scores.json"  # beside them: the test readings (``launch.trainable``)
 
 
 class FinalsTracker(MLflowTracker):
@@ -85,7 +85,7 @@ def log_outputs(client: MlflowClient, run_id: str, trial_folder: Path) -> None:
 def log_test_scores(client: MlflowClient, run_id: str, trial_folder: Path, objective: str) -> None:
     """The test readings the trial wrote beside its predictions (``TEST_SCORES``), logged at the
     run's best epoch on ``objective``; nothing where it wrote none (test labels unknown)."""
-    found = sorted(trial_folder.glob(f"checkpoint_*/{PREDICTIONS}/{TEST_SCORES}"))
+    found = sorted(trial_folder.glob(f"checkpoint_*/{TEST_SCORES}"))
     history = client.get_metric_history(run_id, objective)
     if not found or not history:
         return

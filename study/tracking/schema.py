@@ -63,6 +63,7 @@ __all__ = [
     "STOPPED_EARLY",
     "STUDY_ROLE",
     "TEST_PREDICTIONS",
+    "TEST_SCORES",
     "TRIAL_ID",
     "VAL_PREDICTIONS",
     "best_metric",
@@ -100,6 +101,7 @@ STAGE, FINALS = "stage", "finals"  # a finals run (search trials have no STAGE t
 FINALS_OF, FINALS_OF_RUN = "finals_of", "finals_of_run"  # the search trial a finals run re-trains
 # a finals run's predictions at its best epoch on dev, as leaderboard CSVs (``vcrnet.leaderboard``)
 VAL_PREDICTIONS, TEST_PREDICTIONS = "predictions/val.csv", "predictions/test.csv"
+TEST_SCORES = "predictions/test_scores.json"  # beside them, where test labels are known
 
 # --- FINAL_STATUS values -------------------------------------------------------------------------
 RUNNING = "RUNNING"

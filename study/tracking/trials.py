@@ -160,24 +160,23 @@ class MLflowTracker(Callback):
     # --- the one run per trial ----------------------------------------------------------------
     def _open(self, trial) -> bool:
         """Whether the trial's run exists and has not ended (read, not reopened)."""
-        found = self.client.search_runs(
+        found = self._find(trial)
+        return bool(found) and found[0].info.status == RUNNING
+
+    def _find(self, trial) -> list:
+        """The trial's run in MLflow (MLflow is the record of which run is which trial)."""
+        return self.client.search_runs(
             [self.experiment_id],
             f"tags.{TRIAL_ID} = '{trial.trial_id}' and tags.`{PARENT_TAG}` = "
             f"'{self.parent_run_id}'",
             max_results=1,
         )
-        return bool(found) and found[0].info.status == RUNNING
 
     def _run_of(self, trial) -> str:
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         client = self.client
-        found = client.search_runs(
-            [self.experiment_id],
-            f"tags.{TRIAL_ID} = '{trial.trial_id}' and tags.`{PARENT_TAG}` = "
-            f"'{self.parent_run_id}'",
-            max_results=1,
-        )
+        found = self._find(trial)
         if found:  # a restart or a retry: the same run, marked running again
             run_id = found[0].info.run_id
             client.update_run(run_id, status=RUNNING)
