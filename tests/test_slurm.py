@@ -223,7 +223,7 @@ def _submit(slurm, tmp_path, synthetic_dir, synthetic_features, study: str, laun
 def test_a_study_runs_as_a_slurm_job(slurm, tmp_path, synthetic_dir, synthetic_features):
     job, home, output, scratch = _submit(
         slurm, tmp_path, synthetic_dir, synthetic_features, "sl1",
-        "--space smoke --trials 2 --epochs 2 --concurrent 2",
+        "--space smoke --trials 2 --epochs 2 --concurrent 2 --no-asha",  # every epoch, both
     )  # fmt: skip
     slurm.wait_for(job, ("COMPLETED",), output)
     text = output.read_text()
